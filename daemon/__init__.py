@@ -1,0 +1,1 @@
+"""The sampling service: sources, sampler, marker recorder, embedded broker, systemd glue."""

@@ -1,0 +1,264 @@
+"""Configuration: TOML file + JOULED_<SECTION>_<KEY> environment overrides, validated with one-line errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from jouled.errors import UserError
+
+SYSTEM_CONFIG = Path("/etc/jouled/jouled.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DaemonConfig(_Section):
+    host: str = Field(default_factory=socket.gethostname)
+    status_path: str = ""  # empty: next to the store, "<store>.status.json"
+    flush_interval_s: float = Field(0.5, gt=0)
+    health_interval_s: float = Field(1.0, gt=0)
+
+
+class StoreConfig(_Section):
+    path: str = ""  # empty: $XDG_DATA_HOME/jouled/jouled.db
+    raw_retention_days: float = Field(7.0, gt=0)
+    aggregate_retention_days: float = Field(365.0, gt=0)
+    aggregate_period_s: float = Field(1.0, gt=0)
+
+
+class InfluxConfig(_Section):
+    url: str = ""
+    api: Literal["v1", "v2"] = "v1"
+    database: str = "jouled"
+    username: str = ""
+    password: str = ""
+    org: str = ""
+    bucket: str = "jouled"
+    token_file: str = ""
+    batch_size: int = Field(5000, gt=0)
+
+
+class MqttConfig(_Section):
+    url: str = ""  # empty: embedded broker on 127.0.0.1:1883
+    username: str = ""
+    password: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_insecure: bool = False
+    embedded_port: int = Field(1883, ge=0, le=65535)
+    max_clock_skew_s: float = Field(300.0, gt=0)
+
+
+class SourceConfig(_Section):
+    enabled: bool = True
+    rate_hz: float = Field(10.0, gt=0, le=10000)
+
+
+class NvmlConfig(SourceConfig):
+    counter_rate_hz: float = Field(2.0, gt=0, le=1000)  # the energy counter read costs ms per call
+    gpus: list[int] = []  # empty: every GPU
+
+
+class RaplConfig(SourceConfig):
+    root: str = "/sys/class/powercap"
+
+
+class VisaConfig(SourceConfig):
+    enabled: bool = True
+    rate_hz: float = Field(10.0, gt=0, le=1000)
+    resource: str = ""  # empty: source off
+    model: Literal["wt310", "wt330", "lmg450", "lmg500", "scpi"] = "wt310"
+    backend: str = "@py"  # pyvisa-py; "path/to/sim.yaml@sim" for pyvisa-sim
+    timeout_ms: int = Field(2000, gt=0)
+    element: int = Field(1, ge=1)
+    update_interval_s: float = Field(0.1, gt=0)  # the meter's own update rate (:RATE)
+    integrate: bool = True
+    # generic SCPI profile
+    init_commands: list[str] = []
+    power_query: str = ""
+    energy_query: str = ""
+    energy_unit_j: float = Field(1.0, gt=0)  # multiply the meter's energy answer to get joules
+    read_termination: str = "\n"
+    write_termination: str = "\n"
+
+
+class SmiConfig(SourceConfig):
+    enabled: bool = False  # a comparison source: opt in
+    binary: str = "nvidia-smi"
+
+
+class EstimateConfig(SourceConfig):
+    rate_hz: float = Field(1.0, gt=0, le=1000)
+    tdp_w: float = Field(0.0, ge=0)  # 0: look the CPU up, else CodeCarbon's default
+    idle_fraction: float = Field(0.1, ge=0, le=1)  # P_idle / TDP until calibrated
+    only_without_sensors: bool = True
+
+
+class SourcesConfig(_Section):
+    nvml: NvmlConfig = NvmlConfig()
+    rapl: RaplConfig = RaplConfig()
+    visa: VisaConfig = VisaConfig()
+    smi: SmiConfig = SmiConfig()
+    estimate: EstimateConfig = EstimateConfig()
+
+
+class CarbonConfig(_Section):
+    provider: str = ""
+    zone: str = ""
+    url: str = ""  # provider base URL override (self-hosted Carbon Aware SDK, tests)
+    token_file: str = ""
+    username: str = ""
+    password: str = ""
+    trace_file: str = ""
+    constant_g_per_kwh: float = Field(0.0, ge=0)  # used when no provider is configured
+    poll_interval_s: float = Field(300.0, gt=0)
+
+
+class NasConfig(_Section):
+    sampling_power_w: float = Field(250.0, gt=0)
+    evaluation_power_w: float = Field(300.0, gt=0)
+    idle_power_w: float = Field(50.0, ge=0)
+    decision_period_s: float = Field(3600.0, gt=0)
+    window_h: float = Field(24.0, gt=0)
+
+
+class Config(_Section):
+    daemon: DaemonConfig = DaemonConfig()
+    store: StoreConfig = StoreConfig()
+    influx: InfluxConfig = InfluxConfig()
+    mqtt: MqttConfig = MqttConfig()
+    sources: SourcesConfig = SourcesConfig()
+    carbon: CarbonConfig = CarbonConfig()
+    nas: NasConfig = NasConfig()
+    source_file: str = Field("", exclude=True)
+
+    def store_path(self) -> Path:
+        if self.store.path:
+            return Path(self.store.path).expanduser()
+        return default_store_path()
+
+    def status_path(self) -> Path:
+        if self.daemon.status_path:
+            return Path(self.daemon.status_path).expanduser()
+        return self.store_path().with_suffix(".status.json")
+
+
+def default_store_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "jouled" / "jouled.db"
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """Map JOULED_<SECTION>_<KEY> (and JOULED_SOURCES_<NAME>_<KEY>) onto the config tree.
+
+    Walk the model's own fields so keys with underscores (rate_hz) resolve without guessing.
+    """
+    out: dict[str, Any] = {}
+
+    def walk(model: type[BaseModel], prefix: str, path: list[str]) -> None:
+        for name, field in model.model_fields.items():
+            if field.exclude:
+                continue
+            env = f"{prefix}_{name.upper()}"
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, env, [*path, name])
+            elif env in environ:
+                node = out
+                for p in path:
+                    node = node.setdefault(p, {})
+                raw = environ[env]
+                node[name] = _parse_env_value(raw, ann)
+
+    walk(Config, "JOULED", [])
+    return out
+
+
+def _parse_env_value(raw: str, ann: Any) -> Any:
+    if getattr(ann, "__origin__", None) is list:
+        return [x.strip() for x in raw.split(",") if x.strip()]
+    return raw  # pydantic coerces "10" → 10.0, "false" → False
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _format_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: unknown key '{key}' — remove it or check its spelling against systemd/jouled.toml"
+    expected = first["msg"]
+    got = first.get("input")
+    return f"{origin}: key '{key}' = {got!r} is invalid: {expected}"
+
+
+def resolve_config_path(path: str | Path | None, environ: dict[str, str] | None = None) -> Path | None:
+    environ = dict(os.environ) if environ is None else environ
+    if path:
+        return Path(path)
+    if environ.get("JOULED_CONFIG"):
+        return Path(environ["JOULED_CONFIG"])
+    if SYSTEM_CONFIG.exists():
+        return SYSTEM_CONFIG
+    return None
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Load the config: file (explicit, $JOULED_CONFIG, /etc/jouled/jouled.toml) < environment."""
+    environ = dict(os.environ) if environ is None else environ
+    cfg_path = resolve_config_path(path, environ)
+    data: dict[str, Any] = {}
+    origin = "built-in defaults"
+    if cfg_path is not None:
+        origin = str(cfg_path)
+        try:
+            data = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"config {cfg_path}: file not found — pass an existing --config or unset JOULED_CONFIG") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"config {cfg_path}: not valid TOML ({e}) — fix the syntax at that line") from None
+        except OSError as e:
+            raise UserError(f"config {cfg_path}: cannot read ({e.strerror}) — check its permissions") from None
+    env = _env_overrides(environ)
+    try:
+        Config.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_format_error(e, f"config {origin}")) from None
+    try:
+        cfg = Config.model_validate(_merge(data, env))
+    except ValidationError as e:
+        raise UserError(_format_error(e, "environment (JOULED_* variables)")) from None
+    cfg.source_file = str(cfg_path or "")
+    if cfg_path is not None:
+        _resolve_relative_paths(cfg, cfg_path.parent)
+    return cfg
+
+
+def _resolve_relative_paths(cfg: Config, base: Path) -> None:
+    """Relative file paths in a config file are relative to that file, so examples run from anywhere."""
+    v = cfg.sources.visa
+    if v.backend.endswith("@sim") and len(v.backend) > 4:
+        sim = Path(v.backend[:-4])
+        if not sim.is_absolute():
+            v.backend = f"{(base / sim).resolve()}@sim"
+    for sect, key in (("carbon", "trace_file"), ("carbon", "token_file"), ("influx", "token_file")):
+        obj = getattr(cfg, sect)
+        val = getattr(obj, key)
+        if val and not Path(val).is_absolute() and (base / val).exists():
+            setattr(obj, key, str((base / val).resolve()))

@@ -1,0 +1,1 @@
+"""Stores: the local SQLite log (embedded default and durable spool) and InfluxDB."""

@@ -1,0 +1,1 @@
+"""CE-NAS: carbon providers, allocation policies, LaMOO, search space, executors, simulator."""

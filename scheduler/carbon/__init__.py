@@ -1,0 +1,1 @@
+"""Grid carbon-intensity providers behind one interface."""

@@ -1,0 +1,1 @@
+"""LaMOO: learned space partitioning for multi-objective search."""
