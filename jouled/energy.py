@@ -1,0 +1,815 @@
+"""Energy and carbon of marker windows: pure, vectorised functions over sample arrays (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from jouled.model import CarbonPoint, Marker
+
+Method = Literal["counter", "integral", "none"]
+HostDevicesPolicy = Literal["total", "exclude", "share"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# Quality thresholds (DESIGN.md "Energy of a window").
+SPARSE_BELOW_SAMPLES = 10  # the energy-benchmark study: SMI gave < 10 samples in 39 % of epochs
+GAP_PERIODS = 5.0  # a hole longer than this many sample periods is flagged `gap`
+
+# Sources that report per-GPU devices, attributed to a run through its `gpus`;
+# every other source (rapl, visa, estimate, ...) is a host-wide total.
+GPU_SOURCES: frozenset[str] = frozenset({"nvml", "smi"})
+
+J_PER_KWH = 3.6e6
+
+_METHODS: tuple[Method, ...] = ("none", "counter", "integral")
+_M_NONE, _M_COUNTER, _M_INTEGRAL = 0, 1, 2
+
+# Flag bits of the vectorised results; names in output order.
+_FLAG_NAMES: tuple[str, ...] = ("sparse", "gap", "edge", "estimated", "reset")
+F_SPARSE, F_GAP, F_EDGE, F_ESTIMATED, F_RESET = (1 << i for i in range(len(_FLAG_NAMES)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Data carriers
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesArrays:
+    """All samples of one (source, device), as the store returns them.
+
+    `power_w` and `energy_j` have the length of `time_ns`; a missing field is NaN. The arrays
+    need not be sorted and may repeat timestamps: the energy functions normalise them.
+    `period_s` is the nominal sample period (0 or NaN: inferred from the data).
+    """
+
+    time_ns: IntArray
+    power_w: FloatArray
+    energy_j: FloatArray
+    source: str
+    device: str
+    period_s: float
+    estimated: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class CarbonSeries:
+    """Grid carbon intensity as a step function: each value holds until the next one.
+
+    The first value also holds before its own time, so a constant intensity from the
+    configuration is simply a one-point series (see `CarbonSeries.constant`).
+    """
+
+    time_ns: IntArray
+    intensity_g_per_kwh: FloatArray
+
+    @classmethod
+    def constant(cls, intensity_g_per_kwh: float) -> CarbonSeries:
+        return cls(np.zeros(1, dtype=np.int64), np.array([float(intensity_g_per_kwh)]))
+
+    @classmethod
+    def from_points(cls, points: Iterable[CarbonPoint]) -> CarbonSeries:
+        pts = list(points)
+        return cls(
+            np.array([p.time_ns for p in pts], dtype=np.int64),
+            np.array([p.intensity_g_per_kwh for p in pts], dtype=np.float64),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WindowEnergy:
+    """Energy of one window on one device, with the evidence behind it."""
+
+    energy_j: float | None
+    method: Method
+    samples: int
+    max_gap_s: float
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class WindowEnergyBatch:
+    """`window_energy_many` results, one entry per window (energy NaN where method is none)."""
+
+    energy_j: FloatArray
+    method: npt.NDArray[np.int8]  # 0 none, 1 counter, 2 integral
+    samples: IntArray
+    max_gap_s: FloatArray
+    flags: IntArray  # bit mask of F_* values
+
+    def __len__(self) -> int:
+        return int(self.energy_j.shape[0])
+
+    def method_name(self, i: int) -> Method:
+        return _METHODS[int(self.method[i])]
+
+    def flag_names(self, i: int) -> tuple[str, ...]:
+        return flag_names(int(self.flags[i]))
+
+    def item(self, i: int) -> WindowEnergy:
+        e = float(self.energy_j[i])
+        return WindowEnergy(
+            energy_j=None if np.isnan(e) else e,
+            method=self.method_name(i),
+            samples=int(self.samples[i]),
+            max_gap_s=float(self.max_gap_s[i]),
+            flags=self.flag_names(i),
+        )
+
+
+def flag_names(mask: int) -> tuple[str, ...]:
+    return tuple(name for bit, name in enumerate(_FLAG_NAMES) if mask & (1 << bit))
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One marker pair: the span of a run, an epoch or a phase."""
+
+    run: str
+    scope: str
+    epoch: int | None
+    phase: str | None
+    arch: str | None
+    gpus: tuple[str, ...]
+    start_ns: int
+    end_ns: int
+    host: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerProblem:
+    """A marker that could not be paired; reported, never raised."""
+
+    kind: Literal["end_without_start", "start_without_end", "end_before_start", "bad_event"]
+    marker: Marker
+    message: str
+
+
+# --------------------------------------------------------------------------------------------------
+# Normalising samples
+# --------------------------------------------------------------------------------------------------
+
+
+def _dedup_mean(t: IntArray, *values: FloatArray) -> tuple[IntArray, list[FloatArray]]:
+    """Sort stably by time and average the finite values that share one timestamp.
+
+    Averaging (NaN ignored, per field) makes the result independent of the order in which
+    duplicates arrive, so shuffled input gives the same answer as sorted input.
+    """
+    t = np.asarray(t, dtype=np.int64)
+    vals = [np.asarray(v, dtype=np.float64) for v in values]
+    if t.size > 1 and not bool(np.all(t[1:] > t[:-1])):
+        order = np.argsort(t, kind="stable")
+        t = t[order]
+        vals = [v[order] for v in vals]
+    if t.size > 1 and not bool(np.all(t[1:] > t[:-1])):
+        first = np.empty(t.size, dtype=bool)
+        first[0] = True
+        first[1:] = t[1:] != t[:-1]
+        group = np.cumsum(first) - 1
+        n_groups = int(group[-1]) + 1
+        out = []
+        for v in vals:
+            ok = np.isfinite(v)
+            sums = np.bincount(group, weights=np.where(ok, v, 0.0), minlength=n_groups)
+            counts = np.bincount(group, weights=ok.astype(np.float64), minlength=n_groups)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out.append(np.where(counts > 0, sums / np.maximum(counts, 1.0), np.nan))
+        return t[first], out
+    return t, vals
+
+
+def infer_period_s(time_ns: npt.ArrayLike) -> float:
+    """Median spacing of distinct timestamps (NaN with fewer than two)."""
+    t = np.unique(np.asarray(time_ns, dtype=np.int64))
+    if t.size < 2:
+        return float("nan")
+    return float(np.median(np.diff(t))) * 1e-9
+
+
+@dataclass(frozen=True, eq=False)
+class _Track:
+    """Sorted, distinct samples of one field with its cumulative energy at each sample.
+
+    Times are float seconds relative to `ref_ns` so that float64 keeps ns precision for
+    ~100 days (absolute ns since 1970 do not fit a float64 mantissa).
+    """
+
+    t_s: FloatArray
+    cum_j: FloatArray  # cumulative energy at each sample, starts at 0
+    value: FloatArray  # power (integral track) or the wrap-safe counter (counter track)
+    resets: IntArray  # counter track: resets in steps [0, k) ; zeros otherwise
+
+    @property
+    def n(self) -> int:
+        return int(self.t_s.shape[0])
+
+
+def _counter_track(t_s: FloatArray, energy_j: FloatArray) -> _Track:
+    ok = np.isfinite(energy_j)
+    t = t_s[ok]
+    e = energy_j[ok]
+    steps = np.diff(e)
+    # A decrease is a reset (or a wrap of an imported counter whose range we do not know):
+    # that step's increment is skipped (counted as 0 J) and flagged `reset`, the rest summed.
+    neg = steps < 0
+    inc = np.where(neg, 0.0, steps)
+    cum = np.concatenate(([0.0], np.cumsum(inc)))
+    resets = np.concatenate(([0], np.cumsum(neg, dtype=np.int64)))
+    return _Track(t, cum, cum, resets)
+
+
+def _power_track(t_s: FloatArray, power_w: FloatArray) -> _Track:
+    ok = np.isfinite(power_w)
+    t = t_s[ok]
+    p = power_w[ok]
+    cum = np.concatenate(([0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(t))))
+    return _Track(t, cum, p, np.zeros(t.shape[0], dtype=np.int64))
+
+
+def _cum_at(track: _Track, x: FloatArray, method: int) -> FloatArray:
+    """Cumulative energy at times x, clamped to the covered span (no extrapolation)."""
+    t = track.t_s
+    x = np.clip(x, t[0], t[-1])
+    if method == _M_COUNTER:
+        # linear interpolation of the counter == piecewise-constant power between reads
+        return np.interp(x, t, track.cum_j)
+    k = np.clip(np.searchsorted(t, x, side="right") - 1, 0, track.n - 2)
+    t0 = t[k]
+    dt = t[k + 1] - t0
+    p0 = track.value[k]
+    p1 = track.value[k + 1]
+    u = x - t0
+    # power at x linearly interpolated; trapezoid from t[k] to x
+    px = p0 + (p1 - p0) * (u / dt)
+    return track.cum_j[k] + 0.5 * (p0 + px) * u
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedSeries:
+    """A series sorted, de-duplicated and split into its counter and power tracks."""
+
+    ref_ns: int
+    counter: _Track
+    power: _Track
+    any_t_s: FloatArray  # times with any finite field (for windows with no usable method)
+    period_s: float
+    estimated: bool
+    source: str = ""
+    device: str = ""
+
+
+def prepare(series: SeriesArrays) -> PreparedSeries:
+    """Normalise one series once; reuse it for many windows."""
+    t_ns, (p, e) = _dedup_mean(series.time_ns, series.power_w, series.energy_j)
+    ref_ns = int(t_ns[0]) if t_ns.size else 0
+    t_s = (t_ns - ref_ns).astype(np.float64) * 1e-9
+    period_s = float(series.period_s)
+    if not np.isfinite(period_s) or period_s <= 0:
+        period_s = infer_period_s(t_ns)
+    any_ok = np.isfinite(p) | np.isfinite(e)
+    return PreparedSeries(
+        ref_ns=ref_ns,
+        counter=_counter_track(t_s, e),
+        power=_power_track(t_s, p),
+        any_t_s=t_s[any_ok],
+        period_s=period_s,
+        estimated=bool(series.estimated),
+        source=series.source,
+        device=series.device,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Energy of windows
+# --------------------------------------------------------------------------------------------------
+
+
+def _coverage(t: FloatArray, a: FloatArray, b: FloatArray) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+    """Whether a track (>= 2 samples) overlaps [a, b], and the covered length."""
+    if t.shape[0] < 2:
+        return np.zeros(a.shape, dtype=bool), np.zeros(a.shape)
+    lo = np.maximum(a, t[0])
+    hi = np.minimum(b, t[-1])
+    return lo <= hi, np.maximum(hi - lo, 0.0)
+
+
+def _samples_and_gap(t: FloatArray, a: FloatArray, b: FloatArray) -> tuple[IntArray, FloatArray, npt.NDArray[np.bool_]]:
+    """Samples inside [a, b], the largest gap between the samples covering it, and `edge`.
+
+    The covering samples are those inside plus the last one at or before a and the first one
+    at or after b; where the data stops short of an edge, that edge itself stands in for the
+    missing sample, so a partly covered window shows the uncovered stretch as a gap.
+    """
+    n = t.shape[0]
+    if n == 0:
+        return np.zeros(a.shape, dtype=np.int64), b - a, np.ones(a.shape, dtype=bool)
+    i_in = np.searchsorted(t, a, side="left")  # first sample >= a
+    j_in = np.searchsorted(t, b, side="right")  # one past last sample <= b
+    samples = (j_in - i_in).astype(np.int64)
+    edge = (t[0] > a) | (t[-1] < b)
+    # covering index range [lo, hi]
+    lo = np.searchsorted(t, a, side="right") - 1  # last sample <= a (-1: none)
+    hi = np.searchsorted(t, b, side="left")  # first sample >= b (n: none)
+    lo_c = np.clip(lo, 0, n - 1)
+    hi_c = np.clip(hi, 0, n - 1)
+    left_t = np.where(lo >= 0, t[lo_c], a)
+    right_t = np.where(hi < n, t[hi_c], b)
+    # largest consecutive diff strictly inside the covering index range
+    first_i = np.where(lo >= 0, lo_c, i_in)
+    last_i = np.where(hi < n, hi_c, j_in - 1)
+    inner = _range_max_diff(t, first_i, last_i)
+    # gaps from the left boundary to the first covering sample and last one to the right
+    has_any = last_i >= first_i
+    first_t = t[np.clip(first_i, 0, n - 1)]
+    last_t = t[np.clip(last_i, 0, n - 1)]
+    left_gap = np.where(has_any, first_t - left_t, right_t - left_t)
+    right_gap = np.where(has_any, right_t - last_t, 0.0)
+    gap = np.maximum(np.maximum(inner, left_gap), right_gap)
+    return samples, np.maximum(gap, 0.0), edge
+
+
+def _range_max_diff(t: FloatArray, first_i: IntArray, last_i: IntArray) -> FloatArray:
+    """max(t[k+1] - t[k]) for k in [first_i, last_i) per window; 0 for empty ranges.
+
+    One `maximum.reduceat` over interleaved (start, stop) indices: cost is the total length
+    of the ranges, i.e. about the number of samples for non-overlapping windows.
+    """
+    d = np.diff(t)
+    out = np.zeros(first_i.shape, dtype=np.float64)
+    valid = last_i > first_i
+    if d.size == 0 or not bool(np.any(valid)):
+        return out
+    d_ext = np.append(d, 0.0)  # reduceat needs every index < len: a stop may equal len(d)
+    idx = np.empty(2 * int(valid.sum()), dtype=np.int64)
+    idx[0::2] = first_i[valid]
+    idx[1::2] = last_i[valid]
+    out[valid] = np.maximum.reduceat(d_ext, idx)[0::2]
+    return out
+
+
+def _choose(prep: PreparedSeries, a: FloatArray, b: FloatArray) -> npt.NDArray[np.int8]:
+    """Counter first; the power integral only where it covers more of the window."""
+    c_ok, c_len = _coverage(prep.counter.t_s, a, b)
+    p_ok, p_len = _coverage(prep.power.t_s, a, b)
+    tol = 1e-9  # s: equal coverage up to rounding keeps the counter
+    use_counter = c_ok & (~p_ok | (c_len >= p_len - tol))
+    method = np.full(a.shape, _M_NONE, dtype=np.int8)
+    method[p_ok] = _M_INTEGRAL
+    method[use_counter] = _M_COUNTER
+    return method
+
+
+def _rel_s(prep: PreparedSeries, t_ns: npt.ArrayLike) -> FloatArray:
+    return (np.asarray(t_ns, dtype=np.int64) - prep.ref_ns).astype(np.float64) * 1e-9
+
+
+def window_energy_many(
+    series: SeriesArrays | PreparedSeries, starts_ns: npt.ArrayLike, ends_ns: npt.ArrayLike
+) -> WindowEnergyBatch:
+    """Energy of many windows of one device in one vectorised pass (searchsorted over all windows)."""
+    prep = series if isinstance(series, PreparedSeries) else prepare(series)
+    starts = np.atleast_1d(np.asarray(starts_ns, dtype=np.int64))
+    ends = np.atleast_1d(np.asarray(ends_ns, dtype=np.int64))
+    if starts.shape != ends.shape:
+        raise ValueError("starts_ns and ends_ns must have the same length")
+    if bool(np.any(ends < starts)):
+        raise ValueError("every window needs end_ns >= start_ns")
+    a = _rel_s(prep, starts)
+    b = _rel_s(prep, ends)
+    method = _choose(prep, a, b)
+    energy = np.full(a.shape, np.nan)
+    samples = np.zeros(a.shape, dtype=np.int64)
+    gap = np.zeros(a.shape)
+    flags = np.zeros(a.shape, dtype=np.int64)
+    for code, track in ((_M_COUNTER, prep.counter), (_M_INTEGRAL, prep.power), (_M_NONE, None)):
+        m = method == code
+        if not bool(np.any(m)):
+            continue
+        am, bm = a[m], b[m]
+        if track is None:
+            s, g, edge = _samples_and_gap(prep.any_t_s, am, bm)
+        else:
+            s, g, edge = _samples_and_gap(track.t_s, am, bm)
+            energy[m] = _cum_at(track, bm, code) - _cum_at(track, am, code)
+            if code == _M_COUNTER:
+                flags[m] |= np.where(_resets_between(track, am, bm) > 0, F_RESET, 0)
+        samples[m] = s
+        gap[m] = g
+        flags[m] |= np.where(edge, F_EDGE, 0)
+    flags |= np.where(samples < SPARSE_BELOW_SAMPLES, F_SPARSE, 0)
+    if np.isfinite(prep.period_s) and prep.period_s > 0:
+        flags |= np.where(gap > GAP_PERIODS * prep.period_s, F_GAP, 0)
+    if prep.estimated:
+        flags |= F_ESTIMATED
+    return WindowEnergyBatch(energy, method, samples, gap, flags)
+
+
+def _resets_between(track: _Track, a: FloatArray, b: FloatArray) -> IntArray:
+    """Counter resets in the steps that overlap (a, b)."""
+    t = track.t_s
+    k_a = np.clip(np.searchsorted(t, a, side="right") - 1, 0, track.n - 1)  # step containing a
+    k_b = np.clip(np.searchsorted(t, b, side="left"), 0, track.n - 1)  # sample closing the step containing b
+    return np.maximum(track.resets[k_b] - track.resets[k_a], 0)
+
+
+def window_energy(
+    time_ns: npt.ArrayLike,
+    power_w: npt.ArrayLike | None,
+    energy_j: npt.ArrayLike | None,
+    start_ns: int,
+    end_ns: int,
+    *,
+    period_s: float,
+    estimated: bool = False,
+) -> WindowEnergy:
+    """Energy of one window [start_ns, end_ns] from one device's samples.
+
+    1. Counter difference, each boundary linearly interpolated between the reads around it.
+       A decrease of the counter is taken as a reset: the increments are summed and the
+       negative step skipped (counted as 0 J), and the window is flagged `reset`.
+    2. Otherwise (no counter, or the power samples cover more of the window) the trapezoidal
+       integral of power with the edges interpolated.
+    Nothing is extrapolated: where data does not reach an edge, the covered part is
+    integrated and the window flagged `edge`. NaN values are ignored; unsorted input is
+    sorted stably and duplicate timestamps are averaged (per field, NaN ignored).
+    """
+    t = np.asarray(time_ns, dtype=np.int64)
+    nan = np.full(t.shape, np.nan)
+    p = nan if power_w is None else np.asarray(power_w, dtype=np.float64)
+    e = nan if energy_j is None else np.asarray(energy_j, dtype=np.float64)
+    if p.shape != t.shape or e.shape != t.shape:
+        raise ValueError("power_w and energy_j must have the length of time_ns")
+    series = SeriesArrays(t, p, e, "", "", period_s, estimated)
+    return window_energy_many(series, [start_ns], [end_ns]).item(0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Carbon
+# --------------------------------------------------------------------------------------------------
+
+
+def _carbon_prepared(carbon: CarbonSeries) -> tuple[IntArray, FloatArray] | None:
+    t_ns, (ci,) = _dedup_mean(carbon.time_ns, carbon.intensity_g_per_kwh)
+    ok = np.isfinite(ci)
+    if not bool(np.any(ok)):
+        return None
+    return t_ns[ok], ci[ok]
+
+
+def window_carbon_many(
+    series: SeriesArrays | PreparedSeries,
+    carbon: CarbonSeries,
+    starts_ns: npt.ArrayLike,
+    ends_ns: npt.ArrayLike,
+    methods: npt.NDArray[np.int8] | None = None,
+) -> FloatArray:
+    """∫ P(t)·CI(t) dt in grams for many windows; NaN where energy is unknown.
+
+    The energy is taken with the same method as `window_energy_many` (a counter gives
+    piecewise-constant power between reads); G(x) = ∫_{-inf}^{x} CI dE is built once at the
+    intensity change points, so each window costs two lookups.
+    """
+    prep = series if isinstance(series, PreparedSeries) else prepare(series)
+    starts = np.atleast_1d(np.asarray(starts_ns, dtype=np.int64))
+    ends = np.atleast_1d(np.asarray(ends_ns, dtype=np.int64))
+    a = _rel_s(prep, starts)
+    b = _rel_s(prep, ends)
+    if methods is None:
+        methods = _choose(prep, a, b)
+    out = np.full(a.shape, np.nan)
+    ci_prep = _carbon_prepared(carbon)
+    if ci_prep is None:
+        return out
+    ci_t = _rel_s(prep, ci_prep[0])
+    ci_v = ci_prep[1]
+    for code, track in ((_M_COUNTER, prep.counter), (_M_INTEGRAL, prep.power)):
+        m = methods == code
+        if not bool(np.any(m)):
+            continue
+        e_ci = _cum_at(track, ci_t, code)
+        # grams accumulated from the first change point to each change point
+        g_ci = np.concatenate(([0.0], np.cumsum(ci_v[:-1] * np.diff(e_ci)))) / J_PER_KWH
+
+        def g_at(x: FloatArray, track: _Track = track, code: int = code, e_ci: FloatArray = e_ci,
+                 g_ci: FloatArray = g_ci) -> FloatArray:
+            k = np.clip(np.searchsorted(ci_t, x, side="right") - 1, 0, ci_t.shape[0] - 1)
+            return g_ci[k] + ci_v[k] * (_cum_at(track, x, code) - e_ci[k]) / J_PER_KWH
+
+        out[m] = g_at(b[m]) - g_at(a[m])
+    return out
+
+
+def window_carbon_g(
+    time_ns: npt.ArrayLike,
+    power_w: npt.ArrayLike | None,
+    energy_j: npt.ArrayLike | None,
+    ci_time_ns: npt.ArrayLike,
+    ci_g_per_kwh: npt.ArrayLike,
+    start_ns: int,
+    end_ns: int,
+) -> float | None:
+    """Grams CO2e of one window: ∫ P(t)·CI(t) dt, the intensity in force at each instant.
+
+    CI is a step function (each value holds until the next; the first also holds before
+    itself). With only a counter, power is the counter difference between reads.
+    None when the window has no usable samples or no intensity.
+    """
+    t = np.asarray(time_ns, dtype=np.int64)
+    nan = np.full(t.shape, np.nan)
+    p = nan if power_w is None else np.asarray(power_w, dtype=np.float64)
+    e = nan if energy_j is None else np.asarray(energy_j, dtype=np.float64)
+    series = SeriesArrays(t, p, e, "", "", float("nan"))
+    carbon = CarbonSeries(np.asarray(ci_time_ns, dtype=np.int64), np.asarray(ci_g_per_kwh, dtype=np.float64))
+    v = float(window_carbon_many(series, carbon, [start_ns], [end_ns])[0])
+    return None if np.isnan(v) else v
+
+
+# --------------------------------------------------------------------------------------------------
+# Windows from markers
+# --------------------------------------------------------------------------------------------------
+
+
+def windows_from_markers(markers: Sequence[Marker]) -> tuple[list[Window], list[MarkerProblem]]:
+    """Pair start/end markers per (run, scope, epoch, phase) in seq order.
+
+    Duplicates of one (run, seq) (an MQTT QoS 1 redelivery) count once. A second start
+    before an end abandons the first (reported `start_without_end`). Epoch and phase
+    windows without `gpus`/`arch` inherit them from their run's start marker.
+    """
+    seen: set[tuple[str, str, int]] = set()
+    ordered: list[Marker] = []
+    for mk in sorted(markers, key=lambda m: (m.host, m.run, m.seq, m.time_ns)):
+        seq_key = (mk.host, mk.run, mk.seq)
+        if seq_key in seen:
+            continue
+        seen.add(seq_key)
+        ordered.append(mk)
+
+    open_: dict[tuple[str, str, str, int | None, str | None], Marker] = {}
+    pairs: list[tuple[Marker, Marker]] = []
+    problems: list[MarkerProblem] = []
+    for mk in ordered:
+        key = (mk.host, mk.run, mk.scope, mk.epoch, mk.phase)
+        if mk.event == "start":
+            old = open_.get(key)
+            if old is not None:
+                problems.append(
+                    MarkerProblem("start_without_end", old, f"{_describe(old)}: a new start (seq {mk.seq}) came first")
+                )
+            open_[key] = mk
+        elif mk.event == "end":
+            start = open_.pop(key, None)
+            if start is None:
+                problems.append(MarkerProblem("end_without_start", mk, f"{_describe(mk)}: no open start"))
+            elif mk.time_ns < start.time_ns:
+                problems.append(
+                    MarkerProblem("end_before_start", mk, f"{_describe(mk)}: ends before its start (seq {start.seq})")
+                )
+            else:
+                pairs.append((start, mk))
+        else:
+            problems.append(MarkerProblem("bad_event", mk, f"{_describe(mk)}: event {mk.event!r} is not start/end"))
+    for mk in open_.values():
+        problems.append(MarkerProblem("start_without_end", mk, f"{_describe(mk)}: no end"))
+
+    run_info: dict[tuple[str, str], tuple[tuple[str, ...], str | None]] = {}
+    for start, end in pairs:
+        if start.scope == "run":
+            run_info[(start.host, start.run)] = (start.gpus or end.gpus, start.arch or end.arch)
+    for mk in ordered:  # a run start without an end still names the run's gpus
+        if mk.scope == "run" and mk.event == "start":
+            run_info.setdefault((mk.host, mk.run), (mk.gpus, mk.arch))
+
+    windows = []
+    for start, end in pairs:
+        gpus = start.gpus or end.gpus
+        arch = start.arch or end.arch
+        inherited_gpus, inherited_arch = run_info.get((start.host, start.run), ((), None))
+        windows.append(
+            Window(
+                run=start.run,
+                scope=start.scope,
+                epoch=start.epoch,
+                phase=start.phase,
+                arch=arch or inherited_arch,
+                gpus=tuple(gpus or inherited_gpus),
+                start_ns=start.time_ns,
+                end_ns=end.time_ns,
+                host=start.host,
+            )
+        )
+    windows.sort(key=lambda w: (w.host, w.run, w.start_ns, _SCOPE_ORDER.get(w.scope, 9), w.end_ns))
+    return windows, problems
+
+
+_SCOPE_ORDER = {"run": 0, "epoch": 1, "phase": 2}
+
+
+def _describe(mk: Marker) -> str:
+    parts = [f"run {mk.run}", mk.scope]
+    if mk.epoch is not None:
+        parts.append(f"epoch {mk.epoch}")
+    if mk.phase:
+        parts.append(f"phase {mk.phase}")
+    return " ".join(parts) + f" {mk.event} (seq {mk.seq})"
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows for the CLI (`energy epochs`, `energy runs`)
+# --------------------------------------------------------------------------------------------------
+
+
+def normalise_gpu(name: str) -> str:
+    """`0`, `cuda:0`, `gpu0` all name the device the NVML source calls `gpu0`."""
+    s = name.strip().lower()
+    if s.startswith("cuda:"):
+        s = s[5:]
+    if s.isdigit():
+        return f"gpu{int(s)}"
+    return s
+
+
+def format_time_ns(t_ns: int) -> str:
+    """RFC 3339 UTC with nanoseconds (exact: no float)."""
+    sec, ns = divmod(int(t_ns), 1_000_000_000)
+    return datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
+
+
+def energy_rows(
+    windows: Sequence[Window],
+    series: Mapping[tuple[str, str], SeriesArrays],
+    *,
+    carbon: CarbonSeries | None = None,
+    host_devices: HostDevicesPolicy = "total",
+) -> list[dict[str, Any]]:
+    """One row per (window, device): the JSON contract of `jouled energy epochs`.
+
+    GPU sources (nvml, smi) count only the devices in the window's `gpus` (all GPUs when it
+    names none). Host-wide sources are host totals: `total` reports them whole, `exclude`
+    leaves them out, `share` gives the run the fraction of the host's GPUs it uses
+    (len(gpus)/GPU count; the whole when either is unknown) and adds `share` to the row.
+    """
+    gpu_devices = sorted({dev for (src, dev) in series if src in GPU_SOURCES})
+    n_gpus = len(gpu_devices)
+    starts = np.array([w.start_ns for w in windows], dtype=np.int64)
+    ends = np.array([w.end_ns for w in windows], dtype=np.int64)
+    rows: list[tuple[int, int, dict[str, Any]]] = []
+    for key_i, ((src, dev), s) in enumerate(sorted(series.items())):
+        is_gpu = src in GPU_SOURCES
+        if not is_gpu and host_devices == "exclude":
+            continue
+        idx = [
+            i
+            for i, w in enumerate(windows)
+            if not is_gpu or not w.gpus or dev in {normalise_gpu(g) for g in w.gpus}
+        ]
+        if not idx:
+            continue
+        sel = np.array(idx, dtype=np.int64)
+        prep = prepare(s)
+        batch = window_energy_many(prep, starts[sel], ends[sel])
+        grams = (
+            window_carbon_many(prep, carbon, starts[sel], ends[sel], batch.method) if carbon is not None else None
+        )
+        for j, i in enumerate(idx):
+            w = windows[i]
+            share = 1.0
+            if not is_gpu and host_devices == "share" and w.gpus and n_gpus:
+                share = min(1.0, len(w.gpus) / n_gpus)
+            e = float(batch.energy_j[j])
+            row: dict[str, Any] = {
+                "run": w.run,
+                "scope": w.scope,
+                "epoch": w.epoch,
+                "phase": w.phase,
+                "arch": w.arch,
+                "host": w.host,
+                "source": src,
+                "device": dev,
+                "start": format_time_ns(w.start_ns),
+                "end": format_time_ns(w.end_ns),
+                "start_ns": w.start_ns,
+                "end_ns": w.end_ns,
+                "duration_s": (w.end_ns - w.start_ns) * 1e-9,
+                "energy_j": None if np.isnan(e) else e * share,
+                "method": batch.method_name(j),
+                "samples": int(batch.samples[j]),
+                "max_gap_s": float(batch.max_gap_s[j]),
+                "flags": list(batch.flag_names(j)),
+            }
+            if host_devices == "share" and not is_gpu:
+                row["share"] = share
+            if grams is not None:
+                g = float(grams[j])
+                row["carbon_g"] = None if np.isnan(g) else g * share
+            rows.append((i, key_i, row))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [r[2] for r in rows]
+
+
+# Which rows make up a run's total: GPUs (nvml preferred to smi), CPU packages and DRAM
+# (rapl preferred to a model estimate). A wall meter measures all of it plus PSU losses, so it
+# is reported beside the total (`wall_j`), never added to it; RAPL sub-zones such as `core`
+# lie inside `package` and are left out of the total.
+_TOTAL_PREFERENCE: tuple[tuple[str, ...], ...] = (("nvml", "smi"), ("rapl", "estimate"))
+_WALL_SOURCES = frozenset({"visa"})
+
+
+def _counts_in_total(device: str, source: str) -> bool:
+    if source in GPU_SOURCES:
+        return True
+    if source in _WALL_SOURCES:
+        return False
+    # psys (whole SoC) would double-count the packages; core/uncore lie inside a package
+    return device.startswith(("package", "dram")) or device == "cpu"
+
+
+@dataclass
+class _RunAcc:
+    start_ns: int
+    end_ns: int
+    basis: str
+    by_device: dict[str, float] = field(default_factory=dict)
+    carbon_by_device: dict[str, float] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
+    unknown: set[str] = field(default_factory=set)
+
+
+def run_totals(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run: start, end, duration, energy per device (`source:device`) and total, carbon.
+
+    A run's figures come from its `run`-scope window when there is one, else from the sum
+    of its epoch windows (else its phase windows); `basis` says which.
+    """
+    scopes_by_run: dict[str, set[str]] = {}
+    for r in rows:
+        scopes_by_run.setdefault(str(r["run"]), set()).add(str(r["scope"]))
+    acc: dict[str, _RunAcc] = {}
+    for r in rows:
+        run = str(r["run"])
+        avail = scopes_by_run[run]
+        basis = next((s for s in ("run", "epoch", "phase") if s in avail), str(r["scope"]))
+        if r["scope"] != basis:
+            continue
+        a = acc.get(run)
+        if a is None:
+            a = acc[run] = _RunAcc(int(r["start_ns"]), int(r["end_ns"]), basis)
+        a.start_ns = min(a.start_ns, int(r["start_ns"]))
+        a.end_ns = max(a.end_ns, int(r["end_ns"]))
+        key = f"{r['source']}:{r['device']}"
+        a.flags.update(r.get("flags", ()))
+        if r["energy_j"] is None:
+            a.unknown.add(key)
+            a.by_device.setdefault(key, 0.0)
+            continue
+        a.by_device[key] = a.by_device.get(key, 0.0) + float(r["energy_j"])
+        if r.get("carbon_g") is not None:
+            a.carbon_by_device[key] = a.carbon_by_device.get(key, 0.0) + float(r["carbon_g"])
+    out = []
+    for run, a in acc.items():
+        total_keys = _total_keys(a.by_device)
+        carbon_known = bool(a.carbon_by_device) and all(k in a.carbon_by_device for k in total_keys)
+        wall = [k for k in a.by_device if k.split(":", 1)[0] in _WALL_SOURCES]
+        out.append(
+            {
+                "run": run,
+                "basis": a.basis,
+                "start": format_time_ns(a.start_ns),
+                "end": format_time_ns(a.end_ns),
+                "start_ns": a.start_ns,
+                "end_ns": a.end_ns,
+                "duration_s": (a.end_ns - a.start_ns) * 1e-9,
+                "energy_j_by_device": {k: (None if k in a.unknown else v) for k, v in sorted(a.by_device.items())},
+                "energy_j": sum(a.by_device[k] for k in total_keys),
+                "total_devices": total_keys,
+                "wall_j": sum(a.by_device[k] for k in wall) if wall else None,
+                "carbon_g": sum(a.carbon_by_device[k] for k in total_keys) if carbon_known else None,
+                "flags": sorted(a.flags),
+            }
+        )
+    out.sort(key=lambda r: (r["start_ns"], r["run"]))
+    return out
+
+
+def _total_keys(by_device: Mapping[str, float]) -> list[str]:
+    """The `source:device` entries that add up to the run total, one source per device."""
+    chosen: list[str] = []
+    for prefs in _TOTAL_PREFERENCE:
+        devices: dict[str, str] = {}
+        for key in by_device:
+            src, dev = key.split(":", 1)
+            if src not in prefs or not _counts_in_total(dev, src):
+                continue
+            cur = devices.get(dev)
+            if cur is None or prefs.index(src) < prefs.index(cur.split(":", 1)[0]):
+                devices[dev] = key
+        chosen.extend(devices[d] for d in sorted(devices))
+    return chosen
