@@ -145,10 +145,11 @@ class Config(_Section):
             return Path(self.store.path).expanduser()
         return default_store_path()
 
-    def status_path(self) -> Path:
+    def status_path(self, store_path: Path | None = None) -> Path:
+        """The daemon's status file: [daemon] status_path, else beside the store it logs to."""
         if self.daemon.status_path:
             return Path(self.daemon.status_path).expanduser()
-        return self.store_path().with_suffix(".status.json")
+        return (store_path or self.store_path()).with_suffix(".status.json")
 
 
 def default_store_path() -> Path:

@@ -1,0 +1,58 @@
+"""Assemble the daemon from a config: sources, store, marker subscriber, and run it (what `jouled run` does)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from jouled.config import Config
+from jouled.daemon.service import Daemon
+from jouled.daemon.sources.base import Source
+from jouled.daemon.sources.registry import build_sources
+from jouled.errors import UserError
+from jouled.store.sqlite import SqliteStore, parse_store_url
+
+log = logging.getLogger("jouled.daemon")
+
+
+def source_period_s(config: Config, source: Source, rate_override_hz: float | None) -> float:
+    section = getattr(config.sources, source.name, None)
+    rate = rate_override_hz or (section.rate_hz if section is not None else 1.0)
+    return 1.0 / rate
+
+
+def build_daemon(
+    config: Config,
+    store_url: str,
+    *,
+    rate_hz: float | None = None,
+    source_names: list[str] | None = None,
+    markers: bool = False,
+    sources: list[Source] | None = None,
+) -> Daemon:
+    """Everything `jouled run` starts, without starting it (tests and benchmarks drive it directly)."""
+    if rate_hz is not None and not (0 < rate_hz <= 10000):
+        raise UserError(f"--rate {rate_hz}: must be > 0 and <= 10000 Hz")
+    path = parse_store_url(store_url)
+    if path.exists() and not path.is_file():
+        raise UserError(f"store {path}: not a file — pass --store sqlite:///path/to/jouled.db")
+    store = SqliteStore(path)
+    srcs = sources if sources is not None else build_sources(config, source_names)
+    if not srcs:
+        raise UserError("no sources enabled — enable one in the config ([sources.<name>] enabled = true) or pass --source")
+    daemon = Daemon(
+        config=config,
+        sources=[(s, source_period_s(config, s, rate_hz)) for s in srcs],
+        store=store,
+        status_path=config.status_path(path),
+    )
+    if markers:
+        from jouled.daemon.recorder import attach_marker_recorder
+
+        attach_marker_recorder(daemon)
+    return daemon
+
+
+def run_daemon(daemon: Daemon, duration_s: float | None = None) -> dict[str, Any]:
+    return asyncio.run(daemon.run(duration_s))

@@ -1,0 +1,220 @@
+"""The daemon: one asyncio loop that batches samples into the local log, keeps the status file and talks to systemd."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jouled.clock import CLOCK
+from jouled.config import Config
+from jouled.daemon import sdnotify
+from jouled.daemon.sampler import Sampler
+from jouled.daemon.sources.base import Source
+from jouled.model import Reading, Sample
+from jouled.store.sqlite import SqliteStore, batches_from_samples
+
+log = logging.getLogger("jouled.daemon")
+
+MAINTENANCE_PERIOD_S = 60.0
+MAX_PENDING_SAMPLES = 5_000_000  # ~10 min of 1000 Hz × 8 devices held in memory while the store is down
+
+
+@dataclass
+class StoreHealth:
+    path: str
+    written: int = 0
+    pending: int = 0
+    flushes: int = 0
+    write_errors: int = 0
+    last_error: str = ""
+    last_flush_ns: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class Daemon:
+    """Owns the sampler, the store and the side tasks (markers, carbon, forwarding) plugged in as coroutines."""
+
+    config: Config
+    sources: list[tuple[Source, float]]
+    store: SqliteStore
+    status_path: Path
+    tasks: list[Callable[[Daemon], Awaitable[None]]] = field(default_factory=list)
+    status_extras: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sampler = Sampler(self.sources)
+        self.host = self.config.daemon.host
+        self.store_health = StoreHealth(path=str(self.store.path))
+        self._pending: list[Sample] = []
+        self._stop = asyncio.Event()
+        self.started_ns = CLOCK.now_ns()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- storage ---------------------------------------------------------------------------------
+
+    def _to_samples(self, items: list[tuple[str, Reading]]) -> list[Sample]:
+        host = self.host
+        return [Sample(r.time_ns, host, src, r.device, r.power_w, r.energy_j, r.extras) for src, r in items]
+
+    async def flush(self) -> int:
+        """Move queued readings into the log. On a write error keep them and retry at the next flush."""
+        self._pending.extend(self._to_samples(self.sampler.drain()))
+        if not self._pending:
+            return 0
+        batch, self._pending = self._pending, []
+        try:
+            n = await asyncio.to_thread(self.store.write_batches, batches_from_samples(batch))
+        except Exception as e:
+            self._pending = batch + self._pending
+            h = self.store_health
+            h.write_errors += 1
+            msg = f"{type(e).__name__}: {e}".splitlines()[0]
+            if msg != h.last_error:
+                log.error("store %s: write failed (%s); keeping %d samples in memory and retrying", h.path, msg, len(batch))
+            h.last_error = msg
+            if len(self._pending) > MAX_PENDING_SAMPLES:  # bounded memory: drop the oldest, and say so
+                drop = len(self._pending) - MAX_PENDING_SAMPLES
+                del self._pending[:drop]
+                h.dropped += drop
+            h.pending = len(self._pending)
+            return 0
+        h = self.store_health
+        h.written += n
+        h.flushes += 1
+        h.pending = len(self._pending)
+        h.last_flush_ns = CLOCK.now_ns()
+        if h.last_error:
+            log.info("store %s: writing again", h.path)
+            h.last_error = ""
+        return n
+
+    async def _flush_loop(self) -> None:
+        period = self.config.daemon.flush_interval_s
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), period)
+            await self.flush()
+
+    async def _maintenance_loop(self) -> None:
+        s = self.config.store
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), MAINTENANCE_PERIOD_S)
+            if self._stop.is_set():
+                return
+            try:
+                await asyncio.to_thread(
+                    self.store.maintain,
+                    now_ns=CLOCK.now_ns(),
+                    raw_retention_s=s.raw_retention_days * 86400,
+                    aggregate_retention_s=s.aggregate_retention_days * 86400,
+                    aggregate_period_s=s.aggregate_period_s,
+                )
+            except Exception as e:  # housekeeping must never stop sampling
+                log.warning("store maintenance failed: %s", e)
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = CLOCK.now_ns()
+        h = self.store_health
+        out: dict[str, Any] = {
+            "pid": os.getpid(),
+            "host": self.host,
+            "started_ns": self.started_ns,
+            "updated_ns": now,
+            "uptime_s": (now - self.started_ns) / 1e9,
+            "sources": self.sampler.health(),
+            "store": {
+                "path": h.path,
+                "written": h.written,
+                "pending": h.pending + len(self.sampler.queue),
+                "flushes": h.flushes,
+                "write_errors": h.write_errors,
+                "last_error": h.last_error,
+                "dropped": h.dropped,
+                "last_flush_age_s": (now - h.last_flush_ns) / 1e9 if h.last_flush_ns else None,
+            },
+        }
+        for name, fn in self.status_extras.items():
+            out[name] = fn()
+        return out
+
+    def write_status(self) -> None:
+        write_json_atomic(self.status_path, self.status())
+
+    async def _status_loop(self) -> None:
+        period = self.config.daemon.health_interval_s
+        wd = sdnotify.watchdog_interval_s()
+        last_wd = 0.0
+        while not self._stop.is_set():
+            try:
+                await asyncio.to_thread(self.write_status)
+            except OSError as e:
+                log.warning("status file %s: cannot write (%s)", self.status_path, e.strerror)
+            if wd is not None and time.monotonic() - last_wd >= wd:
+                sdnotify.notify("WATCHDOG=1")  # from the loop itself: a stuck loop stops the pings
+                last_wd = time.monotonic()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), min(period, wd or period))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self, duration_s: float | None = None) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        self.sampler.start()
+        side = [asyncio.create_task(t(self), name=getattr(t, "__name__", "task")) for t in self.tasks]
+        core = [
+            asyncio.create_task(self._flush_loop()),
+            asyncio.create_task(self._status_loop()),
+            asyncio.create_task(self._maintenance_loop()),
+        ]
+        await asyncio.sleep(0)
+        sdnotify.notify(f"READY=1\nSTATUS=sampling {len(self.sources)} sources into {self.store.path}")
+        log.info("jouled sampling %d sources into %s", len(self.sources), self.store.path)
+        try:
+            if duration_s is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), duration_s)
+            else:
+                await self._stop.wait()
+        finally:
+            self._stop.set()
+            sdnotify.notify("STOPPING=1")
+            for t in side:
+                t.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            await asyncio.to_thread(self.sampler.stop)
+            await asyncio.gather(*core, return_exceptions=True)
+            await self.flush()  # final flush: every reading taken reaches the log
+            if self._pending:
+                log.error("store %s: %d samples could not be written at shutdown", self.store.path, len(self._pending))
+            with contextlib.suppress(OSError):
+                self.write_status()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        return self.status()
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write then rename, so `jouled status` never reads half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,236 @@
+"""The `jouled` command line (typer + rich): daemon, sources, status, import; component apps mounted here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jouled.cli_common import ConfigOpt, FormatOpt, StoreOpt, context
+from jouled.errors import UserError
+from jouled.store.sqlite import open_store, parse_store_url
+
+app = typer.Typer(
+    name="jouled",
+    help="Measure the energy and carbon of ML work, and search architectures when the grid is clean.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+import_app = typer.Typer(help="Bring existing logs in (CSV or InfluxDB line protocol).", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+console = Console()
+
+
+def _check_format(fmt: str, allowed: tuple[str, ...] = ("table", "json")) -> None:
+    if fmt not in allowed:
+        raise UserError(f"--format {fmt!r}: choose one of {', '.join(allowed)}")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def run(
+    duration: Annotated[float | None, typer.Option("--duration", help="stop after S seconds")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="sampling rate for every source, Hz")] = None,
+    source: Annotated[list[str] | None, typer.Option("--source", help="only these sources (repeat)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Run the daemon in the foreground (the systemd service runs exactly this)."""
+    from jouled.daemon.app import build_daemon, run_daemon
+
+    _setup_logging(verbose)
+    ctx = context(config, store)
+    daemon = build_daemon(ctx.config, ctx.store_url, rate_hz=rate, source_names=source or None)
+    final = run_daemon(daemon, duration)
+    if duration is not None:
+        _print_status_table(final)
+
+
+@app.command()
+def sources(
+    fmt: FormatOpt = "table",
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Each source: name, devices, available, reason when not, period."""
+    from jouled.daemon.sources.registry import probe_all
+
+    _check_format(fmt)
+    ctx = context(config, store)
+    infos = probe_all(ctx.config)
+    rows = [
+        {
+            "name": i.name, "kind": i.kind, "available": i.available, "devices": i.devices, "reason": i.reason,
+            "period_s": i.period_s, "counter": i.counter, "notes": i.notes,
+            "enabled": bool(getattr(getattr(ctx.config.sources, i.name, None), "enabled", True)),
+        }
+        for i in infos
+    ]
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    t = Table(title="jouled sources")
+    for col in ("source", "kind", "available", "devices", "period", "counter", "reason / notes"):
+        t.add_column(col)
+    for r in rows:
+        avail = "[green]yes[/]" if r["available"] else ("[dim]off[/]" if not r["enabled"] else "[red]no[/]")
+        t.add_row(
+            r["name"], r["kind"], avail, " ".join(r["devices"]), f"{r['period_s'] * 1000:.0f} ms",
+            "yes" if r["counter"] else "", "; ".join([r["reason"], *r["notes"]]).strip("; "),
+        )
+    console.print(t)
+
+
+def _read_status(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"status file {path}: not found — is the daemon running? start it with `jouled run`") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"status file {path}: unreadable ({e}) — restart the daemon") from None
+    data["running"] = _pid_alive(int(data.get("pid", 0)))
+    return data
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def _print_status_table(st: dict[str, Any]) -> None:
+    t = Table(title=f"jouled on {st.get('host', '?')} — uptime {st.get('uptime_s', 0):.0f} s")
+    for col in ("source", "state", "devices", "rate Hz (target)", "delivered", "jitter p50/p99 ms", "errors",
+                "last sample age"):
+        t.add_column(col)
+    for s in st.get("sources", []):
+        state = s["state"] if not s.get("reason") else f"{s['state']}: {s['reason']}"
+        if s.get("last_error") and s["state"] == "retrying":
+            state += f" ({s['last_error']})"
+        t.add_row(
+            s["name"], state, " ".join(s.get("devices", [])),
+            f"{s['achieved_rate_hz']:.1f} ({s['target_rate_hz']:.0f})",
+            f"{100 * s['delivered_ratio']:.1f} %",
+            f"{s['jitter_p50_ms']:.2f} / {s['jitter_p99_ms']:.2f}",
+            str(s["errors"]),
+            _fmt(s.get("last_sample_age_s"), ".2f") + " s",
+        )
+    console.print(t)
+    sto = st.get("store", {})
+    console.print(
+        f"store {sto.get('path')}: {sto.get('written', 0)} samples written, {sto.get('pending', 0)} pending, "
+        f"{sto.get('write_errors', 0)} write errors"
+        + (f" (last: {sto['last_error']})" if sto.get("last_error") else "")
+    )
+    mk = st.get("markers")
+    if mk:
+        console.print(
+            f"markers via {mk.get('broker')}: {mk.get('received', 0)} received, {mk.get('stored', 0)} stored, "
+            f"{mk.get('duplicates', 0)} duplicates, {sum(mk.get('rejected', {}).values())} rejected"
+        )
+
+
+@app.command()
+def status(
+    fmt: FormatOpt = "table",
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """The running daemon's health: per source achieved rate, jitter, errors, last sample age; store lag."""
+    _check_format(fmt)
+    ctx = context(config, store)
+    path = ctx.config.status_path(parse_store_url(ctx.store_url))
+    st = _read_status(path)
+    if fmt == "json":
+        typer.echo(json.dumps(st, indent=2))
+        return
+    if not st["running"]:
+        console.print(f"[yellow]daemon not running[/] (pid {st.get('pid')} gone); last status below")
+    _print_status_table(st)
+
+
+def _import(kind: str, file: Path, skip_bad: bool, fmt: str, config: Path | None, store: str | None) -> None:
+    from jouled.importers import parse_markers, parse_samples, summarize_errors
+
+    if fmt not in ("auto", "csv", "lp"):
+        raise UserError(f"--format {fmt!r}: choose auto, csv or lp")
+    ctx = context(config, store)
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"{file}: no such file — pass the path of a CSV or line-protocol log") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{file}: not UTF-8 text — export it as UTF-8 CSV or line protocol") from None
+    host = ctx.config.daemon.host
+    parsed = parse_samples(text, default_host=host, fmt=fmt) if kind == "samples" else parse_markers(
+        text, default_host=host, fmt=fmt
+    )
+    if parsed.errors and not skip_bad:
+        raise UserError(summarize_errors(parsed.errors, str(file)))
+    st = open_store(ctx.store_url)
+    if kind == "samples":
+        n = st.write_samples(parsed.items)  # type: ignore[arg-type]
+    else:
+        n = st.write_markers(parsed.items)  # type: ignore[arg-type]
+    for e in parsed.errors:
+        typer.echo(f"{file}: skipped line {e.line}: {e.message}", err=True)
+    typer.echo(f"imported {n} {kind} from {file} ({len(parsed.errors)} bad rows skipped) into {st.path}")
+
+
+@import_app.command("samples")
+def import_samples(
+    file: Annotated[Path, typer.Argument(help="CSV time,host,source,device,power_w,energy_j or line protocol")],
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="import the good rows, report the bad")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="auto | csv | lp")] = "auto",
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Import samples; every row is validated and nothing is imported if one is bad (unless --skip-bad)."""
+    _import("samples", file, skip_bad, fmt, config, store)
+
+
+@import_app.command("markers")
+def import_markers(
+    file: Annotated[Path, typer.Argument(help="CSV time,host,run,scope,event,epoch,phase,arch,gpus or line protocol")],
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="import the good rows, report the bad")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="auto | csv | lp")] = "auto",
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Import markers; every row is validated and nothing is imported if one is bad (unless --skip-bad)."""
+    _import("markers", file, skip_bad, fmt, config, store)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,625 @@
+"""The local log: SQLite (WAL) holding samples as per-series column chunks, plus markers, carbon and allocations.
+
+Why chunks and not one row per sample: a day of 10 devices at 10 Hz is 8.6 M samples; fetching that many
+rows through Python's sqlite3 takes seconds, while reading a few thousand column blobs and viewing them
+with numpy takes milliseconds. Each flush writes one chunk per series (time_ns int64, power_w / energy_j
+float64 with NaN for "absent"); a compaction pass later merges small, old chunks into large ones. The
+merged chunk keeps the smallest member id, so an id-based cursor (the forwarder's) stays valid.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jouled.errors import UserError
+from jouled.model import Allocation, CarbonPoint, Marker, Sample
+
+NS_PER_S = 1_000_000_000
+MIGRATIONS: list[str] = [
+    # v1: the initial schema
+    """
+    CREATE TABLE series (
+        id INTEGER PRIMARY KEY,
+        host TEXT NOT NULL, source TEXT NOT NULL, device TEXT NOT NULL,
+        UNIQUE (host, source, device)
+    );
+    CREATE TABLE chunks (
+        id INTEGER PRIMARY KEY,
+        series_id INTEGER NOT NULL REFERENCES series(id),
+        res_s REAL NOT NULL DEFAULT 0,          -- 0: raw samples; > 0: aggregates of that period
+        t0_ns INTEGER NOT NULL, t1_ns INTEGER NOT NULL, n INTEGER NOT NULL,
+        time_ns BLOB NOT NULL, power_w BLOB, energy_j BLOB,
+        extras_names TEXT, extras BLOB
+    );
+    CREATE INDEX chunks_series_t1 ON chunks (series_id, t1_ns);
+    CREATE TABLE markers (
+        id INTEGER PRIMARY KEY,
+        time_ns INTEGER NOT NULL, host TEXT NOT NULL, run TEXT NOT NULL, scope TEXT NOT NULL,
+        event TEXT NOT NULL, seq INTEGER NOT NULL, epoch INTEGER, phase TEXT, arch TEXT,
+        gpus TEXT NOT NULL DEFAULT '', attrs TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (run, seq)
+    );
+    CREATE INDEX markers_run_time ON markers (run, time_ns);
+    CREATE TABLE carbon (
+        time_ns INTEGER NOT NULL, zone TEXT NOT NULL, provider TEXT NOT NULL,
+        intensity_g_per_kwh REAL NOT NULL, forecast INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (zone, forecast, time_ns, provider)
+    ) WITHOUT ROWID;
+    CREATE TABLE allocation (
+        id INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL, search TEXT NOT NULL,
+        gpus_sampling INTEGER NOT NULL, gpus_evaluation INTEGER NOT NULL,
+        lambda_s REAL NOT NULL, intensity_g_per_kwh REAL NOT NULL
+    );
+    CREATE INDEX allocation_time ON allocation (search, time_ns);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    host: str
+    source: str
+    device: str
+
+
+@dataclass
+class SeriesData:
+    """One series' samples in a time range, as numpy columns (NaN = the field was absent)."""
+
+    key: SeriesKey
+    time_ns: np.ndarray
+    power_w: np.ndarray
+    energy_j: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.time_ns.size)
+
+
+@dataclass
+class ChunkBatch:
+    """Columns for one series, ready to store as one chunk."""
+
+    key: SeriesKey
+    time_ns: np.ndarray
+    power_w: np.ndarray
+    energy_j: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def parse_store_url(url: str) -> Path:
+    """`sqlite:///abs/path.db` → path. Other schemes belong to the InfluxDB store."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite://") :])
+    if url.startswith("sqlite://"):
+        raise UserError(f"store URL {url!r}: use three slashes and an absolute path, e.g. sqlite:///var/lib/jouled/jouled.db")
+    if "://" not in url:
+        return Path(url)
+    scheme = url.split("://", 1)[0]
+    raise UserError(f"store URL {url!r}: scheme '{scheme}' cannot be read here — use sqlite:///path.db")
+
+
+def batches_from_samples(samples: Iterable[Sample]) -> list[ChunkBatch]:
+    """Group row samples into per-series column batches (sorted by time within each)."""
+    groups: dict[SeriesKey, list[Sample]] = defaultdict(list)
+    for s in samples:
+        groups[SeriesKey(s.host, s.source, s.device)].append(s)
+    out = []
+    for key, rows in groups.items():
+        t = np.fromiter((r.time_ns for r in rows), dtype=np.int64, count=len(rows))
+        p = np.fromiter((np.nan if r.power_w is None else r.power_w for r in rows), dtype=np.float64, count=len(rows))
+        e = np.fromiter((np.nan if r.energy_j is None else r.energy_j for r in rows), dtype=np.float64, count=len(rows))
+        names = sorted({k for r in rows for k in r.extras})
+        extras = {
+            k: np.fromiter((r.extras.get(k, np.nan) for r in rows), dtype=np.float64, count=len(rows)) for k in names
+        }
+        out.append(ChunkBatch(key, t, p, e, extras))
+    return out
+
+
+def _blob(a: np.ndarray | None) -> bytes | None:
+    if a is None or a.size == 0 or (a.dtype.kind == "f" and bool(np.isnan(a).all())):
+        return None
+    return a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+class SqliteStore:
+    """The local log. Thread-safe for one writer thread plus readers (each thread gets its own connection)."""
+
+    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False) -> None:
+        self.path = Path(path).expanduser()
+        self.readonly = readonly
+        self._local = threading.local()
+        self._series_ids: dict[SeriesKey, int] = {}
+        self._lock = threading.Lock()
+        if not readonly and create:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(
+                    f"store {self.path}: cannot create its folder ({e.strerror}) — choose a writable --store or [store] path"
+                ) from None
+        elif not self.path.exists():
+            raise UserError(f"store {self.path}: no such log — start the daemon first (jouled run) or pass --store")
+        conn = self._conn()
+        if not readonly:
+            self._migrate(conn)
+
+    # -- connections and schema ------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                if self.readonly:
+                    conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+                else:
+                    conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL survives a crash
+                conn.execute("PRAGMA busy_timeout=5000")
+            except sqlite3.Error as e:
+                raise UserError(
+                    f"store {self.path}: cannot open ({e}) — choose a writable --store or [store] path"
+                ) from None
+            self._local.conn = conn
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise UserError(
+                f"store {self.path}: schema v{version} is newer than this jouled (v{SCHEMA_VERSION}) — upgrade jouled"
+            )
+        for v in range(version, SCHEMA_VERSION):
+            # executescript would commit implicitly; run the statements in one transaction instead
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _split_sql(MIGRATIONS[v]):
+                    conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version={v + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- series ----------------------------------------------------------------------------------
+
+    def _series_id(self, conn: sqlite3.Connection, key: SeriesKey) -> int:
+        sid = self._series_ids.get(key)
+        if sid is not None:
+            return sid
+        row = conn.execute(
+            "SELECT id FROM series WHERE host=? AND source=? AND device=?", (key.host, key.source, key.device)
+        ).fetchone()
+        if row is None:
+            cur = conn.execute(
+                "INSERT INTO series(host, source, device) VALUES (?,?,?)", (key.host, key.source, key.device)
+            )
+            sid = int(cur.lastrowid or 0)
+        else:
+            sid = int(row[0])
+        self._series_ids[key] = sid
+        return sid
+
+    def series(self) -> list[SeriesKey]:
+        rows = self._conn().execute("SELECT host, source, device FROM series ORDER BY source, device, host").fetchall()
+        return [SeriesKey(*r) for r in rows]
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def write_samples(self, samples: Iterable[Sample]) -> int:
+        return self.write_batches(batches_from_samples(samples))
+
+    def write_batches(self, batches: Sequence[ChunkBatch], *, res_s: float = 0.0) -> int:
+        """Store each batch as one chunk, all in one transaction. Returns the number of samples."""
+        conn = self._conn()
+        n_total = 0
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for b in batches:
+                    n = int(b.time_ns.size)
+                    if n == 0:
+                        continue
+                    order = np.argsort(b.time_ns, kind="stable")
+                    if not bool((order[1:] > order[:-1]).all()):
+                        b = ChunkBatch(
+                            b.key, b.time_ns[order], b.power_w[order], b.energy_j[order],
+                            {k: v[order] for k, v in b.extras.items()},
+                        )
+                    sid = self._series_id(conn, b.key)
+                    names = sorted(b.extras)
+                    extras = np.column_stack([b.extras[k] for k in names]).astype(np.float64) if names else None
+                    conn.execute(
+                        "INSERT INTO chunks(series_id, res_s, t0_ns, t1_ns, n, time_ns, power_w, energy_j,"
+                        " extras_names, extras) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (
+                            sid, res_s, int(b.time_ns[0]), int(b.time_ns[-1]), n,
+                            _blob(b.time_ns.astype(np.int64, copy=False)),
+                            _blob(b.power_w.astype(np.float64, copy=False)),
+                            _blob(b.energy_j.astype(np.float64, copy=False)),
+                            json.dumps(names) if names else None,
+                            _blob(extras),
+                        ),
+                    )
+                    n_total += n
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._series_ids.clear()  # ids inserted in the rolled-back transaction are gone
+                raise
+        return n_total
+
+    def write_markers(self, markers: Iterable[Marker]) -> int:
+        """Insert markers; (run, seq) duplicates are ignored. Returns how many were new."""
+        conn = self._conn()
+        rows = [
+            (m.time_ns, m.host, m.run, m.scope, m.event, m.seq, m.epoch, m.phase, m.arch, " ".join(m.gpus),
+             json.dumps(m.attrs, sort_keys=True))
+            for m in markers
+        ]
+        with self._lock:
+            before = conn.total_changes
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT OR IGNORE INTO markers(time_ns, host, run, scope, event, seq, epoch, phase, arch, gpus, attrs)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            conn.execute("COMMIT")
+            return conn.total_changes - before
+
+    def write_carbon(self, points: Iterable[CarbonPoint]) -> int:
+        conn = self._conn()
+        rows = [(p.time_ns, p.zone, p.provider, p.intensity_g_per_kwh, int(p.forecast)) for p in points]
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT OR REPLACE INTO carbon(time_ns, zone, provider, intensity_g_per_kwh, forecast)"
+                " VALUES (?,?,?,?,?)",
+                rows,
+            )
+            conn.execute("COMMIT")
+        return len(rows)
+
+    def write_allocations(self, allocations: Iterable[Allocation]) -> int:
+        conn = self._conn()
+        rows = [
+            (a.time_ns, a.search, a.gpus_sampling, a.gpus_evaluation, a.lambda_s, a.intensity_g_per_kwh)
+            for a in allocations
+        ]
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO allocation(time_ns, search, gpus_sampling, gpus_evaluation, lambda_s,"
+                " intensity_g_per_kwh) VALUES (?,?,?,?,?,?)",
+                rows,
+            )
+            conn.execute("COMMIT")
+        return len(rows)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def read_series(
+        self,
+        key: SeriesKey,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        *,
+        extras: bool = False,
+    ) -> SeriesData:
+        """All samples of one series with start_ns <= time <= end_ns, sorted by time."""
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT id FROM series WHERE host=? AND source=? AND device=?", (key.host, key.source, key.device)
+        ).fetchone()
+        empty = SeriesData(key, np.empty(0, np.int64), np.empty(0), np.empty(0))
+        if row is None:
+            return empty
+        lo = -(2**63) if start_ns is None else int(start_ns)
+        hi = 2**63 - 1 if end_ns is None else int(end_ns)
+        ex_cols = "extras_names, extras" if extras else "NULL, NULL"
+        chunks = conn.execute(
+            f"SELECT n, time_ns, power_w, energy_j, {ex_cols} FROM chunks"
+            " WHERE series_id=? AND t1_ns>=? AND t0_ns<=? ORDER BY t0_ns, id",
+            (row[0], lo, hi),
+        ).fetchall()
+        if not chunks:
+            return empty
+        data = _decode_chunks(key, chunks, extras=extras)
+        t, p, e, exd = data.time_ns, data.power_w, data.energy_j, data.extras
+        i0 = int(np.searchsorted(t, lo, side="left"))
+        i1 = int(np.searchsorted(t, hi, side="right"))
+        return SeriesData(key, t[i0:i1], p[i0:i1], e[i0:i1], {k: v[i0:i1] for k, v in exd.items()})
+
+    def time_range(self) -> tuple[int, int] | None:
+        row = self._conn().execute("SELECT min(t0_ns), max(t1_ns) FROM chunks").fetchone()
+        return None if row[0] is None else (int(row[0]), int(row[1]))
+
+    def count_samples(self) -> int:
+        return int(self._conn().execute("SELECT coalesce(sum(n), 0) FROM chunks").fetchone()[0])
+
+    def read_markers(self, run: str | None = None, host: str | None = None) -> list[Marker]:
+        q = "SELECT time_ns, host, run, scope, event, seq, epoch, phase, arch, gpus, attrs FROM markers"
+        cond, args = [], []
+        if run is not None:
+            cond.append("run=?")
+            args.append(run)
+        if host is not None:
+            cond.append("host=?")
+            args.append(host)
+        if cond:
+            q += " WHERE " + " AND ".join(cond)
+        q += " ORDER BY run, seq"
+        return [
+            Marker(
+                time_ns=r[0], host=r[1], run=r[2], scope=r[3], event=r[4], seq=r[5], epoch=r[6], phase=r[7],
+                arch=r[8], gpus=tuple(r[9].split()) if r[9] else (), attrs=json.loads(r[10]),
+            )
+            for r in self._conn().execute(q, args)
+        ]
+
+    def runs(self) -> list[str]:
+        return [r[0] for r in self._conn().execute("SELECT DISTINCT run FROM markers ORDER BY run")]
+
+    def read_carbon(
+        self, zone: str | None = None, start_ns: int | None = None, end_ns: int | None = None, *, forecast: bool = False
+    ) -> list[CarbonPoint]:
+        q = "SELECT time_ns, zone, provider, intensity_g_per_kwh, forecast FROM carbon WHERE forecast=?"
+        args: list[Any] = [int(forecast)]
+        if zone:
+            q += " AND zone=?"
+            args.append(zone)
+        if start_ns is not None:
+            q += " AND time_ns>=?"
+            args.append(start_ns)
+        if end_ns is not None:
+            q += " AND time_ns<=?"
+            args.append(end_ns)
+        q += " ORDER BY time_ns"
+        return [CarbonPoint(r[0], r[1], r[2], r[3], bool(r[4])) for r in self._conn().execute(q, args)]
+
+    def read_allocations(self, search: str | None = None) -> list[Allocation]:
+        q = "SELECT time_ns, search, gpus_sampling, gpus_evaluation, lambda_s, intensity_g_per_kwh FROM allocation"
+        args: list[Any] = []
+        if search:
+            q += " WHERE search=?"
+            args.append(search)
+        return [Allocation(*r) for r in self._conn().execute(q + " ORDER BY time_ns", args)]
+
+    def iter_chunks_after(self, after_id: int, limit: int = 1000) -> Iterator[tuple[int, SeriesKey, SeriesData]]:
+        """Chunks with id > after_id in id order: what a forwarder tailing the log reads next."""
+        rows = self._conn().execute(
+            "SELECT c.id, s.host, s.source, s.device, c.n, c.time_ns, c.power_w, c.energy_j FROM chunks c"
+            " JOIN series s ON s.id = c.series_id WHERE c.id > ? ORDER BY c.id LIMIT ?",
+            (after_id, limit),
+        ).fetchall()
+        for cid, host, source, device, n, t, p, e in rows:
+            key = SeriesKey(host, source, device)
+            yield cid, key, SeriesData(
+                key,
+                np.frombuffer(t, "<i8"),
+                np.frombuffer(p, "<f8") if p is not None else np.full(n, np.nan),
+                np.frombuffer(e, "<f8") if e is not None else np.full(n, np.nan),
+            )
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._conn().execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?,?)", (key, value))
+
+    # -- maintenance: compaction, downsampling, retention ------------------------------------------
+
+    def compact(self, *, older_than_ns: int, target_n: int = 8192, max_id: int | None = None) -> int:
+        """Merge runs of small raw chunks (ending before older_than_ns) into chunks of about target_n samples.
+
+        The merged chunk takes the smallest member id so an id cursor (forwarding) never sees it again;
+        only chunks with id <= max_id are touched, so nothing a forwarder has not read yet moves.
+        Returns the number of chunks removed.
+        """
+        conn = self._conn()
+        limit = 2**63 - 1 if max_id is None else max_id
+        rows = conn.execute(
+            "SELECT id, series_id, n FROM chunks WHERE res_s=0 AND t1_ns<? AND id<=? AND n<?"
+            " ORDER BY series_id, t0_ns, id",
+            (older_than_ns, limit, target_n),
+        ).fetchall()
+        groups: list[list[int]] = []
+        cur: list[int] = []
+        cur_sid, cur_n = None, 0
+        for cid, sid, n in rows:
+            if sid != cur_sid or cur_n + n > target_n:
+                if len(cur) > 1:
+                    groups.append(cur)
+                cur, cur_sid, cur_n = [], sid, 0
+            cur.append(cid)
+            cur_n += n
+        if len(cur) > 1:
+            groups.append(cur)
+        removed = 0
+        for ids in groups:
+            removed += self._merge_chunks(conn, ids)
+        return removed
+
+    def _merge_chunks(self, conn: sqlite3.Connection, ids: list[int]) -> int:
+        q = ",".join("?" * len(ids))
+        rows = conn.execute(
+            f"SELECT series_id FROM chunks WHERE id IN ({q}) LIMIT 1",
+            ids,
+        ).fetchone()
+        if rows is None:
+            return 0
+        data = self._read_chunk_ids(conn, ids)
+        names = sorted(data.extras)
+        extras = np.column_stack([data.extras[k] for k in names]) if names else None
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
+                conn.execute(
+                    "INSERT INTO chunks(id, series_id, res_s, t0_ns, t1_ns, n, time_ns, power_w, energy_j,"
+                    " extras_names, extras) VALUES (?,?,0,?,?,?,?,?,?,?,?)",
+                    (
+                        min(ids), rows[0], int(data.time_ns[0]), int(data.time_ns[-1]), len(data),
+                        _blob(data.time_ns), _blob(data.power_w), _blob(data.energy_j),
+                        json.dumps(names) if names else None, _blob(extras),
+                    ),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return len(ids) - 1
+
+    def _read_chunk_ids(self, conn: sqlite3.Connection, ids: list[int]) -> SeriesData:
+        q = ",".join("?" * len(ids))
+        chunks = conn.execute(
+            f"SELECT n, time_ns, power_w, energy_j, extras_names, extras FROM chunks WHERE id IN ({q})"
+            " ORDER BY t0_ns, id",
+            ids,
+        ).fetchall()
+        return _decode_chunks(SeriesKey("", "", ""), chunks, extras=True)
+
+    def downsample(self, *, older_than_ns: int, period_s: float = 1.0) -> int:
+        """Replace raw chunks that end before older_than_ns by period_s aggregates.
+
+        Aggregate = mean power and the last counter value of each bucket, stamped at the bucket's mean
+        sample time, so energy over long windows stays right. Returns raw samples replaced.
+        """
+        conn = self._conn()
+        rows = conn.execute(
+            "SELECT c.id, c.series_id, s.host, s.source, s.device FROM chunks c JOIN series s ON s.id=c.series_id"
+            " WHERE c.res_s=0 AND c.t1_ns<? ORDER BY c.series_id, c.t0_ns",
+            (older_than_ns,),
+        ).fetchall()
+        by_series: dict[tuple[int, SeriesKey], list[int]] = defaultdict(list)
+        for cid, sid, h, src, dev in rows:
+            by_series[(sid, SeriesKey(h, src, dev))].append(cid)
+        replaced = 0
+        for (_sid, key), ids in by_series.items():
+            data = self._read_chunk_ids(conn, ids)
+            agg = aggregate(data.time_ns, data.power_w, data.energy_j, period_s)
+            q = ",".join("?" * len(ids))
+            with self._lock:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
+                conn.execute("COMMIT")
+            self.write_batches([ChunkBatch(key, *agg)], res_s=period_s)
+            replaced += len(data)
+        return replaced
+
+    def expire(self, *, raw_before_ns: int | None = None, aggregates_before_ns: int | None = None) -> int:
+        conn = self._conn()
+        n = 0
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            if raw_before_ns is not None:
+                n += conn.execute("DELETE FROM chunks WHERE res_s=0 AND t1_ns<?", (raw_before_ns,)).rowcount
+            if aggregates_before_ns is not None:
+                n += conn.execute("DELETE FROM chunks WHERE res_s>0 AND t1_ns<?", (aggregates_before_ns,)).rowcount
+            conn.execute("COMMIT")
+        return n
+
+    def maintain(
+        self, *, now_ns: int, raw_retention_s: float, aggregate_retention_s: float, aggregate_period_s: float,
+        compact_after_s: float = 60.0, max_id: int | None = None,
+    ) -> dict[str, int]:
+        """One pass of the daemon's housekeeping: compact recent chunks, downsample old ones, expire older."""
+        compacted = self.compact(older_than_ns=now_ns - int(compact_after_s * NS_PER_S), max_id=max_id)
+        downsampled = self.downsample(
+            older_than_ns=now_ns - int(raw_retention_s * NS_PER_S), period_s=aggregate_period_s
+        )
+        expired = self.expire(aggregates_before_ns=now_ns - int(aggregate_retention_s * NS_PER_S))
+        return {"compacted_chunks": compacted, "downsampled_samples": downsampled, "expired_chunks": expired}
+
+
+def aggregate(
+    time_ns: np.ndarray, power_w: np.ndarray, energy_j: np.ndarray, period_s: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bucket samples by period: mean time, nan-mean power, last non-NaN counter value (pure)."""
+    if time_ns.size == 0:
+        return time_ns, power_w, energy_j
+    period_ns = int(period_s * NS_PER_S)
+    bucket = time_ns // period_ns
+    edges = np.flatnonzero(np.diff(bucket)) + 1
+    starts = np.concatenate([[0], edges])
+    counts = np.diff(np.concatenate([starts, [time_ns.size]]))
+    t = (np.add.reduceat(time_ns.astype(np.float64), starts) / counts).astype(np.int64)
+    p_valid = ~np.isnan(power_w)
+    p_sum = np.add.reduceat(np.where(p_valid, power_w, 0.0), starts)
+    p_cnt = np.add.reduceat(p_valid.astype(np.int64), starts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(p_cnt > 0, p_sum / np.maximum(p_cnt, 1), np.nan)
+    # last valid counter value in each bucket: forward-fill, then take each bucket's last element
+    e_ff = energy_j.copy()
+    valid = ~np.isnan(e_ff)
+    idx = np.where(valid, np.arange(e_ff.size), -1)
+    np.maximum.accumulate(idx, out=idx)
+    e_ff = np.where(idx >= 0, energy_j[np.maximum(idx, 0)], np.nan)
+    last = np.concatenate([edges - 1, [time_ns.size - 1]])
+    e = e_ff[last]
+    # a bucket with no counter reading of its own must not repeat the previous bucket's value
+    e_cnt = np.add.reduceat(valid.astype(np.int64), starts)
+    e = np.where(e_cnt > 0, e, np.nan)
+    return t, p, e
+
+
+def _decode_chunks(key: SeriesKey, chunks: list[tuple[Any, ...]], *, extras: bool) -> SeriesData:
+    """Concatenate chunk rows (n, time, power, energy, extras_names, extras) into sorted columns."""
+    ts, ps, es = [], [], []
+    names_all = sorted({k for ch in chunks if ch[4] for k in json.loads(ch[4])}) if extras else []
+    ex: dict[str, list[np.ndarray]] = {k: [] for k in names_all}
+    for n, t, p, e, nm, x in chunks:
+        ts.append(np.frombuffer(t, "<i8"))
+        ps.append(np.frombuffer(p, "<f8") if p is not None else np.full(n, np.nan))
+        es.append(np.frombuffer(e, "<f8") if e is not None else np.full(n, np.nan))
+        if names_all:
+            names = json.loads(nm) if nm else []
+            mat = np.frombuffer(x, "<f8").reshape(n, len(names)) if names and x is not None else None
+            for k in names_all:
+                ex[k].append(mat[:, names.index(k)] if mat is not None and k in names else np.full(n, np.nan))
+    t_all = np.concatenate(ts)
+    p_all, e_all = np.concatenate(ps), np.concatenate(es)
+    ex_all = {k: np.concatenate(v) for k, v in ex.items()}
+    if t_all.size > 1 and not bool((t_all[1:] >= t_all[:-1]).all()):
+        order = np.argsort(t_all, kind="stable")  # overlapping chunks (late samples, imports)
+        t_all, p_all, e_all = t_all[order], p_all[order], e_all[order]
+        ex_all = {k: v[order] for k, v in ex_all.items()}
+    return SeriesData(key, t_all, p_all, e_all, ex_all)
+
+
+def _split_sql(script: str) -> list[str]:
+    # strip comments first: they may contain ';'
+    text = "\n".join(ln.split("--", 1)[0] for ln in script.splitlines())
+    return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+
+
+def open_store(url: str, *, readonly: bool = False) -> SqliteStore:
+    """Open the store a --store URL names (SQLite here; the InfluxDB reader plugs in beside it)."""
+    path = parse_store_url(url)
+    if readonly and not path.exists():
+        raise UserError(f"store {path}: no such log — start the daemon first (jouled run) or pass --store")
+    if not readonly and path.exists() and not path.is_file():
+        raise UserError(f"store {path}: not a file — pass --store sqlite:///path/to/jouled.db")
+    return SqliteStore(path, readonly=readonly)
