@@ -1,0 +1,304 @@
+"""GPU allocation policies for CE-NAS: split G GPUs between sampling (cheap) and evaluation (expensive) by carbon."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from jouled.scheduler.carbon.base import CarbonReading
+from jouled.scheduler.carbon.trace import Trace
+
+from jouled.errors import UserError
+
+DAY_S = 86400.0
+HOUR_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """One decision: GPUs for sampling, GPUs for evaluation, and λs (the sampling share, 0..1)."""
+
+    gpus_sampling: int
+    gpus_evaluation: int
+    lambda_s: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class IntensityHistory:
+    """An intensity series (UTC epoch seconds, g/kWh), sorted by time. It MAY hold points after the decision
+    time (the simulator passes the whole trace); every non-oracle policy looks only at time ≤ now_s."""
+
+    time_s: np.ndarray
+    intensity_g_per_kwh: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.time_s.shape != self.intensity_g_per_kwh.shape:
+            raise ValueError("time_s and intensity_g_per_kwh must have the same shape")
+
+    @classmethod
+    def empty(cls) -> IntensityHistory:
+        return cls(np.zeros(0), np.zeros(0))
+
+    @classmethod
+    def from_arrays(
+        cls, time_s: Sequence[float] | np.ndarray, intensity: Sequence[float] | np.ndarray
+    ) -> IntensityHistory:
+        t = np.asarray(time_s, dtype=np.float64)
+        v = np.asarray(intensity, dtype=np.float64)
+        order = np.argsort(t, kind="stable")
+        return cls(t[order], v[order])
+
+    @classmethod
+    def from_trace(cls, trace: Trace) -> IntensityHistory:
+        return cls(trace.time_s, trace.intensity_g_per_kwh)
+
+    @classmethod
+    def from_readings(cls, readings: Iterable[CarbonReading]) -> IntensityHistory:
+        pts = [(r.time_s, r.intensity_g_per_kwh) for r in readings if r.intensity_g_per_kwh is not None]
+        return cls.from_arrays([p[0] for p in pts], [float(p[1]) for p in pts])  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return int(self.time_s.size)
+
+    def trailing(self, now_s: float, window_s: float) -> np.ndarray:
+        """Values with now_s − window_s < time ≤ now_s: the past only."""
+        lo = int(np.searchsorted(self.time_s, now_s - window_s, side="right"))
+        hi = int(np.searchsorted(self.time_s, now_s, side="right"))
+        return self.intensity_g_per_kwh[lo:hi]
+
+    def ahead(self, now_s: float, horizon_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Points with now_s < time < now_s + horizon_s (for forecasts)."""
+        lo = int(np.searchsorted(self.time_s, now_s, side="right"))
+        hi = int(np.searchsorted(self.time_s, now_s + horizon_s, side="left"))
+        return self.time_s[lo:hi], self.intensity_g_per_kwh[lo:hi]
+
+
+class Policy(Protocol):
+    """Decide the GPU split at ``now_s`` given the current intensity, the history and an optional forecast."""
+
+    name: str
+
+    def decide(
+        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+    ) -> Split: ...
+
+
+def round_half_up(x: float) -> int:
+    """Round .5 up (Python's round() rounds half to even, which would make G·0.5 splits depend on parity)."""
+    return math.floor(x + 0.5)
+
+
+def split_from_lambda(lambda_s: float, gpus: int, note: str = "") -> Split:
+    """sampling = round(G·λs), evaluation = G − sampling."""
+    if gpus < 0:
+        raise ValueError("gpus must be >= 0")
+    lam = min(1.0, max(0.0, float(lambda_s)))
+    s = min(gpus, max(0, round_half_up(gpus * lam)))
+    return Split(s, gpus - s, lam, note)
+
+
+def cenas_lambda(c: float, c_min: float, c_max: float) -> float:
+    """CE-NAS heuristic λs = (C − Cmin)/(Cmax − Cmin), clipped to [0, 1]; 0.5 when Cmax == Cmin (no information)."""
+    if not (math.isfinite(c_min) and math.isfinite(c_max)) or c_max <= c_min:
+        return 0.5
+    return min(1.0, max(0.0, (c - c_min) / (c_max - c_min)))
+
+
+class CenasPolicy:
+    """The CE-NAS heuristic with Cmin/Cmax over a TRAILING window (the past only, plus the current value)."""
+
+    def __init__(self, window_s: float = DAY_S) -> None:
+        if window_s <= 0:
+            raise ValueError("window_s must be > 0")
+        self.window_s = window_s
+        self.name = "cenas"
+
+    def decide(
+        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+    ) -> Split:
+        past = history.trailing(now_s, self.window_s)
+        vals = np.append(past, intensity)
+        lam = cenas_lambda(intensity, float(vals.min()), float(vals.max()))
+        note = "no trailing history: λs = 0.5" if past.size == 0 else ""
+        return split_from_lambda(lam, gpus, note)
+
+
+class OraclePolicy:
+    """ORACLE BASELINE: the CE-NAS heuristic with Cmin/Cmax over the WHOLE history given, future included —
+    what the public CE-NAS code does. Only meaningful in simulation, where the history is the whole trace."""
+
+    def __init__(self) -> None:
+        self.name = "oracle"
+
+    def decide(
+        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+    ) -> Split:
+        vals = np.append(history.intensity_g_per_kwh, intensity)
+        return split_from_lambda(
+            cenas_lambda(intensity, float(vals.min()), float(vals.max())), gpus, "oracle (future knowledge)"
+        )
+
+
+class StaticPolicy:
+    """A fixed split: λs = fraction of GPUs sampling, whatever the carbon."""
+
+    def __init__(self, fraction: float) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError("fraction must be in [0, 1]")
+        self.fraction = fraction
+        self.name = f"static:{fraction:g}"
+
+    def decide(
+        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+    ) -> Split:
+        return split_from_lambda(self.fraction, gpus)
+
+
+class RandomPolicy:
+    """A seeded baseline: λs uniform in [0, 1] at each decision."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.name = "random"
+
+    def decide(
+        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+    ) -> Split:
+        return split_from_lambda(float(self.rng.random()), gpus)
+
+
+class ThresholdPolicy:
+    """Evaluate with every GPU when C ≤ the ``percentile``-th percentile of the trailing window, else sample."""
+
+    def __init__(self, percentile: float = 30.0, window_s: float = DAY_S) -> None:
+        if not 0.0 <= percentile <= 100.0:
+            raise ValueError("percentile must be in [0, 100]")
+        self.percentile = percentile
+        self.window_s = window_s
+        self.name = f"threshold:{percentile:g}"
+
+    def decide(
+        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+    ) -> Split:
+        past = history.trailing(now_s, self.window_s)
+        if past.size == 0:
+            return split_from_lambda(0.5, gpus, "no trailing history: λs = 0.5")
+        limit = float(np.percentile(past, self.percentile))
+        return split_from_lambda(0.0 if intensity <= limit else 1.0, gpus, f"threshold {limit:.1f} g/kWh")
+
+
+class ForecastPolicy:
+    """Plan evaluation into the cleanest hours of the next ``horizon_s``: divide it into hourly slots (slot 0 =
+    now, valued at the current intensity and any forecast points in it; later slots = the mean of the forecast
+    points in them), evaluate with every GPU when slot 0 is among the k cleanest, sample otherwise.
+    k = ``eval_hours_per_day`` scaled to the horizon, or ``duty`` × slots. Re-planned at every decision
+    (receding horizon). Without a forecast it falls back to the trailing-window CE-NAS heuristic."""
+
+    def __init__(
+        self,
+        duty: float = 0.5,
+        eval_hours_per_day: float | None = None,
+        horizon_s: float = DAY_S,
+        slot_s: float = HOUR_S,
+        window_s: float = DAY_S,
+    ) -> None:
+        if not 0.0 <= duty <= 1.0:
+            raise ValueError("duty must be in [0, 1]")
+        if eval_hours_per_day is not None and not 0.0 <= eval_hours_per_day <= 24.0:
+            raise ValueError("eval_hours_per_day must be in [0, 24]")
+        self.duty = duty
+        self.eval_hours_per_day = eval_hours_per_day
+        self.horizon_s = horizon_s
+        self.slot_s = slot_s
+        self._fallback = CenasPolicy(window_s)
+        self.name = "forecast"
+
+    def slots(self, now_s: float, intensity: float, forecast: IntensityHistory) -> np.ndarray:
+        """Mean intensity per slot (NaN where the forecast has no point)."""
+        n = max(1, math.ceil(self.horizon_s / self.slot_s))
+        sums = np.zeros(n)
+        counts = np.zeros(n)
+        sums[0], counts[0] = intensity, 1.0
+        t, v = forecast.ahead(now_s, self.horizon_s)
+        idx = np.floor((t - now_s) / self.slot_s).astype(int)
+        ok = (idx >= 0) & (idx < n)
+        np.add.at(sums, idx[ok], v[ok])
+        np.add.at(counts, idx[ok], 1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+    def k_slots(self, n_slots: int) -> int:
+        if self.eval_hours_per_day is not None:
+            hours = self.eval_hours_per_day * (n_slots * self.slot_s / DAY_S)
+            return min(n_slots, round_half_up(hours * HOUR_S / self.slot_s))
+        return min(n_slots, round_half_up(self.duty * n_slots))
+
+    def decide(
+        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+    ) -> Split:
+        if forecast is None or forecast.ahead(now_s, self.horizon_s)[0].size == 0:
+            s = self._fallback.decide(now_s, intensity, history, None, gpus)
+            return Split(s.gpus_sampling, s.gpus_evaluation, s.lambda_s, "no forecast: CE-NAS trailing heuristic")
+        means = self.slots(now_s, intensity, forecast)
+        known = np.nonzero(~np.isnan(means))[0]
+        k = self.k_slots(known.size)
+        # stable sort: among equal intensities the earlier slot wins, so "now" is preferred over later ties
+        cleanest = known[np.argsort(means[known], kind="stable")[:k]]
+        evaluate = bool(0 in cleanest)
+        return split_from_lambda(0.0 if evaluate else 1.0, gpus, f"{k} of {known.size} slots for evaluation")
+
+
+POLICY_SPECS = ("cenas", "oracle", "static:<fraction>", "random", "threshold[:<percentile>]", "forecast[:<duty>]")
+
+
+def make_policy(spec: str, seed: int = 0, *, window_s: float = DAY_S) -> Policy:
+    """Parse a policy spec: cenas | oracle | static:0.5 | random | threshold[:30] | forecast[:0.5]."""
+    raw = spec.strip().lower()
+    name, _, arg = raw.partition(":")
+    bad = UserError(f"policy {spec!r}: unknown or malformed — use one of {', '.join(POLICY_SPECS)}")
+
+    def num(lo: float, hi: float, what: str) -> float:
+        try:
+            x = float(arg)
+        except ValueError:
+            raise bad from None
+        if not lo <= x <= hi:
+            raise UserError(f"policy {spec!r}: {what} {x:g} out of range — use a value in [{lo:g}, {hi:g}]")
+        return x
+
+    if name == "cenas" and not arg:
+        return CenasPolicy(window_s)
+    if name == "oracle" and not arg:
+        return OraclePolicy()
+    if name == "random" and not arg:
+        return RandomPolicy(seed)
+    if name == "static" and arg:
+        return StaticPolicy(num(0.0, 1.0, "fraction"))
+    if name == "threshold":
+        return ThresholdPolicy(num(0.0, 100.0, "percentile") if arg else 30.0, window_s)
+    if name == "forecast":
+        return ForecastPolicy(duty=num(0.0, 1.0, "duty") if arg else 0.5, window_s=window_s)
+    raise bad
+
+
+def place(zones: dict[str, tuple[int, float]], evaluation_gpus_needed: int) -> dict[str, int]:
+    """Place evaluation GPUs in the cleanest zones first: zones = {zone: (gpus, intensity_g_per_kwh)}.
+
+    Returns {zone: n} for every zone (0 where nothing goes); ties go to the zone name that sorts first.
+    When more is needed than exists, every GPU is used (the caller sees the shortfall in the sum).
+    """
+    if evaluation_gpus_needed < 0:
+        raise ValueError("evaluation_gpus_needed must be >= 0")
+    out = dict.fromkeys(zones, 0)
+    left = evaluation_gpus_needed
+    for zone, (gpus, _ci) in sorted(zones.items(), key=lambda kv: (kv[1][1], kv[0])):
+        if left <= 0:
+            break
+        n = min(max(0, gpus), left)
+        out[zone] = n
+        left -= n
+    return out
