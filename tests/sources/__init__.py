@@ -1,0 +1,1 @@
+"""Tests and hardware fakes for the power sources (nvml shim, powercap tree, fake nvidia-smi, VISA meters)."""
