@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from jouled.model import Reading
 
 
-class PartialRead(Exception):  # noqa: N818 - it is a result as much as an error
+class PartialRead(Exception):
     """Some devices failed on this read; ``readings`` holds the healthy ones.
 
     A sampler that knows this type stores ``readings`` and counts ``errors``; one that does not

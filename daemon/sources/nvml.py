@@ -193,7 +193,7 @@ class NvmlSource:
         if self._open and self._nv is not None:
             try:
                 self._nv.nvmlShutdown()
-            except Exception:  # noqa: BLE001 - closing must not fail the daemon's shutdown
+            except Exception:
                 pass
         self._open = False
         self._gpus = []

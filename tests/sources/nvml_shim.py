@@ -80,6 +80,10 @@ class NvmlShim:
         self.counter_calls = 0
         self.field_calls = 0
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names the real binding has but the shim does not fake: say so plainly.
+        raise AttributeError(f"the pynvml shim does not fake {name!r}")
+
     # -- helpers -----------------------------------------------------------------------------
 
     def _t(self) -> float:
@@ -113,20 +117,20 @@ class NvmlShim:
 
     # -- the pynvml API ----------------------------------------------------------------------
 
-    def nvmlInit(self) -> None:  # noqa: N802 - the real names
+    def nvmlInit(self) -> None:
         if self.init_error is not None:
             raise self._err(self.init_error)
         self.initialised += 1
 
-    def nvmlShutdown(self) -> None:  # noqa: N802
+    def nvmlShutdown(self) -> None:
         self._check_init()
         self.initialised -= 1
 
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+    def nvmlDeviceGetCount(self) -> int:
         self._check_init()
         return len(self.gpus)
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
         self._check_init()
         if not 0 <= index < len(self.gpus):
             raise self._err(pynvml.NVML_ERROR_INVALID_ARGUMENT)
@@ -134,10 +138,10 @@ class NvmlShim:
             raise self._err(pynvml.NVML_ERROR_GPU_IS_LOST)
         return _Handle(index)
 
-    def nvmlDeviceGetName(self, handle: _Handle) -> str:  # noqa: N802
+    def nvmlDeviceGetName(self, handle: _Handle) -> str:
         return self._gpu(handle).name
 
-    def nvmlDeviceGetFieldValues(self, handle: _Handle, field_ids: list[int]) -> Any:  # noqa: N802
+    def nvmlDeviceGetFieldValues(self, handle: _Handle, field_ids: list[int]) -> Any:
         self._check_init()
         self.field_calls += 1
         gpu = self.gpus[handle.index]
@@ -167,13 +171,13 @@ class NvmlShim:
                 v.timestamp = 0
         return values
 
-    def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:
         gpu = self._gpu(handle)
         if not gpu.average:
             raise self._err(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return round(self._curve(gpu.average_w if gpu.average_w is not None else gpu.power_w, self._t()) * 1000)
 
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle: _Handle) -> int:  # noqa: N802
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: _Handle) -> int:
         gpu = self._gpu(handle)
         if not gpu.counter:
             raise self._err(pynvml.NVML_ERROR_NOT_SUPPORTED)
@@ -191,23 +195,23 @@ class NvmlShim:
         gpu._energy_t = t
         return int(gpu.energy_j * 1000)
 
-    def nvmlDeviceGetUtilizationRates(self, handle: _Handle) -> _Utilization:  # noqa: N802
+    def nvmlDeviceGetUtilizationRates(self, handle: _Handle) -> _Utilization:
         gpu = self._gpu(handle)
         return _Utilization(gpu.util_pct, 40)
 
-    def nvmlDeviceGetClockInfo(self, handle: _Handle, clock_type: int) -> int:  # noqa: N802
+    def nvmlDeviceGetClockInfo(self, handle: _Handle, clock_type: int) -> int:
         gpu = self._gpu(handle)
         if clock_type != pynvml.NVML_CLOCK_SM:
             raise self._err(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu.sm_clock_mhz
 
-    def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:
         gpu = self._gpu(handle)
         if sensor != pynvml.NVML_TEMPERATURE_GPU:
             raise self._err(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return gpu.temp_c
 
-    def nvmlDeviceGetMigMode(self, handle: _Handle) -> list[int]:  # noqa: N802
+    def nvmlDeviceGetMigMode(self, handle: _Handle) -> list[int]:
         gpu = self._gpu(handle)
         if gpu.mig is None:
             raise self._err(pynvml.NVML_ERROR_NOT_SUPPORTED)

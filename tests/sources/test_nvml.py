@@ -6,14 +6,14 @@ import time
 
 import pynvml
 import pytest
+from jouled.daemon.sources.common import PartialRead
+from jouled.daemon.sources.nvml import NO_DRIVER, NvmlSource
 
 from jouled.clock import CLOCK
 from jouled.config import NvmlConfig
-from jouled.daemon.sources.common import PartialRead
-from jouled.daemon.sources.nvml import NO_DRIVER, NvmlSource
 from jouled.errors import SourceUnavailable
 
-from .nvml_shim import FakeGpu, NvmlShim, make_shim, old_gpu
+from .nvml_shim import FakeGpu, NvmlShim, _Handle, make_shim, old_gpu
 
 
 def _open(shim: NvmlShim, **cfg: object) -> NvmlSource:
@@ -32,9 +32,7 @@ def test_shim_errors_are_the_real_pynvml_classes() -> None:
     assert shim.NVML_FI_DEV_POWER_INSTANT == 186
 
 
-def _handle(shim: NvmlShim, i: int) -> object:
-    from .nvml_shim import _Handle
-
+def _handle(shim: NvmlShim, i: int) -> _Handle:
     return _Handle(i)
 
 
@@ -157,7 +155,6 @@ def test_lost_gpu_raises_once_then_other_gpus_keep_reading() -> None:
     with pytest.raises(PartialRead) as e:
         src.read()
     err = e.value
-    assert isinstance(err, Exception)
     assert set(err.errors) == {"gpu1"}
     assert "NVMLError_GpuIsLost" in err.errors["gpu1"] and "dmesg" in err.errors["gpu1"]
     assert {r.device for r in err.readings} == {"gpu0", "gpu2"}  # healthy GPUs still delivered
