@@ -28,7 +28,7 @@ def build_daemon(
     *,
     rate_hz: float | None = None,
     source_names: list[str] | None = None,
-    markers: bool = False,
+    markers: bool = True,
     sources: list[Source] | None = None,
 ) -> Daemon:
     """Everything `jouled run` starts, without starting it (tests and benchmarks drive it directly)."""

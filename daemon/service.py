@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +48,9 @@ class Daemon:
     sources: list[tuple[Source, float]]
     store: SqliteStore
     status_path: Path
-    tasks: list[Callable[[Daemon], Awaitable[None]]] = field(default_factory=list)
+    tasks: list[Callable[[Daemon], Coroutine[Any, Any, None]]] = field(default_factory=list)
     status_extras: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
+    recorder: Any = None  # the MarkerRecorder, when markers are on
 
     def __post_init__(self) -> None:
         self.sampler = Sampler(self.sources)
@@ -175,7 +176,7 @@ class Daemon:
     async def run(self, duration_s: float | None = None) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
         self.sampler.start()
         side = [asyncio.create_task(t(self), name=getattr(t, "__name__", "task")) for t in self.tasks]
@@ -207,7 +208,7 @@ class Daemon:
             with contextlib.suppress(OSError):
                 self.write_status()
             for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
         return self.status()
 

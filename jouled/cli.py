@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jouled.cli_common import ConfigOpt, FormatOpt, StoreOpt, context
+from jouled.energy_cli import energy_app
 from jouled.errors import UserError
 from jouled.store.sqlite import open_store, parse_store_url
 
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 import_app = typer.Typer(help="Bring existing logs in (CSV or InfluxDB line protocol).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+app.add_typer(energy_app, name="energy")
 
 console = Console()
 

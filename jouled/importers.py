@@ -113,6 +113,7 @@ def _sample_lp(p: LpPoint, default_host: str) -> Sample:
 def parse_markers(text: str, *, default_host: str, fmt: str = "auto") -> Parsed[Marker]:
     """Markers from a log. Rows carry no seq in CSV: it is assigned per run in file order."""
     fmt = sniff_format(text) if fmt == "auto" else fmt
+    parsed: Parsed[Marker]
     if fmt == "csv":
         parsed = _parse_csv(text, MARKER_COLUMNS, ("time", "run", "scope", "event"), lambda r: _marker_row(r, default_host))
     else:

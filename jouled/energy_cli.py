@@ -1,0 +1,207 @@
+"""`jouled energy epochs|runs`: energy (and carbon) per marker window and per run, read from the store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jouled.cli_common import ConfigOpt, StoreOpt, context
+from jouled.config import Config
+from jouled.energy import CarbonSeries, SeriesArrays, Window, energy_rows, run_totals, windows_from_markers
+from jouled.errors import UserError
+from jouled.store.sqlite import SqliteStore, open_store
+
+energy_app = typer.Typer(help="Energy and carbon per epoch, phase and run, from the markers in the store.",
+                         no_args_is_help=True)
+console = Console()
+ESTIMATED_SOURCES = frozenset({"estimate"})
+CSV_KEYS = ("run", "scope", "epoch", "phase", "arch", "host", "source", "device", "start", "end", "duration_s",
+            "energy_j", "method", "samples", "max_gap_s", "flags", "carbon_g")
+
+
+def load_series(
+    store: SqliteStore, host: str | None, start_ns: int, end_ns: int, config: Config | None = None
+) -> dict[tuple[str, str], SeriesArrays]:
+    """Every series of `host` over [start, end], padded by a margin so edge interpolation has neighbours."""
+    out: dict[tuple[str, str], SeriesArrays] = {}
+    for key in store.series():
+        if host is not None and key.host != host:
+            continue
+        period_s = 0.0
+        if config is not None:
+            section = getattr(config.sources, key.source, None)
+            period_s = 1.0 / section.rate_hz if section is not None else 0.0
+        margin_ns = int(max(period_s, 1.0) * 5e9)  # a few periods either side: the samples around each edge
+        d = store.read_series(key, start_ns - margin_ns, end_ns + margin_ns)
+        if len(d) == 0:
+            continue
+        out[(key.source, key.device)] = SeriesArrays(
+            d.time_ns, d.power_w, d.energy_j, key.source, key.device, period_s, key.source in ESTIMATED_SOURCES
+        )
+    return out
+
+
+def carbon_for(store: SqliteStore, config: Config, start_ns: int, end_ns: int) -> CarbonSeries | None:
+    """Intensity from the store (zone from config, else any), else the configured constant, else none."""
+    pts = store.read_carbon(config.carbon.zone or None, None, end_ns)
+    # the value in force at the window start may be older than the window: keep the last before it
+    before = [p for p in pts if p.time_ns <= start_ns]
+    during = [p for p in pts if p.time_ns > start_ns]
+    use = ([before[-1]] if before else []) + during
+    if use:
+        return CarbonSeries.from_points(use)
+    if config.carbon.constant_g_per_kwh > 0:
+        return CarbonSeries.constant(config.carbon.constant_g_per_kwh)
+    return None
+
+
+def compute_rows(
+    store: SqliteStore, config: Config, run: str | None, scopes: Sequence[str], host_devices: str = "total"
+) -> tuple[list[dict[str, Any]], list[str]]:
+    markers = store.read_markers(run)
+    if not markers:
+        if run is None:
+            raise UserError(f"store {store.path}: no markers yet — publish some (jouled markers send, jouled train)")
+        known = ", ".join(store.runs()[:10]) or "none"
+        raise UserError(f"run {run!r}: no markers in {store.path} — known runs: {known}")
+    windows, problems = windows_from_markers(markers)
+    windows = [w for w in windows if w.scope in scopes]
+    rows: list[dict[str, Any]] = []
+    by_host: dict[str, list[Window]] = {}
+    for w in windows:
+        by_host.setdefault(w.host, []).append(w)
+    for host, ws in by_host.items():
+        start = min(w.start_ns for w in ws)
+        end = max(w.end_ns for w in ws)
+        series = load_series(store, host, start, end, config)
+        rows.extend(
+            energy_rows(ws, series, carbon=carbon_for(store, config, start, end), host_devices=host_devices)  # type: ignore[arg-type]
+        )
+    return rows, [str(p) for p in problems]
+
+
+def _emit(rows: list[dict[str, Any]], fmt: str, keys: Sequence[str]) -> None:
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2, default=_json_default))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(keys), extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (" ".join(r[k]) if isinstance(r.get(k), list) else r.get(k)) for k in keys})
+        sys.stdout.write(buf.getvalue())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o))
+
+
+def _j(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v / 1000:.3f} kJ" if abs(v) >= 10_000 else f"{v:.2f} J"
+
+
+@energy_app.command("epochs")
+def epochs(
+    run: Annotated[str, typer.Option("--run", help="run id (as in the markers)")],
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    scope: Annotated[str, typer.Option("--scope", help="epoch | phase | run | all")] = "epoch",
+    by: Annotated[str, typer.Option("--by", help="also print totals by device or epoch (table)")] = "",
+    host_devices: Annotated[str, typer.Option("--host-devices", help="total | share | exclude")] = "total",
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Energy per window (epoch, phase, run) and device, with method, samples, gaps and quality flags."""
+    if fmt not in ("table", "csv", "json"):
+        raise UserError(f"--format {fmt!r}: choose table, csv or json")
+    if scope not in ("epoch", "phase", "run", "all"):
+        raise UserError(f"--scope {scope!r}: choose epoch, phase, run or all")
+    if by not in ("", "device", "epoch"):
+        raise UserError(f"--by {by!r}: choose device or epoch")
+    if host_devices not in ("total", "share", "exclude"):
+        raise UserError(f"--host-devices {host_devices!r}: choose total, share or exclude")
+    ctx = context(config, store)
+    st = open_store(ctx.store_url, readonly=True)
+    scopes = ("epoch", "phase", "run") if scope == "all" else (scope,)
+    rows, problems = compute_rows(st, ctx.config, run, scopes, host_devices)
+    for p in problems:
+        typer.echo(f"warning: {p}", err=True)
+    if fmt != "table":
+        _emit(rows, fmt, CSV_KEYS)
+        return
+    t = Table(title=f"energy per {scope} — run {run}")
+    for col in ("epoch", "phase", "device", "source", "duration", "energy", "method", "samples", "max gap",
+                "carbon", "flags"):
+        t.add_column(col, justify="right" if col in ("duration", "energy", "samples", "max gap", "carbon") else "left")
+    for r in rows:
+        t.add_row(
+            "" if r["epoch"] is None else str(r["epoch"]), r["phase"] or "", r["device"], r["source"],
+            f"{r['duration_s']:.2f} s", _j(r["energy_j"]), r["method"], str(r["samples"]), f"{r['max_gap_s']:.2f} s",
+            "—" if r.get("carbon_g") is None else f"{r['carbon_g']:.3f} g", " ".join(r["flags"]),
+        )
+    console.print(t)
+    if by:
+        _print_by(rows, by)
+
+
+def _print_by(rows: list[dict[str, Any]], by: str) -> None:
+    acc: dict[Any, float] = {}
+    for r in rows:
+        if r["energy_j"] is None:
+            continue
+        k = (r["source"], r["device"]) if by == "device" else r["epoch"]
+        acc[k] = acc.get(k, 0.0) + r["energy_j"]
+    t = Table(title=f"totals by {by}")
+    t.add_column(by)
+    t.add_column("energy", justify="right")
+    for k, v in sorted(acc.items(), key=lambda kv: str(kv[0])):
+        t.add_row(" ".join(k) if isinstance(k, tuple) else str(k), _j(v))
+    console.print(t)
+
+
+@energy_app.command("runs")
+def runs(
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """One row per run: start, end, duration, energy per device and total, carbon."""
+    if fmt not in ("table", "csv", "json"):
+        raise UserError(f"--format {fmt!r}: choose table, csv or json")
+    ctx = context(config, store)
+    st = open_store(ctx.store_url, readonly=True)
+    rows, problems = compute_rows(st, ctx.config, None, ("run",))
+    for p in problems:
+        typer.echo(f"warning: {p}", err=True)
+    totals = run_totals(rows)
+    if fmt == "json":
+        _emit(totals, fmt, [])
+        return
+    if fmt == "csv":
+        keys = sorted({k for r in totals for k in r if not isinstance(r[k], dict)})
+        _emit(totals, fmt, keys)
+        return
+    t = Table(title="runs")
+    for col in ("run", "start", "duration", "total", "wall", "carbon", "per device"):
+        t.add_column(col)
+    for r in totals:
+        per_dev = r["energy_j_by_device"]
+        t.add_row(
+            str(r.get("run")), str(r.get("start", ""))[:19], f"{r.get('duration_s', 0):.1f} s",
+            _j(r.get("energy_j")), _j(r.get("wall_j")),
+            "—" if r.get("carbon_g") is None else f"{r['carbon_g']:.2f} g",
+            ", ".join(f"{k} {_j(v)}" for k, v in per_dev.items()),
+        )
+    console.print(t)
