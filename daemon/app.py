@@ -9,7 +9,6 @@ from typing import Any
 from jouled.config import Config
 from jouled.daemon.service import Daemon
 from jouled.daemon.sources.base import Source
-from jouled.daemon.sources.registry import build_sources
 from jouled.errors import UserError
 from jouled.store.sqlite import SqliteStore, parse_store_url
 
@@ -38,7 +37,11 @@ def build_daemon(
     if path.exists() and not path.is_file():
         raise UserError(f"store {path}: not a file — pass --store sqlite:///path/to/jouled.db")
     store = SqliteStore(path)
-    srcs = sources if sources is not None else build_sources(config, source_names)
+    if sources is None:
+        from jouled.daemon.sources.registry import build_sources
+
+        sources = build_sources(config, source_names)
+    srcs = sources
     if not srcs:
         raise UserError("no sources enabled — enable one in the config ([sources.<name>] enabled = true) or pass --source")
     daemon = Daemon(
