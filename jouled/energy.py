@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -124,7 +125,9 @@ class WindowEnergyBatch:
         )
 
 
+@functools.cache
 def flag_names(mask: int) -> tuple[str, ...]:
+    """Names of the flag bits set in mask, in the order of the output contract."""
     return tuple(name for bit, name in enumerate(_FLAG_NAMES) if mask & (1 << bit))
 
 
@@ -219,8 +222,11 @@ def _counter_track(t_s: FloatArray, energy_j: FloatArray) -> _Track:
     steps = np.diff(e)
     # A decrease is a reset (or a wrap of an imported counter whose range we do not know):
     # that step's increment is skipped (counted as 0 J) and flagged `reset`, the rest summed.
-    neg = steps < 0
-    inc = np.where(neg, 0.0, steps)
+    # A decrease within float rounding (averaged duplicates, wrap correction upstream) is noise,
+    # not a reset: it counts as 0 J without the flag.
+    noise = 1e-12 * np.maximum(np.abs(e[1:]), np.abs(e[:-1])) + 1e-12
+    neg = steps < -noise
+    inc = np.maximum(steps, 0.0)
     cum = np.concatenate(([0.0], np.cumsum(inc)))
     resets = np.concatenate(([0], np.cumsum(neg, dtype=np.int64)))
     return _Track(t, cum, cum, resets)
@@ -661,30 +667,42 @@ def energy_rows(
     n_gpus = len(gpu_devices)
     starts = np.array([w.start_ns for w in windows], dtype=np.int64)
     ends = np.array([w.end_ns for w in windows], dtype=np.int64)
+    # per-window work done once, not once per device
+    win_gpus = [frozenset(normalise_gpu(g) for g in w.gpus) for w in windows]
+    win_start = [format_time_ns(w.start_ns) for w in windows]
+    win_end = [format_time_ns(w.end_ns) for w in windows]
+    any_gpus = any(win_gpus)
+    all_idx = list(range(len(windows)))
     rows: list[tuple[int, int, dict[str, Any]]] = []
     for key_i, ((src, dev), s) in enumerate(sorted(series.items())):
         is_gpu = src in GPU_SOURCES
         if not is_gpu and host_devices == "exclude":
             continue
-        idx = [
-            i
-            for i, w in enumerate(windows)
-            if not is_gpu or not w.gpus or dev in {normalise_gpu(g) for g in w.gpus}
-        ]
+        if is_gpu and any_gpus:
+            idx = [i for i in range(len(windows)) if not win_gpus[i] or dev in win_gpus[i]]
+        else:
+            idx = all_idx
         if not idx:
             continue
         sel = np.array(idx, dtype=np.int64)
         prep = prepare(s)
         batch = window_energy_many(prep, starts[sel], ends[sel])
+        energies = batch.energy_j.tolist()
+        samples = batch.samples.tolist()
+        gaps = batch.max_gap_s.tolist()
+        methods = [_METHODS[m] for m in batch.method.tolist()]
+        flag_lists = [list(flag_names(f)) for f in batch.flags.tolist()]  # a fresh list per row
         grams = (
-            window_carbon_many(prep, carbon, starts[sel], ends[sel], batch.method) if carbon is not None else None
+            window_carbon_many(prep, carbon, starts[sel], ends[sel], batch.method).tolist()
+            if carbon is not None
+            else None
         )
         for j, i in enumerate(idx):
             w = windows[i]
             share = 1.0
             if not is_gpu and host_devices == "share" and w.gpus and n_gpus:
                 share = min(1.0, len(w.gpus) / n_gpus)
-            e = float(batch.energy_j[j])
+            e = energies[j]
             row: dict[str, Any] = {
                 "run": w.run,
                 "scope": w.scope,
@@ -694,22 +712,22 @@ def energy_rows(
                 "host": w.host,
                 "source": src,
                 "device": dev,
-                "start": format_time_ns(w.start_ns),
-                "end": format_time_ns(w.end_ns),
+                "start": win_start[i],
+                "end": win_end[i],
                 "start_ns": w.start_ns,
                 "end_ns": w.end_ns,
                 "duration_s": (w.end_ns - w.start_ns) * 1e-9,
-                "energy_j": None if np.isnan(e) else e * share,
-                "method": batch.method_name(j),
-                "samples": int(batch.samples[j]),
-                "max_gap_s": float(batch.max_gap_s[j]),
-                "flags": list(batch.flag_names(j)),
+                "energy_j": None if e != e else e * share,  # NaN: no usable samples
+                "method": methods[j],
+                "samples": samples[j],
+                "max_gap_s": gaps[j],
+                "flags": flag_lists[j],
             }
             if host_devices == "share" and not is_gpu:
                 row["share"] = share
             if grams is not None:
-                g = float(grams[j])
-                row["carbon_g"] = None if np.isnan(g) else g * share
+                g = grams[j]
+                row["carbon_g"] = None if g != g else g * share
             rows.append((i, key_i, row))
     rows.sort(key=lambda r: (r[0], r[1]))
     return [r[2] for r in rows]

@@ -230,3 +230,14 @@ def test_many_windows_match_single_calls() -> None:
             assert math.isnan(batch.energy_j[i])
         else:
             assert batch.energy_j[i] == pytest.approx(one.energy_j)
+
+
+def test_averaged_duplicate_counter_is_not_a_reset() -> None:
+    # (0.1 + 0.1 + 0.1) / 3 != 0.1 in floats: the averaged duplicate sits one ulp off its
+    # neighbour, which must not read as a counter reset
+    assert (0.1 + 0.1 + 0.1) / 3 != 0.1
+    t = secs(0, 1, 1, 1, 2)
+    e = np.array([0.0, 0.1, 0.1, 0.1, 0.1])
+    r = window_energy(t, None, e, 0, 2 * S, period_s=1.0)
+    assert "reset" not in r.flags
+    assert r.energy_j == pytest.approx(0.1)
