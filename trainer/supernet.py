@@ -19,6 +19,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
 from jouled.trainer.data import DataBundle
 from jouled.trainer.nb201 import (
     NUM_EDGES,
@@ -40,8 +43,6 @@ from jouled.trainer.train import (
     resolve_device,
     train_one_epoch,
 )
-from torch import nn
-from torch.utils.data import DataLoader
 
 
 class SearchCell(nn.Module):
@@ -261,7 +262,9 @@ class OneShot:
         @contextlib.contextmanager
         def window() -> Any:
             rid = run_id or f"sample-{uuid.uuid4().hex[:12]}"
-            with self.markers.run(rid, arch="supernet", gpus=gpu_names(self.device)) as r, r.phase("sample"):
-                yield r
+            # A phase belongs to an epoch in the marker model: sampling is epoch 0 of its own run.
+            with self.markers.run(rid, arch="supernet", gpus=gpu_names(self.device)) as r, r.epoch(0):
+                with r.phase("sample"):
+                    yield r
 
         return window()

@@ -20,11 +20,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from jouled.trainer.data import DataBundle
 from torch import nn
 from torch.utils.data import DataLoader
 
+from jouled.trainer.data import DataBundle
+
 CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed here; the message names the file and the fix."""
 
 
 class RunMarkers(Protocol):
@@ -204,11 +209,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a corrupt or foreign file
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path}: cannot read it ({type(e).__name__}) — delete it or pass another --checkpoint"
         ) from None
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path}: not a jouled training checkpoint — delete it or pass another --checkpoint"
         )
     return state
@@ -251,12 +256,12 @@ def train(
     if checkpoint is not None and resume and checkpoint.exists():
         state = load_checkpoint(checkpoint)
         if state["arch"] != arch:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {checkpoint} is for arch {state['arch']!r}, not {arch!r} — "
                 "pass the same arch or another --checkpoint"
             )
         if state["epochs"] != epochs:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {checkpoint} was for {state['epochs']} epochs — "
                 f"pass --epochs {state['epochs']} or another --checkpoint"
             )
