@@ -31,7 +31,10 @@ def estimate_power_w(tdp_w: float, idle_fraction: float, util: float, sockets: i
 
 
 def normalise_cpu_name(name: str) -> str:
-    """'Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz' → 'intel xeon gold 6248'; 'AMD EPYC 7763 64-Core Processor' → 'amd epyc 7763'."""
+    """'Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz' → 'intel xeon gold 6248'.
+
+    'AMD EPYC 7763 64-Core Processor' → 'amd epyc 7763'.
+    """
     s = re.sub(r"\((?:R|TM|tm)\)", "", name)
     s = re.sub(r"\s+CPU\s*@.*$", "", s)
     s = re.sub(r"\s*@\s*[\d.]+\s*GHz", "", s)

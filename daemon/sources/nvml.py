@@ -16,8 +16,7 @@ from .base import SourceInfo
 from .common import Backoff, PartialRead
 
 NO_DRIVER = (
-    "no NVIDIA driver (libnvidia-ml.so not found) — install the NVIDIA driver, "
-    "or disable with [sources.nvml] enabled = false"
+    "no NVIDIA driver (libnvidia-ml.so not found) — install the NVIDIA driver, or disable with [sources.nvml] enabled = false"
 )
 # Utilisation, clocks and temperature change slowly (the driver samples utilisation every 1/6 s or
 # slower), so read them at most this often even when power is read at 1 kHz.
@@ -103,9 +102,7 @@ class NvmlSource:
                 "owns /dev/nvidia* (ls -l /dev/nvidia0), or run as root"
             ) from None
         except nv.NVMLError as e:
-            raise SourceUnavailable(
-                f"NVML init failed ({_nvml_error_name(e)}: {e}) — check that `nvidia-smi` works"
-            ) from None
+            raise SourceUnavailable(f"NVML init failed ({_nvml_error_name(e)}: {e}) — check that `nvidia-smi` works") from None
         self._open = True
         try:
             return self._probe(nv)

@@ -88,8 +88,7 @@ class SmiSource:
         if found is None:
             where = "on PATH" if os.sep not in b else ""
             raise SourceUnavailable(
-                f"{b} not found {where}".rstrip()
-                + " — install the NVIDIA driver utilities or set [sources.smi] binary"
+                f"{b} not found {where}".rstrip() + " — install the NVIDIA driver utilities or set [sources.smi] binary"
             )
         return found
 
@@ -104,9 +103,7 @@ class SmiSource:
             bufsize=1,
         )
         assert self._proc.stdout is not None
-        self._thread = threading.Thread(
-            target=self._pump, args=(self._proc.stdout,), name="jouled-smi-reader", daemon=True
-        )
+        self._thread = threading.Thread(target=self._pump, args=(self._proc.stdout,), name="jouled-smi-reader", daemon=True)
         self._thread.start()
         # Drain stderr too, so a chatty child can never block on a full pipe.
         self._err_thread = threading.Thread(
@@ -197,9 +194,7 @@ class SmiSource:
                 return out
             why = self._child_output(proc)
             self._restart = True
-            raise RuntimeError(
-                f"smi: {self._binary} exited with code {proc.returncode} ({why}) — restarting it on the next read"
-            )
+            raise RuntimeError(f"smi: {self._binary} exited with code {proc.returncode} ({why}) — restarting it on the next read")
         return out
 
     def read_counters(self) -> list[Reading]:

@@ -6,11 +6,11 @@ import time
 
 import pynvml
 import pytest
-from jouled.daemon.sources.common import PartialRead
-from jouled.daemon.sources.nvml import NO_DRIVER, NvmlSource
 
 from jouled.clock import CLOCK
 from jouled.config import NvmlConfig
+from jouled.daemon.sources.common import PartialRead
+from jouled.daemon.sources.nvml import NO_DRIVER, NvmlSource
 from jouled.errors import SourceUnavailable
 
 from .nvml_shim import FakeGpu, NvmlShim, _Handle, make_shim, old_gpu

@@ -80,9 +80,7 @@ def test_missing_binary_is_unavailable_with_the_fix(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SourceUnavailable) as e:
         SmiSource(SmiConfig(enabled=True)).open()
-    assert str(e.value) == (
-        "nvidia-smi not found on PATH — install the NVIDIA driver utilities or set [sources.smi] binary"
-    )
+    assert str(e.value) == ("nvidia-smi not found on PATH — install the NVIDIA driver utilities or set [sources.smi] binary")
 
 
 def test_binary_path_from_config(fake_smi: Path, opened: list[SmiSource], monkeypatch: pytest.MonkeyPatch) -> None:
