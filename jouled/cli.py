@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from jouled.cli_common import ConfigOpt, FormatOpt, StoreOpt, context
+from jouled.demo import demo_command
 from jouled.energy_cli import energy_app
+from jouled.trainer.train_cli import train_command
 from jouled.errors import UserError
 from jouled.store.sqlite import open_store, parse_store_url
 
@@ -28,6 +30,8 @@ app = typer.Typer(
 import_app = typer.Typer(help="Bring existing logs in (CSV or InfluxDB line protocol).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(energy_app, name="energy")
+app.command("train")(train_command)
+app.command("demo")(demo_command)
 
 console = Console()
 

@@ -113,6 +113,20 @@ def _j(v: float | None) -> str:
     return f"{v / 1000:.3f} kJ" if abs(v) >= 10_000 else f"{v:.2f} J"
 
 
+def print_rows(rows: list[dict[str, Any]], title: str) -> None:
+    t = Table(title=title)
+    for col in ("epoch", "phase", "device", "source", "duration", "energy", "method", "samples", "max gap",
+                "carbon", "flags"):
+        t.add_column(col, justify="right" if col in ("duration", "energy", "samples", "max gap", "carbon") else "left")
+    for r in rows:
+        t.add_row(
+            "" if r["epoch"] is None else str(r["epoch"]), r["phase"] or "", r["device"], r["source"],
+            f"{r['duration_s']:.2f} s", _j(r["energy_j"]), r["method"], str(r["samples"]), f"{r['max_gap_s']:.2f} s",
+            "—" if r.get("carbon_g") is None else f"{r['carbon_g']:.3f} g", " ".join(r["flags"]),
+        )
+    console.print(t)
+
+
 @energy_app.command("epochs")
 def epochs(
     run: Annotated[str, typer.Option("--run", help="run id (as in the markers)")],
@@ -141,17 +155,7 @@ def epochs(
     if fmt != "table":
         _emit(rows, fmt, CSV_KEYS)
         return
-    t = Table(title=f"energy per {scope} — run {run}")
-    for col in ("epoch", "phase", "device", "source", "duration", "energy", "method", "samples", "max gap",
-                "carbon", "flags"):
-        t.add_column(col, justify="right" if col in ("duration", "energy", "samples", "max gap", "carbon") else "left")
-    for r in rows:
-        t.add_row(
-            "" if r["epoch"] is None else str(r["epoch"]), r["phase"] or "", r["device"], r["source"],
-            f"{r['duration_s']:.2f} s", _j(r["energy_j"]), r["method"], str(r["samples"]), f"{r['max_gap_s']:.2f} s",
-            "—" if r.get("carbon_g") is None else f"{r['carbon_g']:.3f} g", " ".join(r["flags"]),
-        )
-    console.print(t)
+    print_rows(rows, f"energy per {scope} — run {run}")
     if by:
         _print_by(rows, by)
 
