@@ -92,10 +92,15 @@ def cifar10_dir(data_dir: Path | None) -> Path | None:
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with path.open("rb") as f:
-        d = _CifarUnpickler(f, encoding="latin1").load()
-    data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    labels = np.asarray(d["labels"], dtype=np.int64)
+    try:
+        with path.open("rb") as f:
+            d = _CifarUnpickler(f, encoding="latin1").load()
+        data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(d["labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a CIFAR-10 python batch ({e}) — replace it with the original file") from None
+    if data.shape[0] != labels.shape[0]:
+        raise ValueError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels — replace it with the original")
     return data, labels
 
 
