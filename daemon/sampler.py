@@ -127,7 +127,7 @@ class SourceRunner(threading.Thread):
         self.health.state = "retrying"
         return float(min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** (failures - 1)))
 
-    def run(self) -> None:  # noqa: C901 - one loop, kept in one place on purpose
+    def run(self) -> None:
         if not self._open():
             return
         failures = 0

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from jouled.config import Config, load_config
+from jouled.store.sqlite import sqlite_url
 
 ConfigOpt = Annotated[
     Path | None,
@@ -31,5 +32,5 @@ class Context:
 def context(config: Path | None, store: str | None) -> Context:
     """Resolve --config and --store: the command line wins over the environment, which wins over the file."""
     cfg = load_config(config)
-    url = store or os.environ.get("JOULED_STORE") or f"sqlite:///{cfg.store_path()}"
+    url = store or os.environ.get("JOULED_STORE") or sqlite_url(cfg.store_path())
     return Context(cfg, url)

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from jouled.cli_common import ConfigOpt, StoreOpt, context
 from jouled.errors import UserError
+from jouled.store.sqlite import sqlite_url
 
 DEMO_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
@@ -48,7 +49,7 @@ def demo_command(
     ctx = context(config, store)
     cfg = ctx.config
     tmp = Path(tempfile.mkdtemp(prefix="jouled-demo-"))
-    store_url = store or f"sqlite:///{tmp / 'demo.db'}"
+    store_url = store or sqlite_url(tmp / "demo.db")
     cfg.mqtt.url = ""  # the demo always brings its own broker, on a free loopback port
     cfg.mqtt.embedded_port = _free_port()
     cfg.daemon.status_path = str(tmp / "demo.status.json")

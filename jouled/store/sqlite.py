@@ -101,13 +101,18 @@ class ChunkBatch:
 def parse_store_url(url: str) -> Path:
     """`sqlite:///abs/path.db` → path. Other schemes belong to the InfluxDB store."""
     if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite://") :])
+        return Path("/" + url[len("sqlite://") :].lstrip("/"))
     if url.startswith("sqlite://"):
         raise UserError(f"store URL {url!r}: use three slashes and an absolute path, e.g. sqlite:///var/lib/jouled/jouled.db")
     if "://" not in url:
         return Path(url)
     scheme = url.split("://", 1)[0]
     raise UserError(f"store URL {url!r}: scheme '{scheme}' cannot be read here — use sqlite:///path.db")
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The store URL of a log file: sqlite:///abs/path.db."""
+    return "sqlite://" + str(Path(path).expanduser().resolve())
 
 
 def batches_from_samples(samples: Iterable[Sample]) -> list[ChunkBatch]:
@@ -163,7 +168,7 @@ class SqliteStore:
         if conn is None:
             try:
                 if self.readonly:
-                    conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+                    conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
                 else:
                     conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                     conn.execute("PRAGMA journal_mode=WAL")

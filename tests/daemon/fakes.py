@@ -12,7 +12,9 @@ from jouled.model import Reading, SourceKind
 
 
 class ScriptedSource:
-    """Returns power 100 W and a counter; can fail for a span of reads, be unavailable, or be slow."""
+    """Draws a constant 100 W (power and a matching energy counter); can fail, be unavailable, or be slow."""
+
+    POWER_W = 100.0
 
     def __init__(self, name: str = "fake", devices: int = 1, fail_reads: range | None = None,
                  unavailable: str = "", read_cost_s: float = 0.0) -> None:
@@ -26,7 +28,7 @@ class ScriptedSource:
         self.counter_reads = 0
         self.opens = 0
         self.closed = threading.Event()
-        self.energy_j = 0.0
+        self.t0_ns = CLOCK.now_ns()
 
     def open(self) -> SourceInfo:
         self.opens += 1
@@ -42,13 +44,15 @@ class ScriptedSource:
         if i in self.fail_reads:
             raise OSError(f"device {self.name} stopped answering (read {i})")
         t = CLOCK.now_ns()
-        self.energy_j += 10.0
-        return [Reading(t, d, 100.0, self.energy_j) for d in self.devices]
+        return [Reading(t, d, self.POWER_W, self.energy_at(t)) for d in self.devices]
+
+    def energy_at(self, t_ns: int) -> float:
+        return self.POWER_W * (t_ns - self.t0_ns) / 1e9
 
     def read_counters(self) -> list[Reading]:
         self.counter_reads += 1
         t = CLOCK.now_ns()
-        return [Reading(t, d, None, self.energy_j) for d in self.devices]
+        return [Reading(t, d, None, self.energy_at(t)) for d in self.devices]
 
     def close(self) -> None:
         self.closed.set()

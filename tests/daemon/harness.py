@@ -8,6 +8,7 @@ from typing import Any
 from jouled.config import Config
 from jouled.daemon.app import build_daemon
 from jouled.daemon.background import BackgroundDaemon
+from jouled.store.sqlite import sqlite_url
 
 
 def make_config(tmp_path: Path, mqtt_url: str = "", embedded_port: int = 1883) -> Config:
@@ -22,5 +23,5 @@ def make_config(tmp_path: Path, mqtt_url: str = "", embedded_port: int = 1883) -
 
 
 def start_daemon(cfg: Config, sources: list[Any], **kw: Any) -> BackgroundDaemon:
-    d = build_daemon(cfg, f"sqlite:///{cfg.store.path}", sources=sources, **kw)
+    d = build_daemon(cfg, sqlite_url(cfg.store.path), sources=sources, **kw)
     return BackgroundDaemon(d).start()
