@@ -16,6 +16,9 @@ from rich.table import Table
 from jouled.cli_common import ConfigOpt, FormatOpt, StoreOpt, context
 from jouled.demo import demo_command
 from jouled.energy_cli import energy_app
+from jouled.scheduler.carbon_cli import carbon_app
+from jouled.scheduler.nas_cli import nas_app
+from jouled.trainer.markers_cli import markers_app
 from jouled.trainer.train_cli import train_command
 from jouled.errors import UserError
 from jouled.store.sqlite import open_store, parse_store_url
@@ -30,6 +33,9 @@ app = typer.Typer(
 import_app = typer.Typer(help="Bring existing logs in (CSV or InfluxDB line protocol).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(energy_app, name="energy")
+app.add_typer(markers_app, name="markers")
+app.add_typer(carbon_app, name="carbon")
+app.add_typer(nas_app, name="nas")
 app.command("train")(train_command)
 app.command("demo")(demo_command)
 
