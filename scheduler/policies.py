@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from jouled.scheduler.carbon.base import CarbonReading
-from jouled.scheduler.carbon.trace import Trace
 
 from jouled.errors import UserError
+from jouled.scheduler.carbon.base import CarbonReading
+from jouled.scheduler.carbon.trace import Trace
 
 DAY_S = 86400.0
 HOUR_S = 3600.0
@@ -44,9 +44,7 @@ class IntensityHistory:
         return cls(np.zeros(0), np.zeros(0))
 
     @classmethod
-    def from_arrays(
-        cls, time_s: Sequence[float] | np.ndarray, intensity: Sequence[float] | np.ndarray
-    ) -> IntensityHistory:
+    def from_arrays(cls, time_s: Sequence[float] | np.ndarray, intensity: Sequence[float] | np.ndarray) -> IntensityHistory:
         t = np.asarray(time_s, dtype=np.float64)
         v = np.asarray(intensity, dtype=np.float64)
         order = np.argsort(t, kind="stable")
@@ -138,9 +136,7 @@ class OraclePolicy:
         self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
     ) -> Split:
         vals = np.append(history.intensity_g_per_kwh, intensity)
-        return split_from_lambda(
-            cenas_lambda(intensity, float(vals.min()), float(vals.max())), gpus, "oracle (future knowledge)"
-        )
+        return split_from_lambda(cenas_lambda(intensity, float(vals.min()), float(vals.max())), gpus, "oracle (future knowledge)")
 
 
 class StaticPolicy:

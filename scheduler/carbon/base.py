@@ -86,9 +86,7 @@ class CarbonReading:
 
 def to_points(readings: list[CarbonReading]) -> list[CarbonPoint]:
     """Readings with an intensity, as CarbonPoints for ``store.write_carbon``."""
-    return [
-        r.to_point() for r in readings if r.intensity_g_per_kwh is not None and math.isfinite(r.intensity_g_per_kwh)
-    ]
+    return [r.to_point() for r in readings if r.intensity_g_per_kwh is not None and math.isfinite(r.intensity_g_per_kwh)]
 
 
 @runtime_checkable

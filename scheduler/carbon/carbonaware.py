@@ -53,9 +53,7 @@ class CarbonAwareSdk:
         self.lookback_s = lookback_s
 
     def _emissions(self, zone: str, s_ns: int, e_ns: int, what: str) -> list[CarbonReading]:
-        obj = self.fetcher.get_json(
-            "/emissions/bylocation", {"location": zone, "time": _iso(s_ns), "toTime": _iso(e_ns)}
-        )
+        obj = self.fetcher.get_json("/emissions/bylocation", {"location": zone, "time": _iso(s_ns), "toTime": _iso(e_ns)})
         now = self._now_ns()
         out = []
         for item in expect_list(obj, what):

@@ -75,9 +75,7 @@ class ElectricityMaps:
         if cached is not None:
             return cached.served_at(self._now_ns())
         what = f"{self.name} latest {zone}"
-        obj = _unwrap(
-            self.fetcher.get_json("/v3/carbon-intensity/latest", self._params(zone), self.headers), "carbonIntensity"
-        )
+        obj = _unwrap(self.fetcher.get_json("/v3/carbon-intensity/latest", self._params(zone), self.headers), "carbonIntensity")
         if isinstance(obj, list):  # a data envelope holding a list: the latest is the last
             obj = expect_list(obj, what)[-1] if obj else None
         r = self._reading(obj, zone, what, self._now_ns(), forecast=False)

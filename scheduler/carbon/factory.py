@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from jouled.config import CarbonConfig
+from jouled.errors import UserError
 from jouled.scheduler.carbon.base import CarbonProvider
 from jouled.scheduler.carbon.carbonaware import CarbonAwareSdk
 from jouled.scheduler.carbon.electricitymaps import DEFAULT_URL as EM_URL
@@ -18,9 +20,6 @@ from jouled.scheduler.carbon.ukci import UkCarbonIntensity
 from jouled.scheduler.carbon.watttime import DEFAULT_URL as WT_URL
 from jouled.scheduler.carbon.watttime import WattTime
 
-from jouled.config import CarbonConfig
-from jouled.errors import UserError
-
 PROVIDERS = ("electricitymaps", "watttime", "ukci", "carbonaware", "trace", "constant")
 
 
@@ -32,9 +31,7 @@ def read_token(cfg: CarbonConfig, environ: Mapping[str, str] | None = None) -> s
         try:
             return p.read_text(encoding="utf-8").strip().splitlines()[0].strip() if p.stat().st_size else ""
         except OSError as e:
-            raise UserError(
-                f"carbon token_file {p}: cannot read ({e.strerror}) — fix the path or its permissions"
-            ) from None
+            raise UserError(f"carbon token_file {p}: cannot read ({e.strerror}) — fix the path or its permissions") from None
     return env.get("JOULED_CARBON_TOKEN", "").strip()
 
 
@@ -55,8 +52,7 @@ def make_provider(
         name = "constant"
     if not name:
         raise UserError(
-            f"carbon provider: none configured — set [carbon] provider to one of {', '.join(PROVIDERS)} "
-            "or pass --provider"
+            f"carbon provider: none configured — set [carbon] provider to one of {', '.join(PROVIDERS)} or pass --provider"
         )
     url = cfg.url.strip()
     p: CarbonProvider

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+
 from jouled.scheduler.carbon.base import AuthError, ProviderError
 
 log = logging.getLogger("jouled.carbon")
@@ -109,9 +110,7 @@ class HttpFetcher:
                     wait = ra if ra is not None else self._backoff(attempt)
                     last = f"{what}: HTTP 429 rate limited (Retry-After {r.headers.get('Retry-After', 'absent')})"
                     if wait > self.max_retry_after_s:
-                        raise ProviderError(
-                            f"{last}: waiting {wait:g} s exceeds the {self.max_retry_after_s:g} s bound"
-                        )
+                        raise ProviderError(f"{last}: waiting {wait:g} s exceeds the {self.max_retry_after_s:g} s bound")
                 elif r.status_code >= 500:
                     last = f"{what}: HTTP {r.status_code} {_snippet(r.text)}".rstrip()
                     wait = self._backoff(attempt)

@@ -16,9 +16,7 @@ log = logging.getLogger("jouled.carbon")
 class ConstantProvider:
     """A fixed intensity (config ``constant_g_per_kwh``): no history, no forecast beyond the constant."""
 
-    def __init__(
-        self, intensity_g_per_kwh: float, *, name: str = "constant", now_ns: Callable[[], int] = time.time_ns
-    ) -> None:
+    def __init__(self, intensity_g_per_kwh: float, *, name: str = "constant", now_ns: Callable[[], int] = time.time_ns) -> None:
         self.value = float(intensity_g_per_kwh)
         self.name = name
         self._now_ns = now_ns
@@ -83,9 +81,7 @@ class Resilient:
                 self._failed("current", zone, e, f"serving the last value, {out.age_s:.0f} s old (stale)")
                 return out
             if self.fallback_g_per_kwh is not None:
-                self._failed(
-                    "current", zone, e, f"no last value, serving the fallback {self.fallback_g_per_kwh:g} g/kWh"
-                )
+                self._failed("current", zone, e, f"no last value, serving the fallback {self.fallback_g_per_kwh:g} g/kWh")
                 return CarbonReading(
                     now,
                     zone,

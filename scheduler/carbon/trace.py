@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from jouled.errors import UserError
 from jouled.scheduler.carbon.base import (
     CarbonReading,
     ManualClock,
@@ -19,8 +21,6 @@ from jouled.scheduler.carbon.base import (
     VirtualClock,
     dt_to_ns,
 )
-
-from jouled.errors import UserError
 
 COLUMNS = ("direct", "lca")
 # Let's Wait Awhile names its files by country; map them to Electricity Maps zone keys.
@@ -157,22 +157,16 @@ def _parse_time_s(p: Path, line: int, raw: str, *, seconds: bool = False) -> flo
         t = datetime.fromisoformat(s)
         return dt_to_ns(t) / 1e9
     except ValueError:
-        raise _fix(
-            p, line, f"time {raw!r} is not a date", "write YYYY-MM-DD HH:MM:SS (UTC), RFC 3339 or integer ns"
-        ) from None
+        raise _fix(p, line, f"time {raw!r} is not a date", "write YYYY-MM-DD HH:MM:SS (UTC), RFC 3339 or integer ns") from None
 
 
 def _parse_value(p: Path, line: int, raw: str, name: str) -> float:
     try:
         v = float(raw)
     except ValueError:
-        raise _fix(
-            p, line, f"{name} {raw!r} is not a number", "write the intensity in gCO2eq/kWh as a number"
-        ) from None
+        raise _fix(p, line, f"{name} {raw!r} is not a number", "write the intensity in gCO2eq/kWh as a number") from None
     if not math.isfinite(v) or v < 0:
-        raise _fix(
-            p, line, f"{name} {raw!r} is not a finite non-negative number", "remove the row or correct the value"
-        )
+        raise _fix(p, line, f"{name} {raw!r} is not a finite non-negative number", "remove the row or correct the value")
     return v
 
 
@@ -227,9 +221,7 @@ def _load_em(p: Path, header: list[str], names: list[str], rows: Iterator[list[s
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) <= max(ti, vi):
-            raise _fix(
-                p, n, f"{len(row)} fields, expected {len(header)}", "restore the missing fields or delete the row"
-            )
+            raise _fix(p, n, f"{len(row)} fields, expected {len(header)}", "restore the missing fields or delete the row")
         times.append(_parse_time_s(p, n, row[ti]))
         values.append(_parse_value(p, n, row[vi], header[vi].strip()))
         lines.append(n)
@@ -293,9 +285,7 @@ class TraceProvider:
 
     def _check_zone(self, zone: str) -> str:
         if zone and self.zone and zone.upper() != self.zone.upper():
-            raise UserError(
-                f"zone {zone!r}: this trace ({self.trace.path}) is for {self.zone} — pass --zone {self.zone}"
-            )
+            raise UserError(f"zone {zone!r}: this trace ({self.trace.path}) is for {self.zone} — pass --zone {self.zone}")
         return self.zone or zone
 
     def _reading(self, i: int, zone: str, now_s: float, *, forecast: bool) -> CarbonReading:

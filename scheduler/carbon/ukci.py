@@ -8,11 +8,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jouled.errors import UserError
 from jouled.scheduler.carbon.base import CarbonReading, ProviderError, dt_to_ns
 from jouled.scheduler.carbon.cache import TTLCache
 from jouled.scheduler.carbon.http import HttpFetcher, expect_dict, expect_list, expect_time_ns
-
-from jouled.errors import UserError
 
 DEFAULT_URL = "https://api.carbonintensity.org.uk"
 PERIOD_S = 1800.0
@@ -136,9 +135,7 @@ class UkCarbonIntensity:
         if region is None:
             items = expect_dict(self.fetcher.get_json(f"/intensity/{now}/fw24h"), what).get("data")
         else:
-            items = self._regional_items(
-                self.fetcher.get_json(f"/regional/intensity/{now}/fw24h/regionid/{region}"), what
-            )
+            items = self._regional_items(self.fetcher.get_json(f"/regional/intensity/{now}/fw24h/regionid/{region}"), what)
         out = self._readings(items, zone, what, regional=region is not None, forecast=True)
         self.cache.put(("forecast", zone), out, self.max_ttl_s)
         return out

@@ -76,8 +76,7 @@ class WattTime:
             obj = self.fetcher.get_json("/login", auth=(self.username, self.password))
         except HttpAuthError:
             raise AuthError(
-                "watttime /login: HTTP 401 — check [carbon] username/password "
-                "(or JOULED_CARBON_USERNAME/JOULED_CARBON_PASSWORD)"
+                "watttime /login: HTTP 401 — check [carbon] username/password (or JOULED_CARBON_USERNAME/JOULED_CARBON_PASSWORD)"
             ) from None
         tok = expect_dict(obj, "watttime /login").get("token")
         if not isinstance(tok, str) or not tok:
@@ -100,9 +99,7 @@ class WattTime:
             try:
                 return self.fetcher.get_json(path, params, {"Authorization": f"Bearer {tok}"})
             except HttpAuthError:
-                raise AuthError(
-                    f"watttime GET {path}: HTTP 401 even with a fresh token — check the account's plan"
-                ) from None
+                raise AuthError(f"watttime GET {path}: HTTP 401 even with a fresh token — check the account's plan") from None
 
     # ---- parsing ----
     def _series(self, obj: Any, zone: str, what: str, *, forecast: bool) -> list[CarbonReading]:
