@@ -6,6 +6,7 @@ with the reference point (0, -50).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 import numpy as np
@@ -103,3 +104,32 @@ class ParetoArchive:
         self.ids = [i for i, k in zip(self.ids, keep, strict=True) if k] + [ident]
         self.hv = hypervolume_2d(self.front, self.ref)
         return True
+
+
+def nondominated_ranks(points: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Non-dominated sorting layer of each point (0 = Pareto front, 1 = front after removing it, …). O(n log n).
+
+    Sorted by x descending, a layer's points have increasing y, so its last point has its largest y;
+    a point joins the first layer whose largest y is below its own (exact duplicates share a layer).
+    """
+    p = _as_points(points)
+    n = len(p)
+    ranks = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return ranks
+    order = np.lexsort((-p[:, 1], -p[:, 0]))
+    xs, ys = p[order, 0].tolist(), p[order, 1].tolist()
+    neg_max_y: list[float] = []  # -(largest y) per layer: non-decreasing, so bisect works
+    prev_rank = -1
+    for j in range(n):
+        if j > 0 and xs[j] == xs[j - 1] and ys[j] == ys[j - 1]:
+            r = prev_rank
+        else:
+            r = bisect.bisect_right(neg_max_y, -ys[j])  # first layer with largest y < y
+            if r == len(neg_max_y):
+                neg_max_y.append(-ys[j])
+            else:
+                neg_max_y[r] = -ys[j]
+        ranks[order[j]] = r
+        prev_rank = r
+    return ranks

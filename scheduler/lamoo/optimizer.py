@@ -95,14 +95,18 @@ class LaMOO:
             return []
         self._maybe_refit()
         out: list[int] = []
-        for _ in range(n):
+        # Large batches take a few cells per UCB walk (up to 1/32 of the batch) instead of one:
+        # the counts still update between walks, and a 2,500-cell sampling hour stays cheap.
+        per_walk = max(1, math.ceil(n / 32))
+        while len(out) < n:
             leaf = self._select_leaf()
             if leaf < 0:
                 break
-            cell = self._pop(leaf)
-            if cell < 0:
-                continue  # that leaf just ran dry; _pop marked it, select again
-            out.append(cell)
+            for _ in range(min(per_walk, n - len(out))):
+                cell = self._pop(leaf)
+                if cell < 0:
+                    break  # that leaf just ran dry; _pop marked it, walk again
+                out.append(cell)
         return out
 
     def tell(self, cells: Sequence[int] | npt.ArrayLike, objectives: npt.ArrayLike) -> None:
@@ -111,6 +115,7 @@ class LaMOO:
         obj = np.asarray(objectives, dtype=np.float64).reshape(-1, 2)
         if len(idx) != len(obj):
             raise ValueError(f"{len(idx)} cells but {len(obj)} objective rows")
+        fresh: list[int] = []
         for c, row in zip(idx.tolist(), obj, strict=True):
             if c in self._told:
                 continue
@@ -120,11 +125,12 @@ class LaMOO:
             self._obj_buf[pos] = row
             self._cells.append(c)
             self._told.add(c)
+            fresh.append(pos)
             self.available[c] = False
             leaf = self._pending_leaf.pop(c, None)
             if leaf is not None:
                 self._add_pending(leaf, -1)
-            self._node_members(int(self._cell_leaf[c]), pos)
+        self._add_members(np.asarray(fresh, dtype=np.int64))
 
     def exclude(self, cells: Sequence[int]) -> None:
         """Never propose these cells (e.g. evaluated elsewhere) without telling objectives."""
@@ -165,8 +171,7 @@ class LaMOO:
         self._n_at_fit = self.n_told
         self._reset_tree_state()
         leaf_of = self._cell_leaf = self._leaf_of_cells()
-        for p, c in enumerate(self._cells):
-            self._node_members(int(leaf_of[c]), p)
+        self._add_members(np.arange(len(self._cells), dtype=np.int64))
         for c, _ in list(self._pending_leaf.items()):
             leaf = int(leaf_of[c])
             self._pending_leaf[c] = leaf
@@ -205,12 +210,19 @@ class LaMOO:
     def _children(self, node: int) -> list[int]:
         return [] if self.tree is None else self.tree.nodes[node].children
 
-    def _node_members(self, leaf: int, position: int) -> None:
-        node = int(leaf)
-        while node >= 0:
-            self._members[node].append(position)
-            self._dirty[node] = True
-            node = self._parent(node)
+    def _add_members(self, positions: IntArray) -> None:
+        """Add told positions to their leaves and every ancestor (grouped by leaf: one walk per leaf)."""
+        if len(positions) == 0:
+            return
+        cells = np.asarray(self._cells, dtype=np.int64)[positions]
+        leaves = self._cell_leaf[cells]
+        for leaf in np.unique(leaves).tolist():
+            chunk = positions[leaves == leaf].tolist()
+            node = int(leaf)
+            while node >= 0:
+                self._members[node].extend(chunk)
+                self._dirty[node] = True
+                node = self._parent(node)
 
     def _add_pending(self, leaf: int, delta: int) -> None:
         node = leaf

@@ -46,20 +46,26 @@ def kmeans2(data: FloatArray, dominance: IntArray, iters: int = 20) -> IntArray:
 
 
 def svm_decision(svm: SVC, x: FloatArray) -> FloatArray:
-    """SVC decision function in numpy (a BLAS matrix product: much faster than libsvm's per-row loop)."""
-    sv = svm.support_vectors_
-    gamma = float(svm._gamma)
+    """SVC decision function in numpy (a BLAS product, float32: far faster than libsvm's per-row loop).
+
+    Used for every split and routing decision, so the partition is consistent with itself; it
+    matches SVC.decision_function to float32 rounding.
+    """
+    sv = svm.support_vectors_.astype(np.float32)
+    xf = np.asarray(x, dtype=np.float32)
+    gamma = np.float32(svm._gamma)
     if svm.kernel == "poly":
-        base = gamma * (x @ sv.T) + float(svm.coef0)
+        base = gamma * (xf @ sv.T) + np.float32(svm.coef0)
         k = base.copy()
         for _ in range(int(svm.degree) - 1):  # repeated product: far faster than a float power
             k *= base
     elif svm.kernel == "rbf":
-        d2 = (x * x).sum(axis=1)[:, None] + (sv * sv).sum(axis=1)[None, :] - 2.0 * (x @ sv.T)
-        k = np.exp(-gamma * np.maximum(d2, 0.0))
+        d2 = (xf * xf).sum(axis=1)[:, None] + (sv * sv).sum(axis=1)[None, :] - np.float32(2.0) * (xf @ sv.T)
+        k = np.exp(-gamma * np.maximum(d2, np.float32(0.0)))
     else:  # pragma: no cover - only poly/rbf are offered
         raise ValueError(f"unsupported kernel {svm.kernel}")
-    return np.asarray(k @ svm.dual_coef_[0] + svm.intercept_[0], dtype=np.float64)
+    dec = k @ svm.dual_coef_[0].astype(np.float32)
+    return np.asarray(dec, dtype=np.float64) + float(svm.intercept_[0])
 
 
 def svm_predict(svm: SVC, x: FloatArray) -> IntArray:
