@@ -29,6 +29,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain click errors: "Error: <one line>" on stderr, not a rich box split over several lines
+    rich_markup_mode=None,
 )
 import_app = typer.Typer(help="Bring existing logs in (CSV or InfluxDB line protocol).", no_args_is_help=True)
 app.add_typer(import_app, name="import")

@@ -62,11 +62,10 @@ def _opt_float(value: str | None, name: str) -> float | None:
 
 
 def sniff_format(text: str) -> str:
-    """'csv' when the first non-empty line is a header with a time column, else 'lp' (line protocol)."""
+    """'lp' when the first non-empty line looks like line protocol (has '=' and a space), else 'csv'."""
     for line in text.splitlines():
         if line.strip() and not line.startswith("#"):
-            head = [c.strip() for c in line.split(",")]
-            return "csv" if "time" in head else "lp"
+            return "lp" if "=" in line and " " in line.strip() else "csv"
     return "csv"
 
 
