@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -138,7 +139,10 @@ def start_mosquitto(port: int | None = None, *, persistence: bool = False, extra
         if persistence
         else "persistence false\n"
     )
+    # run as root, mosquitto drops to user "mosquitto", which cannot write our temp dir: stay who we are
+    user = pwd.getpwuid(os.getuid()).pw_name
     conf.write_text(
+        f"user {user}\n"
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
         f"{persist}"

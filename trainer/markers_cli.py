@@ -1,0 +1,132 @@
+"""``jouled markers send``: publish one marker from a shell script (typer app ``markers_app``).
+
+Exit codes: 0 when the broker acknowledged the marker, and also 0 when the broker could not be
+reached: the marker is then in the spool (nothing is lost) and the next ``jouled markers send`` or
+training client on this host delivers it, in order; one line on stderr says so. ``--require-delivery``
+turns that case into exit 1. Bad input: exit 2 with a one-line message (UserError).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from jouled.cli_common import ConfigOpt, StoreOpt, context
+from jouled.errors import UserError
+from jouled.markers import MarkerError, parse_broker_url, parse_time_ns, validate_marker
+from jouled.trainer.markers import MarkerClient, SeqAllocator, default_spool_dir
+
+markers_app = typer.Typer(help="Epoch/phase markers over MQTT.", no_args_is_help=True)
+
+
+@markers_app.command("send")
+def send(
+    run: Annotated[str, typer.Option("--run", help="run id")],
+    scope: Annotated[str, typer.Option("--scope", help="run | epoch | phase")],
+    event: Annotated[str, typer.Option("--event", help="start | end")],
+    epoch: Annotated[int | None, typer.Option("--epoch", help="epoch number (scope epoch and phase)")] = None,
+    phase: Annotated[str | None, typer.Option("--phase", help="train | eval | sample | calibrate:idle | …")] = None,
+    time_: Annotated[
+        str | None, typer.Option("--time", help="RFC 3339 or integer ns since the epoch, UTC (default: now)")
+    ] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="architecture of the run")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", help="devices the run uses: gpu0,gpu1")] = None,
+    seq: Annotated[
+        int | None, typer.Option("--seq", help="sequence number (default: the run's persisted counter + 1)")
+    ] = None,
+    attrs: Annotated[str | None, typer.Option("--attrs", help='JSON object, e.g. {"loss": 0.3}')] = None,
+    host: Annotated[str | None, typer.Option("--host", help="host tag (default: [daemon] host)")] = None,
+    url: Annotated[str | None, typer.Option("--url", help="broker (default: [mqtt] url, else the embedded one)")] = None,
+    spool_dir: Annotated[
+        Path | None, typer.Option("--spool-dir", help="spool directory (default $JOULED_SPOOL_DIR or ~/.local/state)")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait for the broker's PUBACK")] = 5.0,
+    require_delivery: Annotated[
+        bool, typer.Option("--require-delivery", help="exit 1 when the marker could only be spooled")
+    ] = False,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Publish one marker with QoS 1 and wait for the broker's acknowledgement."""
+    ctx = context(config, store)
+    cfg = ctx.config
+    host = host or cfg.daemon.host
+    broker_url = url or cfg.mqtt.url or f"mqtt://127.0.0.1:{cfg.mqtt.embedded_port}"
+    try:
+        parse_broker_url(broker_url)
+    except ValueError as e:
+        raise UserError(f"--url / [mqtt] url: {e}") from None
+    if timeout <= 0:
+        raise UserError(f"--timeout {timeout}: must be > 0 seconds")
+    try:
+        if time_ is None:
+            time_ns = time.time_ns()
+        else:
+            time_ns = parse_time_ns(int(time_) if time_.strip().isdigit() else time_)
+    except MarkerError as e:
+        raise UserError(f"--time {time_!r}: {e.message}") from None
+    attrs_obj: dict[str, Any] = {}
+    if attrs:
+        try:
+            attrs_obj = json.loads(attrs)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--attrs: not valid JSON ({e}) — pass an object such as '{{\"loss\": 0.3}}'") from None
+    gpu_list = [g.strip() for g in (gpus or "").split(",") if g.strip()]
+    spool = spool_dir or default_spool_dir()
+    # validate before touching the counter or the broker: a bad marker must not consume a seq
+    candidate = {
+        "time": time_ns, "host": host, "run": run, "scope": scope, "event": event, "seq": seq if seq is not None else 0,
+        "epoch": epoch, "phase": phase, "arch": arch, "gpus": gpu_list, "attrs": attrs_obj,
+    }
+    try:
+        validate_marker(candidate)
+    except MarkerError as e:
+        flag = {"seq": "--seq", "time": "--time", "attrs": "--attrs", "gpus": "--gpus"}.get(e.field or "", f"--{e.field}")
+        raise UserError(f"{flag}: {e.message} ({e.kind})") from None
+    alloc = SeqAllocator(spool)
+    if seq is None:
+        seq = alloc.reserve(run)
+    else:
+        alloc.observe(run, seq)
+
+    m = cfg.mqtt
+    client = MarkerClient(
+        broker_url, host=host, spool_path=spool, username=m.username or None, password=m.password or None,
+        tls_ca=m.tls_ca or None, tls_cert=m.tls_cert or None, tls_key=m.tls_key or None,
+        tls_insecure=m.tls_insecure, connect_timeout_s=min(timeout, 3.0),
+    )
+    try:
+        client.mark(
+            scope, event, run, epoch, phase, arch=arch, gpus=gpu_list, attrs=attrs_obj or None, seq=seq,
+            time_ns=time_ns,
+        )
+        delivered = client.flush(timeout)
+        stats = client.stats()
+    finally:
+        client.close(timeout_s=0.5)
+    what = f"{run} {scope}{'' if epoch is None else f' {epoch}'}{f' {phase}' if phase else ''} {event} seq={seq}"
+    if delivered:
+        extra = f" (and {stats.adopted} spooled earlier)" if stats.adopted else ""
+        typer.echo(f"sent {what} to {broker_url}{extra}")
+        return
+    reason = stats.last_error or f"no PUBACK within {timeout:g} s"
+    print(
+        f"spooled {what} in {spool}: {reason}; the next `jouled markers send` or training client on this host "
+        "delivers it",
+        file=sys.stderr,
+    )
+    if require_delivery:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # ``python -m jouled.trainer.markers_cli send …`` before the app is mounted
+    markers_app()
+
+
+if __name__ == "__main__":
+    main()
