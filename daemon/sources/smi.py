@@ -140,9 +140,13 @@ class SmiSource:
         self._binary = self._find_binary()
         self._start()
         # Wait for the first lines so `jouled sources` can list the GPUs and a broken driver shows here.
-        self._first_line.wait(max(FIRST_LINE_WAIT_S, 3 * self.period_ms / 1000.0))
         proc = self._proc
         assert proc is not None
+        deadline = time.monotonic() + max(FIRST_LINE_WAIT_S, 3 * self.period_ms / 1000.0)
+        while not self._first_line.wait(0.05) and proc.poll() is None and time.monotonic() < deadline:
+            pass
+        if not self._first_line.is_set() and proc.poll() is not None and self._thread is not None:
+            self._thread.join(timeout=1)  # lines printed just before the exit are still in the pipe
         if not self._first_line.is_set() and proc.poll() is not None:
             why = self._child_output(proc)
             self.close()
