@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from jouled.cli_common import ConfigOpt, FormatOpt, StoreOpt, context
@@ -101,15 +102,17 @@ def sources(
         typer.echo(json.dumps(rows, indent=2))
         return
     t = Table(title="jouled sources")
-    for col in ("source", "kind", "available", "devices", "period", "counter", "reason / notes"):
-        t.add_column(col)
+    for col in ("source", "kind", "available", "devices", "period", "counter"):
+        t.add_column(col, no_wrap=col == "source")
     for r in rows:
         avail = "[green]yes[/]" if r["available"] else ("[dim]off[/]" if not r["enabled"] else "[red]no[/]")
-        t.add_row(
-            r["name"], r["kind"], avail, " ".join(r["devices"]), f"{r['period_s'] * 1000:.0f} ms",
-            "yes" if r["counter"] else "", "; ".join([r["reason"], *r["notes"]]).strip("; "),
-        )
+        t.add_row(r["name"], r["kind"], avail, " ".join(r["devices"]), f"{r['period_s'] * 1000:.0f} ms",
+                  "yes" if r["counter"] else "")
     console.print(t)
+    # reasons and notes are sentences with a fix in them: print them whole, not squeezed into a cell
+    for r in rows:
+        for line in ([r["reason"]] if r["reason"] else []) + r["notes"]:
+            console.print(f"[bold]{r['name']}[/]: {escape(line)}", highlight=False)
 
 
 def _read_status(path: Path) -> dict[str, Any]:
@@ -141,22 +144,24 @@ def _fmt(v: Any, spec: str) -> str:
 
 def _print_status_table(st: dict[str, Any]) -> None:
     t = Table(title=f"jouled on {st.get('host', '?')} — uptime {st.get('uptime_s', 0):.0f} s")
-    for col in ("source", "state", "devices", "rate Hz (target)", "delivered", "jitter p50/p99 ms", "errors",
-                "last sample age"):
-        t.add_column(col)
+    for col in ("source", "state", "devices", "Hz (target)", "delivered", "jitter p50/p99 ms", "errors", "age"):
+        t.add_column(col, no_wrap=col in ("source", "state"))
+    off = []
     for s in st.get("sources", []):
-        state = s["state"] if not s.get("reason") else f"{s['state']}: {s['reason']}"
-        if s.get("last_error") and s["state"] == "retrying":
-            state += f" ({s['last_error']})"
+        if s["state"] == "unavailable":
+            off.append(s)
+            continue
         t.add_row(
-            s["name"], state, " ".join(s.get("devices", [])),
+            s["name"], s["state"], " ".join(s.get("devices", [])),
             f"{s['achieved_rate_hz']:.1f} ({s['target_rate_hz']:.0f})",
             f"{100 * s['delivered_ratio']:.1f} %",
             f"{s['jitter_p50_ms']:.2f} / {s['jitter_p99_ms']:.2f}",
-            str(s["errors"]),
+            str(s["errors"]) + (f" ({s['last_error']})" if s.get("last_error") and s["state"] == "retrying" else ""),
             _fmt(s.get("last_sample_age_s"), ".2f") + " s",
         )
     console.print(t)
+    for s in off:
+        console.print(f"[dim]{s['name']} unavailable: {escape(s['reason'])}[/]", highlight=False)
     sto = st.get("store", {})
     console.print(
         f"store {sto.get('path')}: {sto.get('written', 0)} samples written, {sto.get('pending', 0)} pending, "
