@@ -151,6 +151,21 @@ def build_profile(cfg: VisaConfig) -> Profile:
     )
 
 
+def missing_interface_module(resource: str, backend: str) -> str:
+    """The pyvisa-py helper module a resource needs and lacks ('' when none): pyusb, pyserial, linux-gpib."""
+    if backend.strip() not in ("@py", "@py-py", ""):
+        return ""
+    needs = {"USB": ("usb", "pyusb (and the libusb-1.0 system library)"), "ASRL": ("serial", "pyserial")}
+    needs["GPIB"] = ("gpib", "linux-gpib's Python bindings (or gpib-ctypes)")
+    for prefix, (module, package) in needs.items():
+        if resource.upper().startswith(prefix):
+            import importlib.util
+
+            if importlib.util.find_spec(module) is None:
+                return package
+    return ""
+
+
 def parse_values(answer: str) -> list[float | None]:
     """'1.2345E+02,6.7E-01' or '1.2E+02;3.4E+00' → floats; NaN, INF and the 9.91E+37 marker → None."""
     out: list[float | None] = []
@@ -213,6 +228,11 @@ class VisaSource:
             )
         profile = build_profile(cfg)
         visa = self._visa = self._load()
+        missing = missing_interface_module(cfg.resource, cfg.backend)
+        if missing:
+            raise SourceUnavailable(
+                f"pyvisa-py needs {missing} to reach {cfg.resource} — pip install it into jouled's environment"
+            )
         try:
             self._rm = visa.ResourceManager(cfg.backend)
         except Exception as e:  # pyvisa raises ValueError, OSError or LibraryError by backend

@@ -261,3 +261,17 @@ def test_example_sim_config_runs_the_simulated_wt310(sources: list[VisaSource]) 
     sources.append(src)
     assert src.open().available
     assert src.read()[0].power_w == pytest.approx(123.45)
+
+
+def test_missing_interface_module_is_named() -> None:
+    import importlib.util
+
+    from jouled.daemon.sources.visa import missing_interface_module
+
+    assert missing_interface_module("TCPIP0::10.0.0.2::inst0::INSTR", "@py") == ""
+    assert missing_interface_module(SIM_WT310, sim_backend()) == ""  # pyvisa-sim needs nothing
+    expected = "" if importlib.util.find_spec("usb") else "pyusb (and the libusb-1.0 system library)"
+    assert missing_interface_module("USB0::0x0B21::0x0025::X::INSTR", "@py") == expected
+    if expected:
+        with pytest.raises(SourceUnavailable, match="pyvisa-py needs pyusb"):
+            VisaSource(VisaConfig(resource="USB0::0x0B21::0x0025::X::INSTR")).open()
