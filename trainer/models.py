@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-from jouled.trainer.nb201 import TinyNetwork
 from torch import nn
+
+from jouled.trainer.nb201 import TinyNetwork
 
 # torchvision's RegNet-X presets (depth, w_0, w_a, w_m, group width), bottleneck ratio 1, no SE.
 REGNET_X_PRESETS: dict[str, tuple[int, int, float, float, int]] = {

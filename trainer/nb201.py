@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
+
 from jouled.trainer.nb201_arch import (
     EDGES,
     EXAMPLE_ARCH_STR,
@@ -22,7 +24,6 @@ from jouled.trainer.nb201_arch import (
     parse_arch_str,
     to_arch_str,
 )
-from torch import nn
 
 __all__ = [
     "EDGES",
