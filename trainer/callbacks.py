@@ -114,13 +114,16 @@ def _scalar_metrics(metrics: Any) -> dict[str, float]:
     return out
 
 
+_import_errors: dict[str, str] = {}
+
+
 def _lightning_base() -> Any:
     try:  # lightning ≥ 2 first, then the older package name
         from lightning.pytorch.callbacks import Callback
 
         return Callback
-    except Exception:  # not only ImportError: a broken install (mismatched torchvision) raises RuntimeError
-        pass
+    except Exception as e:  # not only ImportError: a broken install (mismatched torchvision) raises RuntimeError
+        _import_errors["JouledLightningCallback"] = f"{type(e).__name__}: {e}"
     try:
         from pytorch_lightning.callbacks import Callback as OldCallback
 
@@ -198,7 +201,8 @@ def _make_lightning_callback() -> Any:
 def _make_hf_callback() -> Any:
     try:
         from transformers import TrainerCallback as base
-    except Exception:
+    except Exception as e:
+        _import_errors["JouledHFCallback"] = f"{type(e).__name__}: {e}"
         return None
 
     class JouledHFCallback(base):  # type: ignore[valid-type,misc]
@@ -292,7 +296,8 @@ def __getattr__(name: str) -> Any:
             _cache[name] = _FACTORIES[name]()
         cls = _cache[name]
         if cls is None:
-            raise ImportError(f"{name} needs {_MISSING[name]}")
+            why = _import_errors.get(name)
+            raise ImportError(f"{name} needs {_MISSING[name]}" + (f" (import failed: {why})" if why else ""))
         return cls
     raise AttributeError(name)
 

@@ -24,6 +24,11 @@ from jouled.trainer.markers import MarkerClient, SeqAllocator, default_spool_dir
 markers_app = typer.Typer(help="Epoch/phase markers over MQTT.", no_args_is_help=True)
 
 
+@markers_app.callback()
+def _group() -> None:
+    """Epoch/phase markers over MQTT (a group, so `send` stays a subcommand even while it is the only one)."""
+
+
 @markers_app.command("send")
 def send(
     run: Annotated[str, typer.Option("--run", help="run id")],
