@@ -7,9 +7,10 @@ PIP := $(PY) -m pip
 JOULED := $(VENV)/bin/jouled
 CONFIG ?=
 ARGS ?=
-# torch 2.13.0 is the CPU build this machine kind carries; torchvision 0.28.0 pins exactly that torch, so
-# nothing pulls the multi-GB CUDA build. Installed before the project so the extras find them satisfied.
-TORCH_PINS := torch==2.13.0 torchvision==0.28.0
+# torch 2.13.0 is the CPU build this machine kind carries; installed before the project so the `trainer`
+# extra finds it satisfied and nothing pulls the multi-GB CUDA build. (torchvision is the optional `vision`
+# extra: its wheels here are CUDA builds that do not import over a CPU torch.)
+TORCH_PINS := torch==2.13.0
 
 .PHONY: run run-sim test lint bench install-test clean help
 

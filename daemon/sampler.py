@@ -13,6 +13,7 @@ import numpy as np
 
 from jouled.clock import CLOCK
 from jouled.daemon.sources.base import Source, SourceInfo
+from jouled.daemon.sources.common import PartialRead
 from jouled.errors import SourceUnavailable
 from jouled.model import Reading
 
@@ -144,6 +145,9 @@ class SourceRunner(threading.Thread):
                     try:
                         self._emit(self.source.read_counters())
                         self.health.counter_snapshots += 1
+                    except PartialRead as e:  # some devices failed: keep the healthy ones' counters
+                        self._emit(e.readings)
+                        self._fail(e, 1)
                     except Exception as e:  # a snapshot failure is one more error, the loop goes on
                         self._fail(e, 1)
                     continue
@@ -159,6 +163,12 @@ class SourceRunner(threading.Thread):
             self.health.jitter_ns.append(int(lateness))
             try:
                 readings = self.source.read()
+            except PartialRead as e:
+                # one device failed (a GPU lost): the others' readings are good, and the source itself
+                # backs that device off, so the loop keeps its rhythm instead of backing off everything
+                self._fail(e, 1)
+                self.health.state = "sampling"
+                readings = e.readings
             except Exception as e:
                 failures += 1
                 backoff = self._fail(e, failures)

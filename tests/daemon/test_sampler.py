@@ -115,3 +115,25 @@ def test_store_outage_keeps_samples_and_retries(tmp_path: Path) -> None:
     asyncio.run(d.run(duration_s=1.0))
     assert d.store_health.write_errors == 3
     assert len(d.store.read_series(SeriesKey("h", "fake", "dev0"))) == src.reads
+
+
+def test_partial_read_keeps_healthy_devices() -> None:
+    from jouled.daemon.sources.common import PartialRead
+
+    class HalfBroken(ScriptedSource):
+        def read(self):  # type: ignore[no-untyped-def]
+            good = super().read()
+            if self.reads == 3:
+                raise PartialRead(self.name, good[:1], {"dev1": "GPU is lost — reset it"})
+            return good
+
+    src = HalfBroken(devices=2)
+    s = Sampler([(src, 0.02)])  # type: ignore[list-item]
+    s.start()
+    time.sleep(0.3)
+    s.stop()
+    h = s.health()[0]
+    items = s.drain()
+    assert h["errors"] == 1 and "GPU is lost" in h["last_error"]
+    assert sum(1 for _, r in items if r.device == "dev0") == src.reads  # dev0 never missed a read
+    assert sum(1 for _, r in items if r.device == "dev1") == src.reads - 1
