@@ -29,6 +29,7 @@ class LaMOOConfig:
     min_leaf: int = 10
     cp_fraction: float = 0.1
     kernel: Kernel = "poly"
+    svm_c: float = 1.0  # SVC regularisation (scikit-learn default)
     # Refit the tree only after the sample count grew by refit_growth (or refit_min samples):
     # a bounded number of refits keeps long simulations fast; between refits new samples are
     # routed through the existing tree, so node counts and values stay current.
@@ -163,7 +164,7 @@ class LaMOO:
         if len(pos) >= 2 * cfg.min_leaf:
             self.tree = build_tree(
                 self.features, cells[pos], objs[pos],
-                max_height=cfg.max_height, min_leaf=cfg.min_leaf, kernel=cfg.kernel,
+                max_height=cfg.max_height, min_leaf=cfg.min_leaf, kernel=cfg.kernel, svm_c=cfg.svm_c,
             )
         else:
             self.tree = None

@@ -8,6 +8,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from scipy.stats import rankdata
 from sklearn.svm import SVC
 
 from jouled.scheduler.hypervolume import dominance_numbers
@@ -97,6 +98,7 @@ def build_tree(
     max_height: int = 3,
     min_leaf: int = 10,
     kernel: Kernel = "poly",
+    svm_c: float = 1.0,
 ) -> Tree:
     """Fit the tree on (train_cells, objectives) and route every cell of ``features`` to a leaf.
 
@@ -113,7 +115,9 @@ def build_tree(
     while stack:
         nid, pos, cells = stack.pop()
         node = nodes[nid]
-        split = _try_split(features, train_cells, train_objectives, pos, node.depth, max_height, min_leaf, kernel)
+        split = _try_split(
+            features, train_cells, train_objectives, pos, node.depth, max_height, min_leaf, kernel, svm_c
+        )
         if split is None:
             leaves.append(nid)
             cell_leaf[cells] = nid
@@ -139,6 +143,7 @@ def _try_split(
     max_height: int,
     min_leaf: int,
     kernel: Kernel,
+    svm_c: float,
 ) -> tuple[SVC, int, IntArray, IntArray] | None:
     if depth >= max_height or len(pos) < 2 * min_leaf:
         return None
@@ -146,14 +151,16 @@ def _try_split(
     dom = dominance_numbers(objectives[pos])
     if dom.max() == dom.min():
         return None  # every sample equally good: nothing to learn
-    # k-means sees the features and the dominance number, as in LaMOO; scale the latter to the
-    # features' range so neither swamps the other.
-    data = np.hstack([x, (dom / max(1, int(dom.max())) * math.sqrt(x.shape[1]))[:, None]])
+    # k-means sees the features and the dominance number, as in LaMOO. The dominance number enters
+    # as its rank scaled to the features' norm: raw counts are heavy-tailed (a few very bad cells),
+    # which makes k-means cut off a tiny "bad" cluster instead of separating good from bad.
+    dom_rank = (rankdata(dom) - 1.0) / max(len(dom) - 1, 1)
+    data = np.hstack([x, (dom_rank * math.sqrt(x.shape[1]))[:, None]])
     labels = kmeans2(data, dom)
     if labels.min() == labels.max():
         return None
     good = 0 if dom[labels == 0].mean() <= dom[labels == 1].mean() else 1
-    svm = SVC(kernel=kernel, gamma="scale", C=1.0)
+    svm = SVC(kernel=kernel, gamma="scale", C=svm_c)
     try:
         svm.fit(x, labels)
     except ValueError:
