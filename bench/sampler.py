@@ -21,11 +21,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jouled.config import Config, NvmlConfig, RaplConfig  # noqa: E402
-from jouled.daemon.service import Daemon  # noqa: E402
-from jouled.daemon.sources.nvml import NvmlSource  # noqa: E402
-from jouled.daemon.sources.rapl import RaplSource  # noqa: E402
-from jouled.store.sqlite import SqliteStore  # noqa: E402
+from jouled.config import Config, NvmlConfig, RaplConfig
+from jouled.daemon.service import Daemon
+from jouled.daemon.sources.nvml import NvmlSource
+from jouled.daemon.sources.rapl import RaplSource
+from jouled.store.sqlite import SqliteStore
 
 RESULTS = Path(__file__).parent / "results" / "sampler.json"
 

@@ -17,12 +17,12 @@ from rich.table import Table
 from jouled.cli_common import ConfigOpt, FormatOpt, StoreOpt, context
 from jouled.demo import demo_command
 from jouled.energy_cli import energy_app
+from jouled.errors import UserError
 from jouled.scheduler.carbon_cli import carbon_app
 from jouled.scheduler.nas_cli import nas_app
+from jouled.store.sqlite import open_store, parse_store_url
 from jouled.trainer.markers_cli import markers_app
 from jouled.trainer.train_cli import train_command
-from jouled.errors import UserError
-from jouled.store.sqlite import open_store, parse_store_url
 
 app = typer.Typer(
     name="jouled",

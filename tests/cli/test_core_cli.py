@@ -51,7 +51,7 @@ def test_env_overrides_file(tmp_path: Path) -> None:
     c = load_config(cfg, environ={"JOULED_SOURCES_NVML_RATE_HZ": "100", "JOULED_MQTT_URL": "mqtt://b:1883",
                                   "JOULED_SOURCES_NVML_GPUS": "0,2"})
     assert c.sources.nvml.rate_hz == 100.0 and c.mqtt.url == "mqtt://b:1883" and c.sources.nvml.gpus == [0, 2]
-    with pytest.raises(UserError, match="environment.*rate_hz"):
+    with pytest.raises(UserError, match=r"environment.*rate_hz"):
         load_config(cfg, environ={"JOULED_SOURCES_NVML_RATE_HZ": "fast"})
 
 

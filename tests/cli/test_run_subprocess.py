@@ -51,7 +51,7 @@ def test_run_sim_meter_and_status(tmp_path: Path) -> None:
         table = subprocess.run([*JOULED, "status", "--config", cfg], env=env, capture_output=True, text=True, timeout=30)
         assert "visa" in table.stdout and "estimate" in table.stdout
     finally:
-        out, err = p.communicate(timeout=60)
+        _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err[-2000:]
     db = tmp_path / "data" / "jouled" / "jouled.db"
     st2 = SqliteStore(db)

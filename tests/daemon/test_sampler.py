@@ -68,7 +68,7 @@ def test_failing_device_retries_while_others_sample(tmp_path: Path, monkeypatch:
     assert hb["errors"] == 4 and "stopped answering" in hb["last_error"]
     assert bad.opens >= 2  # reopened after repeated failures
     assert bad.reads > 6  # came back after the failures
-    assert hg["errors"] == 0 and hg["delivered"] > 100
+    assert hg["errors"] == 0 and hg["delivered"] > 80
     # the good source kept sampling while the bad one backed off: no hole > 0.2 s in its series
     t = d.store.read_series(SeriesKey("h", "good", "dev0")).time_ns
     assert np.max(np.diff(t)) < 0.2e9
