@@ -21,6 +21,7 @@ from jouled.errors import UserError
 from jouled.scheduler.carbon_cli import carbon_app
 from jouled.scheduler.nas_cli import nas_app
 from jouled.store.sqlite import open_store, parse_store_url
+from jouled.service_cli import service_app
 from jouled.trainer.markers_cli import markers_app
 from jouled.trainer.train_cli import train_command
 
@@ -39,6 +40,7 @@ app.add_typer(energy_app, name="energy")
 app.add_typer(markers_app, name="markers")
 app.add_typer(carbon_app, name="carbon")
 app.add_typer(nas_app, name="nas")
+app.add_typer(service_app, name="service")
 app.command("train")(train_command)
 app.command("demo")(demo_command)
 

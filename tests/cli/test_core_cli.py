@@ -124,3 +124,17 @@ def test_energy_unknown_run_and_missing_store(tmp_path: Path) -> None:
     _one_line_error(runner.invoke(app, ["energy", "epochs", "--run", "zz", "--store", sqlite_url(tmp_path / "e.db")]),
                     "no markers")
     _one_line_error(runner.invoke(app, ["energy", "epochs", "--run", "zz", "--format", "xml"]), "--format 'xml'")
+
+
+def test_service_install_into_root(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["service", "install", "--root", str(tmp_path), "--no-enable"])
+    assert res.exit_code == 0, res.output
+    unit = (tmp_path / "etc/systemd/system/jouled.service").read_text()
+    assert "Type=notify" in unit and "@JOULED@" not in unit and " run --config /etc/jouled/jouled.toml" in unit
+    cfg = tmp_path / "etc/jouled/jouled.toml"
+    assert load_config(cfg).sources.nvml.rate_hz == 10  # the shipped example is a valid config
+    cfg.write_text("# mine\n")
+    runner.invoke(app, ["service", "install", "--root", str(tmp_path), "--no-enable"])
+    assert cfg.read_text() == "# mine\n"  # an existing config is kept
+    res = runner.invoke(app, ["service", "uninstall", "--root", str(tmp_path)])
+    assert res.exit_code == 0 and not (tmp_path / "etc/systemd/system/jouled.service").exists()
