@@ -55,7 +55,10 @@ def _table(doc: list[dict[str, Any]], console: Console) -> None:
         "method", "seeds", "HV", "carbon kg", "energy kWh", "evaluations", "samples", "HV @ equal carbon",
         "kg to 99% vanilla HV",
     ):
-        t.add_column(col, justify="left" if col == "method" else "right")
+        if col == "method":
+            t.add_column(col, no_wrap=True)
+        else:
+            t.add_column(col, justify="right")
     for m in doc:
         reached = m.get("reached_99pct_vanilla_hv")
         c99 = _fmt(m.get("carbon_kg_to_99pct_vanilla_hv"))

@@ -37,7 +37,7 @@ class LaMOOConfig:
     refit_min: int = 10
     # k-means and the SVMs see at most this many samples (the Pareto front first, then a seeded
     # random subset); node values and counts always use every sample.
-    max_train: int = 400
+    max_train: int = 256
 
 
 class LaMOO:

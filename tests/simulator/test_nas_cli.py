@@ -1,0 +1,94 @@
+"""`nas simulate` CLI: JSON keys per DESIGN.md, series/plot outputs, and one-line user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from jouled.scheduler.nas_cli import nas_app, parse_methods
+from jouled.scheduler.simulator import ALL_METHODS
+
+from .conftest import NAS_DATA
+
+app = typer.Typer()
+app.add_typer(nas_app, name="nas")
+runner = CliRunner()
+
+
+def _trace(tmp_path: Path, hours: int = 8) -> Path:
+    rows = ["time,intensity_g_per_kwh"] + [f"2022-01-01T{h:02d}:00:00Z,{100 + 40 * (h % 5)}" for h in range(hours)]
+    p = tmp_path / "trace.csv"
+    p.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return p
+
+
+def test_parse_methods() -> None:
+    assert parse_methods("all") == list(ALL_METHODS)
+    assert parse_methods("vanilla, cenas,static:0.5") == ["vanilla", "cenas", "static:0.5"]
+
+
+def test_json_output_keys(tmp_path: Path, bench: object) -> None:
+    series, plot = tmp_path / "s.json", tmp_path / "p.png"
+    res = runner.invoke(
+        app,
+        ["nas", "simulate", "--trace", str(_trace(tmp_path)), "--method", "vanilla,cenas,oneshot", "--seeds", "2",
+         "--gpus", "2", "--hours", "3", "--format", "json", "--data", str(NAS_DATA),
+         "--series-out", str(series), "--plot-out", str(plot)],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert [d["method"] for d in doc] == ["vanilla", "cenas", "oneshot"]
+    for d in doc:
+        assert {"method", "seeds", "trace", "gpus", "hv_ref_point", "objectives"} <= set(d)
+        assert d["seeds"] == 2 and d["gpus"] == 2
+        for k in ("hv", "carbon_kg", "energy_kwh", "evaluations", "samples"):
+            assert set(d[k]) == {"mean", "std"} and isinstance(d[k]["mean"], float)
+        assert d["hv_ref_point"] == [0.0, -50.0]
+        assert any("hwnas_fpga_energy_mj_derived" in o and "stand-in" in o for o in d["objectives"])
+    s = json.loads(series.read_text())
+    assert set(s) == {"vanilla", "cenas", "oneshot"} and len(s["cenas"]) == 2
+    assert len(s["cenas"][0]["hv"]) == 3 and len(s["cenas"][0]["carbon_kg"]) == 3
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_output(tmp_path: Path, bench: object) -> None:
+    res = runner.invoke(
+        app,
+        ["nas", "simulate", "--trace", str(_trace(tmp_path)), "--method", "static:0.5", "--seeds", "1",
+         "--gpus", "2", "--hours", "2", "--data", str(NAS_DATA)],
+    )
+    assert res.exit_code == 0, res.output
+    assert "static:0.5" in res.output and "stand-in" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--trace", "/nonexistent/trace.csv"], "file not found"),
+        (["--method", "vanila"], "--method 'vanila': unknown"),
+        (["--hours", "100"], "fewer than --hours"),
+        (["--gpus", "0"], "--gpus 0"),
+        (["--format", "xml"], "--format 'xml'"),
+        (["--data", "/nonexistent/nas"], "JOULED_NAS_DATA"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    base = {"--trace": str(_trace(tmp_path)), "--hours": "2", "--seeds": "1", "--gpus": "1", "--method": "cenas"}
+    for k, v in zip(args[::2], args[1::2], strict=True):
+        base[k] = v
+    argv = ["nas", "simulate", *[x for kv in base.items() for x in kv]]
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+    assert "Traceback" not in res.output
+
+
+def test_bad_trace_content(tmp_path: Path) -> None:
+    p = tmp_path / "bad.csv"
+    p.write_text("time,intensity_g_per_kwh\n2022-01-01T00:00:00Z,abc\n", encoding="utf-8")
+    res = runner.invoke(app, ["nas", "simulate", "--trace", str(p), "--hours", "1", "--seeds", "1"])
+    assert res.exit_code == 2 and "line 2" in res.output and "Traceback" not in res.output
