@@ -128,14 +128,14 @@ class BrokerHandle:
 def start_mosquitto(port: int | None = None, *, persistence: bool = False, extra_conf: str = "") -> BrokerHandle:
     """Mosquitto on 127.0.0.1:``port`` (anonymous), running when this returns.
 
-    ``persistence``: keep sessions and queued messages in the work directory across an orderly
+    ``persistence``: keep sessions and queued messages in the work directory (saved at exit) across an orderly
     ``stop()``/``start()`` (what a production broker does); off by default.
     """
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="jouled-mosquitto-"))
     conf = workdir / "mosquitto.conf"
     persist = (
-        f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\nautosave_on_changes true\n"
+        f"persistence true\npersistence_location {workdir}/\n"
         if persistence
         else "persistence false\n"
     )
