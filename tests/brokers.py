@@ -164,11 +164,10 @@ def start_amqtt(port: int | None = None) -> BrokerHandle:
 
 
 def amqtt_config(port: int) -> dict[str, Any]:
-    """An amqtt BrokerConfig dict: one TCP listener on loopback, anonymous, no $SYS chatter."""
-    return {
-        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-    }
+    """The daemon's own embedded-broker config (one TCP listener on loopback, anonymous, no $SYS chatter)."""
+    from jouled.daemon.broker import broker_config
+
+    return broker_config("127.0.0.1", port)
 
 
 def _amqtt_main(port: int) -> None:
