@@ -96,7 +96,7 @@ def _worker_main(slot: str, inbox: Any, outbox: Any, stop: Any) -> None:
     """A worker process: take jobs one at a time, report started/done/cancelled/error on the shared outbox."""
     os.environ.update(slot_env(slot))  # again, in case the parent environment raced
     try:
-        import torch  # noqa: F401  (import once, outside any job's timing, under the slot's environment)
+        import torch  # once, outside any job's timing, under the slot's environment
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     except ImportError:
@@ -337,7 +337,7 @@ class RayExecutor:
             if local_mode:
                 kw["local_mode"] = True
             ray.init(**kw)
-        self._actor_cls = ray.remote(max_concurrency=2)(_RayWorkerImpl)
+        self._actor_cls = ray.remote(max_concurrency=2)(_RayWorkerImpl)  # type: ignore[call-overload]
         self._actors: dict[str, Any] = {s: self._new_actor(s) for s in self.slots}
         self._refs: dict[Any, tuple[str, str]] = {}  # object ref -> (job_id, slot)
         self._running: dict[str, str] = {}

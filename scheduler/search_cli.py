@@ -1,0 +1,184 @@
+"""`jouled nas search`: the live carbon-aware search with the daemon measuring every evaluation (register on nas_app)."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jouled.cli_common import ConfigOpt, StoreOpt, context
+from jouled.errors import UserError
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _print_summary(doc: dict[str, Any], console: Console) -> None:
+    console.print(
+        f"[bold]{doc['search']}[/]: policy {doc['policy']}, slots {','.join(doc['slots'])}, "
+        f"{doc['hours']:.2f} h of provider time in {doc['wall_s']:.1f} s wall"
+    )
+    console.print(
+        f"decisions {len(doc['decisions'])}, samples {doc['samples']}, evaluations {doc['evaluations']} "
+        f"(+{doc['evaluations_partial']} partial, {doc['resumes']} moved at an epoch boundary), "
+        f"measured energy {doc['energy_j_measured']:.1f} J, carbon {doc['carbon_g']:.3f} g"
+    )
+    t = Table(title="Pareto front (accuracy vs MEASURED energy)")
+    for c in ("arch", "acc %", "energy J", "flags", "table mJ", "NB201 acc %"):
+        t.add_column(c)
+    for r in doc["front"]:
+        t.add_row(r["arch"], f"{r['accuracy_pct']:.1f}", f"{r['energy_j']:.1f}", " ".join(r["energy_flags"]),
+                  f"{r['table_energy_mj']:.2f}", f"{r['table_test_acc_pct']:.1f}")
+    console.print(t)
+    for e in doc["errors"]:
+        console.print(f"[yellow]error:[/] {e}")
+
+
+_PROVIDER_HELP = "electricitymaps | watttime | ukci | carbonaware | trace | constant (default [carbon] provider)"
+
+
+def search_command(
+    provider: Annotated[str, typer.Option("--provider", help=_PROVIDER_HELP)] = "",
+    zone: Annotated[str, typer.Option("--zone", help="grid zone, e.g. DE")] = "",
+    gpus: Annotated[str, typer.Option("--gpus", help="worker slots: GPU ids 0,1,… or cpu:N / cpu0,cpu1")] = "cpu:2",
+    hours: Annotated[float, typer.Option("--hours", help="search length in hours of provider time")] = 24.0,
+    policy: Annotated[str, typer.Option("--policy", help="cenas | static:F | threshold[:P] | forecast[:D] | random")] = "cenas",
+    executor: Annotated[str, typer.Option("--executor", help="local | ray")] = "local",
+    trace: Annotated[Path | None, typer.Option("--trace", help="trace CSV for --provider trace")] = None,
+    speedup: Annotated[float, typer.Option("--speedup", help="trace replay speed (virtual seconds per second)")] = 1.0,
+    start: Annotated[str, typer.Option("--start", help="trace replay start: RFC 3339 time or hours into the trace")] = "24",
+    epochs: Annotated[int, typer.Option("--epochs", help="training epochs of each evaluation")] = 2,
+    max_batches: Annotated[int, typer.Option("--max-batches", help="batches per epoch (0: all)")] = 0,
+    dataset: Annotated[str, typer.Option("--dataset", help="digits | synthetic | cifar10 | auto")] = "digits",
+    channels: Annotated[int, typer.Option("--channels", help="NB201 C")] = 16,
+    cells: Annotated[int, typer.Option("--cells", help="NB201 N (cells per stage)")] = 5,
+    max_evaluations: Annotated[int, typer.Option("--max-evaluations", help="stop after this many (0: no limit)")] = 0,
+    period: Annotated[float, typer.Option("--period", help="decision period in provider seconds (default [nas])")] = 0.0,
+    no_daemon: Annotated[bool, typer.Option("--no-daemon", help="use the running daemon's broker ([mqtt] url)")] = False,
+    data: Annotated[Path | None, typer.Option("--data", help="folder of the NAS-Bench-201 tables")] = None,
+    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="checkpoints and supernet weights")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Live CE-NAS: split worker slots between sampling and evaluation by grid carbon; the daemon measures energy."""
+    from jouled.scheduler.carbon.base import VirtualClock, WallClock
+    from jouled.scheduler.carbon.factory import PROVIDERS, make_provider
+    from jouled.scheduler.carbon.trace import TraceProvider, load_trace
+    from jouled.scheduler.executors import make_executor, parse_slots
+    from jouled.scheduler.live import LiveConfig, LiveSearch
+    from jouled.scheduler.policies import make_policy
+    from jouled.scheduler.space import load_benchmark
+    from jouled.scheduler.workers import WorkerSettings
+    from jouled.store.sqlite import SqliteStore, parse_store_url
+
+    ctx = context(config, store)
+    cfg = ctx.config
+    if fmt not in ("table", "json"):
+        raise UserError(f"--format {fmt!r}: unknown — use table or json")
+    if not (math.isfinite(hours) and hours > 0):
+        raise UserError(f"--hours {hours}: must be a positive number — e.g. --hours 24")
+    if epochs < 1:
+        raise UserError(f"--epochs {epochs}: need at least 1")
+    if not (math.isfinite(speedup) and speedup > 0):
+        raise UserError(f"--speedup {speedup}: must be > 0 — e.g. --speedup 3600 (an hour per second)")
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor {executor!r}: unknown — use local or ray")
+    slots = parse_slots(gpus)
+    pol = make_policy(policy, seed, window_s=cfg.nas.window_h * 3600.0)
+    name = (provider or cfg.carbon.provider).strip().lower()
+    if name and name not in PROVIDERS:
+        raise UserError(f"--provider {provider!r}: unknown — use one of {', '.join(PROVIDERS)}")
+    if zone:
+        cfg.carbon.zone = zone
+    clock: Any
+    if name == "trace":
+        path = trace or (Path(cfg.carbon.trace_file) if cfg.carbon.trace_file else None)
+        if path is None:
+            raise UserError("--provider trace needs --trace FILE (or [carbon] trace_file)")
+        tr = load_trace(path)
+        start_s = _trace_start(start, tr.start_s, tr.end_s)
+        clock = VirtualClock(start_s, speedup)
+        prov: Any = TraceProvider(tr, clock, zone="")
+        if zone:
+            prov._check_zone(zone)  # a zone the trace is not for is the user's mistake: say so now
+    else:
+        if not name:
+            raise UserError("no carbon provider — pass --provider (e.g. trace with --trace FILE) or set [carbon] provider")
+        cfg.carbon.provider = name
+        clock = WallClock()
+        prov = make_provider(cfg.carbon, resilient=True, fallback_g_per_kwh=cfg.carbon.constant_g_per_kwh or None)
+    bench = load_benchmark(data)
+    work = work_dir or Path(tempfile.mkdtemp(prefix="jouled-search-"))
+    store_path = parse_store_url(ctx.store_url)
+    err = Console(stderr=True)
+
+    bg = None
+    if no_daemon:
+        broker = cfg.mqtt.url
+        if not broker:
+            raise UserError("--no-daemon: no running daemon's broker configured — set [mqtt] url or drop --no-daemon")
+    else:
+        from jouled.daemon.app import build_daemon
+        from jouled.daemon.background import BackgroundDaemon
+
+        cfg.mqtt.url = ""
+        cfg.mqtt.embedded_port = _free_port()
+        daemon = build_daemon(cfg, ctx.store_url)
+        bg = BackgroundDaemon(daemon).start()
+        broker = f"mqtt://127.0.0.1:{cfg.mqtt.embedded_port}"
+        err.print(f"daemon: logging to {ctx.store_url}, broker {broker}")
+    settings = WorkerSettings(dataset=dataset, channels=channels, cells_per_stage=cells,
+                              max_batches=max_batches or None, seed=seed, broker_url=broker, host=cfg.daemon.host,
+                              spool_dir=str(work / "spool"))
+    live_cfg = LiveConfig(hours=hours, zone=zone or cfg.carbon.zone, epochs=epochs, settings=settings, work_dir=work,
+                          decision_period_s=period or cfg.nas.decision_period_s,
+                          max_evaluations=max_evaluations or None, seed=seed)
+    ex = None
+    try:
+        ex = make_executor(executor, slots)
+        if name == "trace":  # restart the virtual clock now the workers are up: their start-up is no trace time
+            clock = VirtualClock(start_s, speedup)
+            prov.clock = clock
+        search = LiveSearch(live_cfg, prov, clock, pol, ex, bench, store=SqliteStore(store_path), config=cfg)
+        doc = search.run()
+    finally:
+        if ex is not None:
+            ex.shutdown()
+        if bg is not None:
+            time.sleep(0.2)
+            bg.stop()
+    doc["store"] = ctx.store_url
+    doc["work_dir"] = str(work)
+    if fmt == "json":
+        typer.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        _print_summary(doc, Console())
+
+
+def _trace_start(text: str, first_s: float, last_s: float) -> float:
+    """`--start`: hours into the trace (a day by default, so the trailing window has history) or RFC 3339."""
+    from jouled.scheduler.carbon.base import parse_iso_ns
+
+    try:
+        t = first_s + float(text) * 3600.0
+    except ValueError:
+        try:
+            t = parse_iso_ns(text) / 1e9
+        except ValueError:
+            raise UserError(f"--start {text!r}: not hours or an RFC 3339 time — e.g. --start 24") from None
+    if not (first_s <= t < last_s):
+        raise UserError(f"--start {text!r}: outside the trace — pick a time within it")
+    return t
