@@ -85,6 +85,7 @@ class JobResult:
     accuracy_pct: float | None = None  # eval: accuracy on the eval split after the last finished epoch
     gpus: list[str] = field(default_factory=list)
     markers_delivered: bool = True
+    cuda_visible_devices: str | None = field(default_factory=lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
