@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from jouled.scheduler.hypervolume import CENAS_REF_POINT, hypervolume_2d, pareto_mask
 from jouled.scheduler.lamoo.tree import Kernel, Tree, build_tree
@@ -162,10 +163,12 @@ class LaMOO:
         cells, objs = self.told_cells, self.told_objectives
         pos = self._train_positions(objs)
         if len(pos) >= 2 * cfg.min_leaf:
-            self.tree = build_tree(
-                self.features, cells[pos], objs[pos],
-                max_height=cfg.max_height, min_leaf=cfg.min_leaf, kernel=cfg.kernel, svm_c=cfg.svm_c,
-            )
+            # The matrices are small: one BLAS thread is faster than several fighting for 2 cores.
+            with threadpool_limits(limits=1, user_api="blas"):
+                self.tree = build_tree(
+                    self.features, cells[pos], objs[pos],
+                    max_height=cfg.max_height, min_leaf=cfg.min_leaf, kernel=cfg.kernel, svm_c=cfg.svm_c,
+                )
         else:
             self.tree = None
         self.refits += 1
