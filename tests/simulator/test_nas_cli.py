@@ -92,3 +92,19 @@ def test_bad_trace_content(tmp_path: Path) -> None:
     p.write_text("time,intensity_g_per_kwh\n2022-01-01T00:00:00Z,abc\n", encoding="utf-8")
     res = runner.invoke(app, ["nas", "simulate", "--trace", str(p), "--hours", "1", "--seeds", "1"])
     assert res.exit_code == 2 and "line 2" in res.output and "Traceback" not in res.output
+
+
+def test_config_powers_are_used(tmp_path: Path, bench: object) -> None:
+    """[nas] evaluation_power_w = 1000: vanilla on 1 GPU for 2 h uses exactly 2 kWh; carbon = 1 kW x (100 + 140) g."""
+    cfg = tmp_path / "jouled.toml"
+    cfg.write_text("[nas]\nevaluation_power_w = 1000.0\nidle_power_w = 0.0\n", encoding="utf-8")
+    res = runner.invoke(
+        app,
+        ["nas", "simulate", "--trace", str(_trace(tmp_path, hours=2)), "--method", "vanilla", "--seeds", "1",
+         "--gpus", "1", "--hours", "2", "--format", "json", "--data", str(NAS_DATA), "--config", str(cfg)],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)[0]
+    assert doc["energy_kwh"]["mean"] == pytest.approx(2.0)
+    assert doc["carbon_kg"]["mean"] == pytest.approx((100 + 140) / 1000)
+    assert doc["power_w"]["evaluation"] == 1000.0
