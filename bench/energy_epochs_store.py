@@ -1,0 +1,97 @@
+"""Benchmark `jouled energy epochs` end to end: a 24 h × 10 devices × 10 Hz log with 10,000 epochs in SQLite.
+
+Times the three stages the command runs (read the series from the store, window energy, row building) and
+the whole `compute_rows` call, best of 3.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jouled.config import Config
+from jouled.energy import energy_rows, prepare, window_energy_many, windows_from_markers
+from jouled.energy_cli import compute_rows, load_series
+from jouled.model import Marker
+from jouled.store.sqlite import NS_PER_S, ChunkBatch, SeriesKey, SqliteStore
+
+RESULTS = Path(__file__).parent / "results" / "energy_epochs_store.json"
+T0 = 1_700_000_000 * NS_PER_S
+
+
+def fill(store: SqliteStore, hours: float, devices: int, rate_hz: int) -> int:
+    per_chunk = 8192
+    n_total = int(hours * 3600 * rate_hz)
+    step = NS_PER_S // rate_hz
+    n = 0
+    for c0 in range(0, n_total, per_chunk):
+        idx = np.arange(c0, min(c0 + per_chunk, n_total), dtype=np.int64)
+        batches = []
+        for d in range(devices):
+            src, dev = ("nvml", f"gpu{d}") if d < 8 else ("rapl", f"package-{d - 8}")
+            p = 200.0 + 50.0 * np.sin(idx / 600.0 + d)
+            e = 200.0 * idx / rate_hz  # a counter (approximate: the bench times, it does not check values)
+            batches.append(ChunkBatch(SeriesKey("bench", src, dev), T0 + idx * step, p, e))
+            n += idx.size
+        store.write_batches(batches)
+    return n
+
+
+def markers(hours: float, epochs: int) -> list[Marker]:
+    span = int(hours * 3600 * NS_PER_S)
+    edges = T0 + np.linspace(0, span - NS_PER_S, epochs + 1).astype(np.int64)
+    out = [Marker(int(edges[0]), "bench", "r", "run", "start", 0)]
+    seq = 1
+    for i in range(epochs):
+        out.append(Marker(int(edges[i]) + 1, "bench", "r", "epoch", "start", seq, epoch=i))
+        out.append(Marker(int(edges[i + 1]), "bench", "r", "epoch", "end", seq + 1, epoch=i))
+        seq += 2
+    out.append(Marker(int(edges[-1]) + 1, "bench", "r", "run", "end", seq))
+    return out
+
+
+def best(fn, n: int = 3) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    hours, devices, rate, epochs = 24.0, 10, 10, 10_000
+    with tempfile.TemporaryDirectory() as d:
+        st = SqliteStore(Path(d) / "b.db")
+        n = fill(st, hours, devices, rate)
+        st.write_markers(markers(hours, epochs))
+        cfg = Config()
+        ms = st.read_markers("r")
+        wins, _ = windows_from_markers(ms)
+        wins = [w for w in wins if w.scope == "epoch"]
+        lo, hi = wins[0].start_ns, wins[-1].end_ns
+        t_read = best(lambda: load_series(st, "bench", lo, hi, cfg))
+        series = load_series(st, "bench", lo, hi, cfg)
+        starts = np.array([w.start_ns for w in wins])
+        ends = np.array([w.end_ns for w in wins])
+        t_energy = best(lambda: [window_energy_many(prepare(s), starts, ends) for s in series.values()])
+        t_rows = best(lambda: energy_rows(wins, series))
+        t_total = best(lambda: compute_rows(st, cfg, "r", ("epoch",)))
+        rows, _ = compute_rows(st, cfg, "r", ("epoch",))
+    res = {
+        "log": {"hours": hours, "devices": devices, "rate_hz": rate, "samples": n, "epochs": epochs},
+        "rows": len(rows),
+        "seconds": {"read_series": round(t_read, 3), "window_energy_all_devices": round(t_energy, 3),
+                    "energy_rows_incl_energy": round(t_rows, 3), "compute_rows_total": round(t_total, 3)},
+        "goal_s": 1.0,
+    }
+    print(json.dumps(res, indent=2))
+    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
