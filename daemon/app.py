@@ -54,6 +54,9 @@ def build_daemon(
         from jouled.daemon.recorder import attach_marker_recorder
 
         attach_marker_recorder(daemon)
+    from jouled.daemon.carbon import attach_carbon_poller
+
+    attach_carbon_poller(daemon)
     return daemon
 
 

@@ -20,6 +20,7 @@ from jouled.energy_cli import energy_app
 from jouled.errors import UserError
 from jouled.scheduler.carbon_cli import carbon_app
 from jouled.scheduler.nas_cli import nas_app
+from jouled.scheduler.search_cli import search_command
 from jouled.store.sqlite import open_store, parse_store_url
 from jouled.service_cli import service_app
 from jouled.trainer.markers_cli import markers_app
@@ -39,6 +40,7 @@ app.add_typer(import_app, name="import")
 app.add_typer(energy_app, name="energy")
 app.add_typer(markers_app, name="markers")
 app.add_typer(carbon_app, name="carbon")
+nas_app.command("search")(search_command)
 app.add_typer(nas_app, name="nas")
 app.add_typer(service_app, name="service")
 app.command("train")(train_command)
