@@ -21,8 +21,8 @@ from jouled.errors import UserError
 from jouled.scheduler.carbon_cli import carbon_app
 from jouled.scheduler.nas_cli import nas_app
 from jouled.scheduler.search_cli import search_command
-from jouled.store.sqlite import open_store, parse_store_url
 from jouled.service_cli import service_app
+from jouled.store.sqlite import open_store, parse_store_url
 from jouled.trainer.markers_cli import markers_app
 from jouled.trainer.train_cli import train_command
 
