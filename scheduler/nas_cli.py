@@ -50,7 +50,8 @@ def _fmt(stat: dict[str, float | None] | None, digits: int = 1) -> str:
 
 def _table(doc: list[dict[str, Any]], console: Console) -> None:
     head = doc[0]
-    t = Table(title=f"CE-NAS simulation — {Path(head['trace']).name}, {head['gpus']} GPUs, {head['hours']:g} h")
+    names = " + ".join(Path(z["trace"]).name for z in head["zones"])
+    t = Table(title=f"CE-NAS simulation — {names}, {head['gpus']} GPUs, {head['hours']:g} h")
     for col in (
         "method", "seeds", "HV", "carbon kg", "energy kWh", "evaluations", "samples", "HV @ equal carbon",
         "kg to 99% vanilla HV",
@@ -104,17 +105,20 @@ def plot_runs(runs: dict[str, Any], path: Path, title: str) -> None:
         plt.close(fig)
 
 
-_TRACE_HELP = "carbon trace CSV (Electricity Maps export or time,intensity_g_per_kwh)"
+_TRACE_HELP = (
+    "carbon trace CSV (Electricity Maps export or time,intensity_g_per_kwh); repeat for several zones "
+    "(then --gpus is per zone and evaluation goes to the cleanest zone first)"
+)
 _METHOD_HELP = "all, or comma-separated: vanilla, oneshot, cenas, oracle, forecast, random, static:F, threshold:P"
 _DATA_HELP = "folder of the NAS-Bench-201 tables (default $JOULED_NAS_DATA, then ../shared/data/nas)"
 
 
 @nas_app.command("simulate")
 def simulate_cmd(
-    trace: Annotated[Path, typer.Option("--trace", help=_TRACE_HELP)],
+    trace: Annotated[list[Path], typer.Option("--trace", help=_TRACE_HELP)],
     method: Annotated[str, typer.Option("--method", help=_METHOD_HELP)] = "all",
     seeds: Annotated[int, typer.Option("--seeds", help="seeds per method; each starts at its own point of the trace")] = 10,
-    gpus: Annotated[int, typer.Option("--gpus", help="GPUs in the simulated cluster")] = 8,
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs in the simulated cluster (per zone)")] = 8,
     hours: Annotated[float, typer.Option("--hours", help="search length in hours")] = 168.0,
     fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
     series_out: Annotated[Path | None, typer.Option("--series-out", help="write every run's HV/carbon series (JSON)")] = None,
@@ -145,7 +149,8 @@ def simulate_cmd(
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: need at least 1 — pass --jobs 1 or more")
     methods = parse_methods(method)
-    tr = load_trace(trace, column)
+    zones = [load_trace(p, column) for p in trace]
+    tr = zones[0] if len(zones) == 1 else zones
     bench = load_benchmark(data)
     nas = ctx.config.nas
     cfg = SimConfig(
@@ -166,7 +171,8 @@ def simulate_cmd(
         except OSError as e:
             raise UserError(f"--series-out {series_out}: cannot write ({e.strerror}) — pass a writable path") from None
     if plot_out is not None:
-        plot_runs(runs, plot_out, f"{Path(tr.path).name}: {gpus} GPUs, {hours:g} h, {seeds} seeds")
+        names = " + ".join(Path(z.path).name for z in zones)
+        plot_runs(runs, plot_out, f"{names}: {gpus} GPUs per zone, {hours:g} h, {seeds} seeds")
     if fmt == "json":
         typer.echo(json.dumps(doc, indent=2))
     else:

@@ -20,7 +20,8 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +36,7 @@ from jouled.scheduler.hypervolume import (
     pareto_mask,
 )
 from jouled.scheduler.lamoo import LaMOO, LaMOOConfig
-from jouled.scheduler.policies import IntensityHistory, Policy, Split, make_policy
+from jouled.scheduler.policies import IntensityHistory, Policy, Split, make_policy, place
 from jouled.scheduler.space import ACCURACY_NAME, ENERGY_NAME, Benchmark
 
 FloatArray = npt.NDArray[np.float64]
@@ -319,22 +320,61 @@ def _policy_for(method: str, seed: int, cfg: SimConfig) -> Policy | None:
     return make_policy(method, seed, window_s=cfg.window_h * 3600.0)
 
 
+def combine_zones(traces: Sequence[Trace]) -> Trace:
+    """The intensity the scheduler can get at each instant across zones: the per-period minimum.
+
+    Zones must share timestamps (e.g. Electricity Maps hourly exports of one year)."""
+    first = traces[0]
+    for tr in traces[1:]:
+        if tr.time_s.shape != first.time_s.shape or not np.array_equal(tr.time_s, first.time_s):
+            raise UserError(
+                f"trace {tr.path}: its timestamps differ from {first.path} — pass zone traces that cover "
+                "the same hours at the same resolution"
+            )
+    values = np.min(np.stack([tr.intensity_g_per_kwh for tr in traces]), axis=0)
+    return Trace(
+        time_s=first.time_s,
+        intensity_g_per_kwh=values,
+        path=" + ".join(tr.path for tr in traces),
+        column=first.column,
+        zone="min(" + ",".join(tr.zone or Path(tr.path).stem for tr in traces) + ")",
+    )
+
+
+def _zone_names(traces: Sequence[Trace]) -> list[str]:
+    names: list[str] = []
+    for i, tr in enumerate(traces):
+        name = tr.zone or Path(tr.path).stem or f"zone{i}"
+        names.append(name if name not in names else f"{name}#{i}")
+    return names
+
+
 def simulate(
-    method: str, trace: Trace, bench: Benchmark, seed: int, cfg: SimConfig | None = None
+    method: str, trace: Trace | Sequence[Trace], bench: Benchmark, seed: int, cfg: SimConfig | None = None
 ) -> RunResult:
-    """Run one method for cfg.hours from this seed's start point; deterministic per (method, trace, seed)."""
+    """Run one method for cfg.hours from this seed's start point; deterministic per (method, trace, seed).
+
+    Several traces = several zones with cfg.gpus GPUs each: the policy decides on the cleanest
+    zone's intensity for the whole cluster, evaluation GPUs are placed in the cleanest zones first
+    (policies.place) and the remaining GPUs sample; checkpointed trainings may resume in any zone.
+    """
     cfg = cfg or SimConfig()
     if cfg.gpus < 1:
         raise UserError(f"--gpus {cfg.gpus}: need at least one GPU — pass --gpus 1 or more")
+    zones = [trace] if isinstance(trace, Trace) else list(trace)
+    if not zones:
+        raise UserError("no trace given — pass --trace FILE (repeat it for several zones)")
+    decide_on = zones[0] if len(zones) == 1 else combine_zones(zones)
+    names = _zone_names(zones)
     policy = _policy_for(method, seed, cfg)
-    start = start_time_s(trace, seed, cfg)
+    start = start_time_s(decide_on, seed, cfg)
     search: _Search = (
         _OneShotSearch(bench, seed, cfg) if method == "oneshot" else _Search(bench, seed, cfg, lamoo_true=method == "vanilla")
     )
-    integral = CarbonIntegral(trace)
-    whole = IntensityHistory.from_trace(trace)
+    integrals = [CarbonIntegral(tr) for tr in zones]
+    whole = IntensityHistory.from_trace(decide_on)
     period = cfg.decision_period_s
-    G = cfg.gpus
+    G = cfg.gpus * len(zones)
     n = cfg.steps
     train_s = bench.train_time_s
     running: list[tuple[int, float]] = []  # (cell, remaining GPU-seconds), oldest first
@@ -345,13 +385,18 @@ def simulate(
 
     for k in range(n):
         t0 = start + k * period
-        ci_now = trace.at(t0)
-        split = _decide(method, policy, t0, ci_now, trace, whole, G)
+        ci_now = decide_on.at(t0)
+        split = _decide(method, policy, t0, ci_now, decide_on, whole, G)
         g_s, g_e = split.gpus_sampling, split.gpus_evaluation
+        # where the evaluation GPUs run: cleanest zone first; the rest of each zone samples
+        ci_zone = {name: tr.at(t0) for name, tr in zip(names, zones, strict=True)}
+        placed = place({z: (cfg.gpus, ci_zone[z]) for z in names}, g_e)
+        eval_zone = [names.index(z) for z in names for _ in range(placed[z])]
+        samp_per_zone = [cfg.gpus - placed[z] for z in names]
         search.publish_samples()
 
         # evaluation: g_e slots, event-driven in time order so LaMOO only hears of finished trainings
-        busy_eval: list[float] = []
+        busy_eval = [0.0] * g_e
         if g_e > 0:
             slot_free = [(0.0, i) for i in range(g_e)]
             heapq.heapify(slot_free)
@@ -360,14 +405,14 @@ def simulate(
             while slot_free:
                 at, slot = heapq.heappop(slot_free)
                 if at >= period - 1e-9:
-                    busy_eval.append(period)
+                    busy_eval[slot] = period
                     continue
                 if resumable:
                     cell, rem = resumable.popleft()
                 else:
                     cell = search.next_job()
                     if cell < 0:
-                        busy_eval.append(at)  # nothing to train: idle for the rest of the period
+                        busy_eval[slot] = at  # nothing to train: idle for the rest of the period
                         continue
                     rem = float(train_s[cell])
                 run = min(rem, period - at)
@@ -383,23 +428,23 @@ def simulate(
         if isinstance(search, _OneShotSearch):
             search.refresh((k + 1) * period, events)
 
-        # energy and carbon: each GPU busy from the period start for its busy time, then idle
+        # energy and carbon: each GPU busy from the period start for its busy time, then idle,
+        # charged at its own zone's intensity
         p_s, p_e, p_i = cfg.sampling_power_w, cfg.evaluation_power_w, cfg.idle_power_w
-        total_ci = integral.between(t0, t0 + period)
+        total_ci = [integ.between(t0, t0 + period) for integ in integrals]
         e_j = 0.0
         c_gs = 0.0  # W · g/kWh · s
-        for b in busy_eval:
-            ci_busy = integral.between(t0, t0 + b)
+        for b, z in zip(busy_eval, eval_zone, strict=True):
+            ci_busy = integrals[z].between(t0, t0 + b)
             e_j += p_e * b + p_i * (period - b)
-            c_gs += p_e * ci_busy + p_i * (total_ci - ci_busy)
-        if g_s > 0:
-            b = used_s / g_s
-            ci_busy = integral.between(t0, t0 + b)
-            e_j += g_s * (p_s * b + p_i * (period - b))
-            c_gs += g_s * (p_s * ci_busy + p_i * (total_ci - ci_busy))
-        idle = G - g_s - len(busy_eval)
-        e_j += idle * p_i * period
-        c_gs += idle * p_i * total_ci
+            c_gs += p_e * ci_busy + p_i * (total_ci[z] - ci_busy)
+        b = used_s / g_s if g_s > 0 else 0.0
+        for z, g in enumerate(samp_per_zone):
+            if g == 0:
+                continue
+            ci_busy = integrals[z].between(t0, t0 + b)
+            e_j += g * (p_s * b + p_i * (period - b))
+            c_gs += g * (p_s * ci_busy + p_i * (total_ci[z] - ci_busy))
         energy_j += e_j
         carbon_g += c_gs / J_PER_KWH
 
@@ -453,7 +498,14 @@ def _decide(
 # --- many seeds, many methods ----------------------------------------------------------------
 
 
-def _run_one(args: tuple[str, Trace, str | None, int, SimConfig]) -> RunResult:
+TraceArg: TypeAlias = Trace | Sequence[Trace]
+
+
+def _zones(trace: TraceArg) -> list[Trace]:
+    return [trace] if isinstance(trace, Trace) else list(trace)
+
+
+def _run_one(args: tuple[str, TraceArg, str | None, int, SimConfig]) -> RunResult:
     from jouled.scheduler.space import load_benchmark
 
     method, trace, data_dir, seed, cfg = args
@@ -462,7 +514,7 @@ def _run_one(args: tuple[str, Trace, str | None, int, SimConfig]) -> RunResult:
 
 def run_many(
     methods: Sequence[str],
-    trace: Trace,
+    trace: TraceArg,
     bench: Benchmark,
     seeds: Sequence[int],
     cfg: SimConfig,
@@ -488,7 +540,7 @@ def _stat(values: Sequence[float]) -> dict[str, float | None]:
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
 
 
-def summarize(runs: dict[str, list[RunResult]], trace: Trace, cfg: SimConfig) -> list[dict[str, Any]]:
+def summarize(runs: dict[str, list[RunResult]], trace: TraceArg, cfg: SimConfig) -> list[dict[str, Any]]:
     """One object per method (DESIGN.md Interfaces) plus paired, per-seed comparisons:
     HV at equal carbon (each method's HV when its cumulative carbon reached the final carbon of
     CE-NAS on that seed, or of the least-carbon method when cenas did not run) and the carbon
@@ -514,8 +566,8 @@ def summarize(runs: dict[str, list[RunResult]], trace: Trace, cfg: SimConfig) ->
         obj: dict[str, Any] = {
             "method": m,
             "seeds": len(rs),
-            "trace": trace.path,
-            "gpus": cfg.gpus,
+            "trace": " + ".join(tr.path for tr in _zones(trace)),
+            "gpus": cfg.gpus * len(_zones(trace)),
             "hours": cfg.hours,
             "hv": _stat([r.hv for r in rs]),
             "carbon_kg": _stat([r.carbon_kg for r in rs]),
@@ -532,13 +584,14 @@ def summarize(runs: dict[str, list[RunResult]], trace: Trace, cfg: SimConfig) ->
     return out
 
 
-def report(runs: dict[str, list[RunResult]], trace: Trace, cfg: SimConfig) -> list[dict[str, Any]]:
+def report(runs: dict[str, list[RunResult]], trace: TraceArg, cfg: SimConfig) -> list[dict[str, Any]]:
     """The JSON of `jouled nas simulate --format json`: one object per method (DESIGN.md Interfaces),
     each also naming the HV reference point, the objectives and the simulation settings."""
     common: dict[str, Any] = {
         "hv_ref_point": list(cfg.ref_point),
         "objectives": [f"maximise {ACCURACY_NAME}", f"minimise {ENERGY_NAME}"],
-        "trace_column": trace.column,
+        "trace_column": _zones(trace)[0].column,
+        "zones": [{"trace": tr.path, "zone": tr.zone, "gpus": cfg.gpus} for tr in _zones(trace)],
         "power_w": {"sampling": cfg.sampling_power_w, "evaluation": cfg.evaluation_power_w, "idle": cfg.idle_power_w},
         "estimate": cfg.estimate,
         "decision_period_s": cfg.decision_period_s,

@@ -108,3 +108,17 @@ def test_config_powers_are_used(tmp_path: Path, bench: object) -> None:
     assert doc["energy_kwh"]["mean"] == pytest.approx(2.0)
     assert doc["carbon_kg"]["mean"] == pytest.approx((100 + 140) / 1000)
     assert doc["power_w"]["evaluation"] == 1000.0
+
+
+def test_several_traces_are_zones(tmp_path: Path, bench: object) -> None:
+    a = _trace(tmp_path, hours=4)
+    b = tmp_path / "b.csv"
+    b.write_text(a.read_text(encoding="utf-8").replace(",1", ",3"), encoding="utf-8")
+    res = runner.invoke(
+        app,
+        ["nas", "simulate", "--trace", str(a), "--trace", str(b), "--method", "cenas", "--seeds", "1",
+         "--gpus", "2", "--hours", "2", "--format", "json", "--data", str(NAS_DATA)],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)[0]
+    assert doc["gpus"] == 4 and [z["trace"] for z in doc["zones"]] == [str(a), str(b)]

@@ -216,3 +216,26 @@ def test_worker_processes_give_identical_results(bench: Benchmark, de_trace_path
         assert [r.hv for r in one[m]] == [r.hv for r in two[m]]
         assert [r.carbon_kg for r in one[m]] == [r.carbon_kg for r in two[m]]
         assert not math.isnan(one[m][0].carbon_kg)
+
+
+def test_two_zones_place_evaluation_in_the_cleaner_zone_by_hand() -> None:
+    """Zones A, B with 1 GPU each; static:0.5 → one training GPU, placed in the cleaner zone each hour.
+
+    A = [100, 400, 100], B = [300, 200, 300] g/kWh. Hours 1 and 3: train in A (300 W x 100), sample in B
+    (250 W x 300) = 105 g each; hour 2: train in B (300 x 200) + sample in A (250 x 400) = 160 g. Total 370 g.
+    """
+    a = Trace(time_s=T0 + 3600.0 * np.arange(3), intensity_g_per_kwh=np.array([100.0, 400.0, 100.0]), path="A", zone="A")
+    b = Trace(time_s=T0 + 3600.0 * np.arange(3), intensity_g_per_kwh=np.array([300.0, 200.0, 300.0]), path="B", zone="B")
+    r = simulate("static:0.5", [a, b], _tiny_bench(60, 5400.0, 1000.0), 0, SimConfig(gpus=1, hours=3))
+    assert r.carbon_kg == pytest.approx(0.370)
+    assert r.energy_kwh == pytest.approx((300 + 250) * 3 / 1000)
+    assert r.evaluations == 2 and r.samples == 10
+    # the decision saw the best intensity available at each hour
+    assert r.intensity_series.tolist() == [100.0, 200.0, 100.0]
+
+
+def test_zones_must_share_timestamps() -> None:
+    a = _trace([100, 200, 300])
+    b = Trace(time_s=a.time_s + 1800.0, intensity_g_per_kwh=a.intensity_g_per_kwh, path="shifted")
+    with pytest.raises(UserError, match="timestamps differ"):
+        simulate("cenas", [a, b], _tiny_bench(20, 100.0, 1.0), 0, SimConfig(gpus=1, hours=2))
