@@ -14,10 +14,10 @@ import numpy.typing as npt
 
 from jouled.errors import UserError
 
-# NB201 operation order; an op index is the position in this tuple.
-OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-# Edges in NB201 arch_str order: |e01|+|e02|e12|+|e03|e13|e23|.
-EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+# One NB201 encoding for the whole project (torch-free): OPS order = op index, EDGES in arch_str order
+# |e01|+|e02|e12|+|e03|e13|e23|.
+from jouled.trainer.nb201_arch import EDGES, OPS, indices_to_ops, ops_to_indices, parse_arch_str, to_arch_str
+
 N_OPS = len(OPS)
 N_EDGES = len(EDGES)
 N_CELLS = N_OPS**N_EDGES  # 15,625
@@ -40,28 +40,14 @@ FloatArray = npt.NDArray[np.float64]
 
 def arch_str_to_ops(arch_str: str) -> tuple[int, ...]:
     """Parse `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` into 6 op indices (edge order of EDGES)."""
-    ops: list[int] = []
-    nodes = arch_str.split("+")
-    if len(nodes) != 3:
-        raise ValueError(f"not an NB201 arch_str (needs 3 nodes): {arch_str!r}")
-    for node_i, node in enumerate(nodes, start=1):
-        parts = [p for p in node.split("|") if p]
-        if len(parts) != node_i:
-            raise ValueError(f"not an NB201 arch_str (node {node_i} has {len(parts)} inputs): {arch_str!r}")
-        for src, part in enumerate(parts):
-            name, _, idx = part.partition("~")
-            if name not in OPS or idx != str(src):
-                raise ValueError(f"not an NB201 arch_str (bad edge {part!r}): {arch_str!r}")
-            ops.append(OPS.index(name))
-    return tuple(ops)
+    return ops_to_indices(parse_arch_str(arch_str))
 
 
 def ops_to_arch_str(ops: Sequence[int]) -> str:
     """Inverse of arch_str_to_ops."""
-    if len(ops) != N_EDGES or any(not 0 <= int(o) < N_OPS for o in ops):
+    if len(ops) != N_EDGES:
         raise ValueError(f"need {N_EDGES} op indices in 0..{N_OPS - 1}, got {list(ops)}")
-    names = [f"{OPS[int(o)]}~{src}" for o, (src, _) in zip(ops, EDGES, strict=True)]
-    return f"|{names[0]}|+|{names[1]}|{names[2]}|+|{names[3]}|{names[4]}|{names[5]}|"
+    return to_arch_str(indices_to_ops([int(o) for o in ops]))
 
 
 def ops_to_code(ops: npt.ArrayLike) -> IntArray:
