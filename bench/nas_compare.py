@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ from jouled.scheduler.space import ENERGY_NAME, load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 CARBON = REPO.parent / "shared" / "data" / "carbon" / "electricitymaps"
-TRACES = ("DE_2022_hourly.csv", "US-CAL-CISO_2022_hourly.csv")
+# one trace = one zone of 8 GPUs; "A+B" = two zones of 8 GPUs each (evaluation placed in the cleaner one)
+TRACES = ("DE_2022_hourly.csv", "US-CAL-CISO_2022_hourly.csv", "DE_2022_hourly.csv+FR_2022_hourly.csv")
 PAPER = {"carbon_ratio_vanilla_over_cenas": "2.22-3.48x", "hv_difference_pct": 0.034}
 
 
@@ -71,19 +73,21 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=168.0)
     args = ap.parse_args()
     bench = load_benchmark()
-    cfg = SimConfig(gpus=8, hours=args.hours)
+    cfg = SimConfig(gpus=8, hours=args.hours)  # GPUs per zone
     out: dict[str, Any] = {
         "settings": {
             "gpus": cfg.gpus, "hours": cfg.hours, "seeds": args.seeds, "methods": list(ALL_METHODS),
             "power_w": [cfg.sampling_power_w, cfg.evaluation_power_w, cfg.idle_power_w],
             "trace_column": "direct", "estimate": cfg.estimate, "energy_objective": ENERGY_NAME,
             "hv_ref_point": list(cfg.ref_point), "machine": platform.platform(), "jobs": args.jobs,
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         },
         "paper": PAPER,
         "traces": {},
     }
     for name in TRACES:
-        tr = load_trace(CARBON / name)
+        zones = [load_trace(CARBON / part) for part in name.split("+")]
+        tr = zones[0] if len(zones) == 1 else zones
         t0 = time.perf_counter()
         runs = run_many(list(ALL_METHODS), tr, bench, list(range(args.seeds)), cfg, jobs=args.jobs)
         wall = time.perf_counter() - t0

@@ -64,6 +64,7 @@ def main() -> None:
         "machine": platform.platform(), "cpus": os.cpu_count(), "jobs": args.jobs, "seeds": args.seeds,
         "trace": TRACE.name, "trace_hours": len(tr), "gpus": cfg.gpus, "hours_per_run": cfg.hours,
         "benchmark_load_s": round(load_s, 3),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],  # other work sharing the cores
     }
     t0 = time.perf_counter()
     runs = run_many(list(ALL_METHODS), tr, bench, list(range(args.seeds)), cfg, jobs=args.jobs)
@@ -92,6 +93,7 @@ def main() -> None:
     for n, s in steps.items():
         print(f"LaMOO with {n:>5s} samples over 15,625 cells: refit {s['refit_ms']} ms "
               f"({s['leaves']} leaves), ask+tell {s['ask_tell_ms']} ms")
+    res["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out = REPO / "bench" / "results" / "nas_speed.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")

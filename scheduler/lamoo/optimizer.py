@@ -142,7 +142,10 @@ class LaMOO:
     # --- tree state ---------------------------------------------------------------------------
     def _reset_tree_state(self) -> None:
         n_nodes = 1 if self.tree is None else len(self.tree.nodes)
-        self._members: list[list[int]] = [[] for _ in range(n_nodes)]  # positions into _cells
+        self._count: list[int] = [0] * n_nodes  # told samples in the node
+        # Pareto front of the node's samples: its HV is the node's value, and keeping only the
+        # front makes a tell cost O(front), not O(samples in the node).
+        self._front: list[FloatArray] = [np.zeros((0, 2)) for _ in range(n_nodes)]
         self._pending: list[int] = [0] * n_nodes
         self._value: list[float] = [0.0] * n_nodes
         self._dirty: list[bool] = [True] * n_nodes
@@ -221,10 +224,13 @@ class LaMOO:
         cells = np.asarray(self._cells, dtype=np.int64)[positions]
         leaves = self._cell_leaf[cells]
         for leaf in np.unique(leaves).tolist():
-            chunk = positions[leaves == leaf].tolist()
+            objs = self._obj_buf[positions[leaves == leaf]]
+            objs = objs[pareto_mask(objs)]
             node = int(leaf)
             while node >= 0:
-                self._members[node].extend(chunk)
+                self._count[node] += int(np.sum(leaves == leaf))
+                merged = np.vstack([self._front[node], objs])
+                self._front[node] = merged[pareto_mask(merged)]
                 self._dirty[node] = True
                 node = self._parent(node)
 
@@ -236,7 +242,7 @@ class LaMOO:
 
     def _node_value(self, node: int) -> float:
         if self._dirty[node]:
-            self._value[node] = hypervolume_2d(self._obj_buf[self._members[node]], self.ref)
+            self._value[node] = hypervolume_2d(self._front[node], self.ref)
             self._dirty[node] = False
         return self._value[node]
 
@@ -250,10 +256,10 @@ class LaMOO:
             kids = [k for k in self._children(node) if not self._exhausted[k]]
             if not kids:
                 return node
-            n_parent = max(1, len(self._members[node]) + self._pending[node])
+            n_parent = max(1, self._count[node] + self._pending[node])
             best, best_score = kids[0], -math.inf
             for k in kids:  # child 0 (good) first, so ties go to the good side
-                n_k = len(self._members[k]) + self._pending[k]
+                n_k = self._count[k] + self._pending[k]
                 explore = math.inf if n_k == 0 else 2.0 * cp * math.sqrt(2.0 * math.log(n_parent) / n_k)
                 score = self._node_value(k) + explore
                 if score > best_score:
