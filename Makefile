@@ -17,7 +17,7 @@ TORCH_PINS := torch==2.13.0
 help:
 	@echo "make run        set up .venv and run the daemon in the foreground (CONFIG=file.toml ARGS='--duration 60')"
 	@echo "make run-sim    the same with the simulated Yokogawa WT310 meter (pyvisa-sim)"
-	@echo "make test       set up everything the tests need (venv, mosquitto) and run them"
+	@echo "make test       set up everything the tests need (venv, mosquitto), lint, type-check and run them"
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      run the benchmarks, results in bench/results/"
 
@@ -44,6 +44,8 @@ install-test: $(VENV)/.test-installed
 	bash .ci/system-deps
 
 test: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy jouled daemon trainer scheduler
 	$(VENV)/bin/pytest -q -ra
 
 lint: $(VENV)/.test-installed
