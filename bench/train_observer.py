@@ -29,9 +29,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def one_round(label: str, steps: int, mqtt_url: str | None, out: Path) -> float:
+def one_round(label: str, steps: int, mqtt_url: str | None, out: Path, threads: int) -> float:
     cmd = [sys.executable, str(REPO / "bench" / "train_throughput.py"), "--steps", str(steps), "--repeats", "1",
-           "--label", label, "--output", str(out)]
+           "--label", label, "--output", str(out), "--threads", str(threads)]
     if mqtt_url:
         cmd += ["--mqtt-url", mqtt_url, "--marker-every", "10"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, every core)")
+    ap.add_argument("--label", default="", help="key of this configuration in the results file")
     args = ap.parse_args()
     off: list[float] = []
     on: list[float] = []
@@ -53,7 +55,7 @@ def main() -> None:
         env = dict(os.environ, JOULED_MQTT_EMBEDDED_PORT=str(port), XDG_DATA_HOME=str(tmp))
         status = {}
         for i in range(args.rounds):
-            off.append(one_round("off", args.steps, None, tmp / f"off{i}.json"))
+            off.append(one_round("off", args.steps, None, tmp / f"off{i}.json", args.threads))
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "jouled.cli", "run", "--config", str(REPO / "systemd" / "jouled-wt310-sim.toml"),
                  "--rate", str(args.rate), "--store", f"sqlite://{tmp}/obs.db"],
@@ -61,7 +63,7 @@ def main() -> None:
             )
             time.sleep(3)  # broker up, sources open
             try:
-                on.append(one_round("on", args.steps, f"mqtt://127.0.0.1:{port}", tmp / f"on{i}.json"))
+                on.append(one_round("on", args.steps, f"mqtt://127.0.0.1:{port}", tmp / f"on{i}.json", args.threads))
             finally:
                 daemon.terminate()
                 daemon.wait(30)
@@ -73,13 +75,19 @@ def main() -> None:
         "daemon": f"jouled run --rate {args.rate} (estimate + simulated WT310 via pyvisa-sim, embedded amqtt broker)",
         "markers": "an epoch/phase marker pair every 10 steps while on",
         "rounds": args.rounds, "steps_per_round": args.steps,
+        "torch_threads": args.threads or f"default ({os.cpu_count()} cores)",
         "off_samples_per_s": off, "on_samples_per_s": on,
         "on_over_off_median": round(ratio, 4), "goal": ">= 0.995",
         "daemon_markers_stored": status.get("markers", {}).get("stored"),
         "daemon_sources": {s["name"]: s["state"] for s in status.get("sources", [])},
     }
     print(json.dumps(res, indent=2))
-    RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+    label = args.label or f"threads-{args.threads or 'default'}"
+    out = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if "on_over_off_median" in out:  # an older single-configuration file
+        out = {}
+    out[label] = res
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
