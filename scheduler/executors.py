@@ -135,7 +135,32 @@ def _patched_env(env: dict[str, str]) -> Iterator[None]:
                     os.environ[k] = v
 
 
-class LocalExecutor:
+class _EventQueue:
+    """What both executors share: events not yet polled, and `wait` built on `poll`."""
+
+    _pending: list[JobEvent]
+
+    def poll(self, timeout_s: float = 0.0) -> list[JobEvent]:
+        raise NotImplementedError
+
+    def wait(self, handle: Handle, timeout_s: float = 60.0) -> JobEvent:
+        """Block until the job ends (done, cancelled or error); other jobs' events are kept for the next poll."""
+        deadline = time.monotonic() + timeout_s
+        kept: list[JobEvent] = []
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"job {handle.job_id} still running after {timeout_s} s")
+                for ev in self.poll(min(left, 0.5)):
+                    if ev.job_id == handle.job_id and ev.kind != "started":
+                        return ev
+                    kept.append(ev)
+        finally:
+            self._pending = kept + self._pending
+
+
+class LocalExecutor(_EventQueue):
     """One spawned worker process per slot; jobs run one at a time per slot."""
 
     def __init__(self, gpus: Sequence[str], *, start_timeout_s: float = 120.0) -> None:
@@ -231,22 +256,6 @@ class LocalExecutor:
             out.extend(self._check_dead())
         return out
 
-    def wait(self, handle: Handle, timeout_s: float = 60.0) -> JobEvent:
-        """Block until the job ends (done, cancelled or error); other jobs' events are kept for the next poll."""
-        deadline = time.monotonic() + timeout_s
-        kept: list[JobEvent] = []
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"job {handle.job_id} still running after {timeout_s} s")
-                for ev in self.poll(min(left, 0.5)):
-                    if ev.job_id == handle.job_id and ev.kind != "started":
-                        return ev
-                    kept.append(ev)
-        finally:
-            self._pending = kept + self._pending
-
     def cancel(self, handle: Handle, at_epoch_boundary: bool = True) -> None:
         """At a boundary: the job stops after its current epoch (checkpoint kept) and reports `cancelled`.
         Otherwise the worker is killed at once (work since the last checkpoint is lost) and restarted."""
@@ -311,7 +320,7 @@ class _RayWorkerImpl:
         close_worker()
 
 
-class RayExecutor:
+class RayExecutor(_EventQueue):
     """One Ray actor per slot (`num_gpus=1` each on GPU slots, 0 on CPU slots); Ray places and pins them.
 
     Pass `address` for an existing cluster ("auto"), else a local Ray is started with `num_cpus`.
@@ -379,21 +388,6 @@ class RayExecutor:
                 kind, res, err = "error", None, f"{type(e).__name__}: {e}"
             out.append(JobEvent(kind, job_id, slot, res, err))
         return out
-
-    def wait(self, handle: Handle, timeout_s: float = 60.0) -> JobEvent:
-        deadline = time.monotonic() + timeout_s
-        kept: list[JobEvent] = []
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"job {handle.job_id} still running after {timeout_s} s")
-                for ev in self.poll(min(left, 0.5)):
-                    if ev.job_id == handle.job_id and ev.kind != "started":
-                        return ev
-                    kept.append(ev)
-        finally:
-            self._pending = kept + self._pending
 
     def cancel(self, handle: Handle, at_epoch_boundary: bool = True) -> None:
         if self._running.get(handle.slot) != handle.job_id:

@@ -24,8 +24,7 @@ from jouled.scheduler.space import (
     ops_to_arch_str,
     ops_to_code,
 )
-
-from .conftest import NAS_DATA
+from tests.conftest import NAS_DATA
 
 
 def test_ops_order_and_arch_str_by_hand() -> None:

@@ -1,4 +1,4 @@
-"""Fixtures for the simulator tests: the real NB201 tables and carbon traces from ../shared/data (never copied)."""
+"""Fixtures for the simulator tests: the real carbon traces from ../shared/data (never copied); `bench` is in tests/conftest."""
 
 from __future__ import annotations
 
@@ -6,18 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jouled.scheduler.space import Benchmark, load_benchmark
-
-REPO = Path(__file__).resolve().parents[2]
-NAS_DATA = REPO.parent / "shared" / "data" / "nas"
-
-
-@pytest.fixture(scope="session")
-def bench() -> Benchmark:
-    if not (NAS_DATA / "nats_tss_cifar10_avg.csv").is_file():
-        pytest.skip(f"shared NAS data not found at {NAS_DATA}")
-    return load_benchmark(NAS_DATA)
-
+from tests.conftest import REPO
 
 CARBON = REPO.parent / "shared" / "data" / "carbon"
 

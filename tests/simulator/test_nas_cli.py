@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 
 from jouled.scheduler.nas_cli import nas_app, parse_methods
 from jouled.scheduler.simulator import ALL_METHODS
-
-from .conftest import NAS_DATA
+from tests.conftest import NAS_DATA
 
 app = typer.Typer()
 app.add_typer(nas_app, name="nas")

@@ -1,4 +1,4 @@
-"""Fixtures for the NAS space / LaMOO tests: the real NB201 tables from ../shared/data/nas (never copied)."""
+"""Fixtures shared across test folders: the real NB201 tables from ../shared/data/nas (read there, never copied)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from jouled.scheduler.space import Benchmark, load_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 NAS_DATA = REPO.parent / "shared" / "data" / "nas"
 
 
