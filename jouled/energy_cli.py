@@ -114,16 +114,22 @@ def _j(v: float | None) -> str:
 
 
 def print_rows(rows: list[dict[str, Any]], title: str) -> None:
+    has_carbon = any(r.get("carbon_g") is not None for r in rows)  # no column of dashes when intensity is unknown
+    cols = ["epoch", "phase", "device", "source", "duration", "energy", "method", "samples", "max gap"]
+    cols += ["carbon"] if has_carbon else []
+    cols += ["flags"]
     t = Table(title=title)
-    for col in ("epoch", "phase", "device", "source", "duration", "energy", "method", "samples", "max gap",
-                "carbon", "flags"):
+    for col in cols:
         t.add_column(col, justify="right" if col in ("duration", "energy", "samples", "max gap", "carbon") else "left")
     for r in rows:
-        t.add_row(
+        cells = [
             "" if r["epoch"] is None else str(r["epoch"]), r["phase"] or "", r["device"], r["source"],
             f"{r['duration_s']:.2f} s", _j(r["energy_j"]), r["method"], str(r["samples"]), f"{r['max_gap_s']:.2f} s",
-            "—" if r.get("carbon_g") is None else f"{r['carbon_g']:.3f} g", " ".join(r["flags"]),
-        )
+        ]
+        if has_carbon:
+            cells.append("—" if r.get("carbon_g") is None else f"{r['carbon_g']:.3f} g")
+        cells.append(" ".join(r["flags"]))
+        t.add_row(*cells)
     console.print(t)
 
 
