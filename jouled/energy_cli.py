@@ -21,7 +21,9 @@ from jouled.errors import UserError
 from jouled.store.sqlite import SqliteStore, open_store
 
 energy_app = typer.Typer(help="Energy and carbon per epoch, phase and run, from the markers in the store.",
-                         no_args_is_help=True)
+                         no_args_is_help=True,
+    rich_markup_mode=None,  # errors as one plain line, whether mounted in `jouled` or run alone
+)
 console = Console()
 ESTIMATED_SOURCES = frozenset({"estimate"})
 CSV_KEYS = ("run", "scope", "epoch", "phase", "arch", "host", "source", "device", "start", "end", "duration_s",

@@ -13,7 +13,9 @@ import typer
 
 from jouled.errors import UserError
 
-service_app = typer.Typer(help="Install or remove jouled as a systemd service.", no_args_is_help=True)
+service_app = typer.Typer(help="Install or remove jouled as a systemd service.", no_args_is_help=True,
+    rich_markup_mode=None,  # errors as one plain line, whether mounted in `jouled` or run alone
+)
 
 REPO_SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 UNIT = "etc/systemd/system/jouled.service"

@@ -18,7 +18,9 @@ from jouled.scheduler.carbon.base import CarbonProvider, CarbonReading, ManualCl
 from jouled.scheduler.carbon.factory import PROVIDERS, make_provider
 from jouled.scheduler.carbon.trace import TraceProvider
 
-carbon_app = typer.Typer(help="Grid carbon intensity: now, history, forecast.", no_args_is_help=True)
+carbon_app = typer.Typer(help="Grid carbon intensity: now, history, forecast.", no_args_is_help=True,
+    rich_markup_mode=None,  # errors as one plain line, whether mounted in `jouled` or run alone
+)
 
 ProviderOpt = Annotated[str | None, typer.Option("--provider", help=f"{' | '.join(PROVIDERS)} (default: [carbon] provider)")]
 ZoneOpt = Annotated[

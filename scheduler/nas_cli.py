@@ -14,7 +14,9 @@ from rich.table import Table
 from jouled.cli_common import ConfigOpt, StoreOpt, context
 from jouled.errors import UserError
 
-nas_app = typer.Typer(help="Carbon-aware neural architecture search (CE-NAS) on NAS-Bench-201.", no_args_is_help=True)
+nas_app = typer.Typer(help="Carbon-aware neural architecture search (CE-NAS) on NAS-Bench-201.", no_args_is_help=True,
+    rich_markup_mode=None,  # errors as one plain line, whether mounted in `jouled` or run alone
+)
 
 
 def parse_methods(spec: str) -> list[str]:

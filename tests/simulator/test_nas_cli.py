@@ -6,15 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from jouled.scheduler.nas_cli import nas_app, parse_methods
+from jouled.cli import app  # the real `jouled` command, as users run it
+from jouled.scheduler.nas_cli import parse_methods
 from jouled.scheduler.simulator import ALL_METHODS
 from tests.conftest import NAS_DATA
 
-app = typer.Typer()
-app.add_typer(nas_app, name="nas")
 runner = CliRunner()
 
 
