@@ -6,17 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from jouled.scheduler.search_cli import search_command
+from jouled.cli import app  # the real `jouled` command: `nas search` is mounted there
 from jouled.store.sqlite import SqliteStore
 from tests.live.conftest import SEARCH_G_PER_KWH
 
-app = typer.Typer()
-nas = typer.Typer()
-nas.command("search")(search_command)
-app.add_typer(nas, name="nas")
 runner = CliRunner()
 
 
