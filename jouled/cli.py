@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from jouled.cli_common import ConfigOpt, FormatOpt, StoreOpt, context
+from jouled import __version__
+from jouled.cli_common import ConfigOpt, FormatOpt, StoreOpt, context, make_app, print_user_error
 from jouled.demo import demo_command
 from jouled.energy_cli import energy_app
 from jouled.errors import UserError
@@ -26,16 +27,11 @@ from jouled.store.sqlite import open_store, parse_store_url
 from jouled.trainer.markers_cli import markers_app
 from jouled.trainer.train_cli import train_command
 
-app = typer.Typer(
+app = make_app(
     name="jouled",
     help="Measure the energy and carbon of ML work, and search architectures when the grid is clean.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # plain click errors: "Error: <one line>" on stderr, not a rich box split over several lines
-    rich_markup_mode=None,
 )
-import_app = typer.Typer(help="Bring existing logs in (CSV or InfluxDB line protocol).", no_args_is_help=True)
+import_app = make_app(help="Bring existing logs in (CSV or InfluxDB line protocol).")
 app.add_typer(import_app, name="import")
 app.add_typer(energy_app, name="energy")
 app.add_typer(markers_app, name="markers")
@@ -251,8 +247,27 @@ def import_markers(
     _import("markers", file, skip_bad, fmt, config, store)
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"jouled {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Measure the energy and carbon of ML work, and search architectures when the grid is clean."""
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except UserError as e:  # raised outside a command group's invoke (e.g. while parsing): still one line
+        print_user_error(e)
+        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

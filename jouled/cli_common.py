@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from jouled.config import Config, load_config
+from jouled.errors import UserError
 from jouled.store.sqlite import sqlite_url
 
 ConfigOpt = Annotated[
@@ -21,6 +24,33 @@ StoreOpt = Annotated[
     typer.Option("--store", help="sqlite:///abs/path.db | influx://host:8086/db | influx2://host:8086?org=O&bucket=B"),
 ]
 FormatOpt = Annotated[str, typer.Option("--format", help="table | json")]
+
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
+
+def print_user_error(err: UserError) -> None:
+    """The one line a user sees for an error they can fix."""
+    print(f"Error: {err.message}", file=sys.stderr)
+
+
+class JouledGroup(TyperGroup):
+    """A command group that turns a UserError raised anywhere below it into one line on stderr and exit 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            print_user_error(e)
+            raise typer.Exit(e.exit_code) from None
+
+
+def make_app(**kwargs: Any) -> typer.Typer:
+    """A typer app with jouled's conventions: one-line errors (exit 2) whether mounted in `jouled` or run alone,
+    `-h` as well as `--help`, no tracebacks dressed in boxes."""
+    kwargs.setdefault("no_args_is_help", True)
+    kwargs.setdefault("context_settings", HELP_OPTIONS)
+    return typer.Typer(cls=JouledGroup, rich_markup_mode=None, pretty_exceptions_enable=False, **kwargs)
 
 
 @dataclass

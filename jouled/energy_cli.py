@@ -14,16 +14,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jouled.cli_common import ConfigOpt, StoreOpt, context
+from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
 from jouled.config import Config
 from jouled.energy import CarbonSeries, SeriesArrays, Window, energy_rows, run_totals, windows_from_markers
 from jouled.errors import UserError
 from jouled.store.sqlite import SqliteStore, open_store
 
-energy_app = typer.Typer(help="Energy and carbon per epoch, phase and run, from the markers in the store.",
-                         no_args_is_help=True,
-    rich_markup_mode=None,  # errors as one plain line, whether mounted in `jouled` or run alone
-)
+energy_app = make_app(help="Energy and carbon per epoch, phase and run, from the markers in the store.")
 console = Console()
 ESTIMATED_SOURCES = frozenset({"estimate"})
 CSV_KEYS = ("run", "scope", "epoch", "phase", "arch", "host", "source", "device", "start", "end", "duration_s",

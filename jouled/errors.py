@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import click
 
-try:  # recent typer vendors its own click (typer._click) and catches only that ClickException
-    from typer._click.exceptions import ClickException as _ClickException
-except ImportError:  # older typer runs on click itself
-    _ClickException = click.ClickException  # type: ignore[misc,assignment]
-
-
-class UserError(_ClickException):
+class UserError(Exception):
     """An error the user can fix; its message is one line that names the input and the fix.
 
-    A ClickException, so typer prints it as one line and exits 2 both from the console
-    script and under typer's CliRunner, without a traceback.
+    A plain exception of the project: the command groups (`jouled.cli_common.make_app`) and `jouled.cli.main`
+    print it as `Error: <message>` on stderr and exit 2, without a traceback.
     """
 
-    exit_code = 2  # type: ignore[misc]  # typer's base declares it per instance
+    exit_code = 2
 
     def __init__(self, message: str) -> None:
-        super().__init__(message.replace("\n", " "))
+        self.message = " ".join(message.split("\n"))
+        super().__init__(self.message)
+
+
+class MissingExtra(UserError):
+    """An optional part was asked for but its extra is not installed."""
+
+    def __init__(self, what: str, extra: str, module: str) -> None:
+        super().__init__(f"{what} needs {module!r}, which is not installed — pip install 'jouled[{extra}]'")
+        self.extra = extra
 
 
 class SourceUnavailable(Exception):

@@ -11,11 +11,10 @@ from typing import Annotated
 
 import typer
 
+from jouled.cli_common import make_app
 from jouled.errors import UserError
 
-service_app = typer.Typer(help="Install or remove jouled as a systemd service.", no_args_is_help=True,
-    rich_markup_mode=None,  # errors as one plain line, whether mounted in `jouled` or run alone
-)
+service_app = make_app(help="Install or remove jouled as a systemd service.")
 
 REPO_SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 UNIT = "etc/systemd/system/jouled.service"

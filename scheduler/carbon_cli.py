@@ -12,15 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jouled.cli_common import ConfigOpt, StoreOpt, context
+from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
 from jouled.errors import UserError
 from jouled.scheduler.carbon.base import CarbonProvider, CarbonReading, ManualClock, NotOffered, ProviderError
 from jouled.scheduler.carbon.factory import PROVIDERS, make_provider
 from jouled.scheduler.carbon.trace import TraceProvider
 
-carbon_app = typer.Typer(help="Grid carbon intensity: now, history, forecast.", no_args_is_help=True,
-    rich_markup_mode=None,  # errors as one plain line, whether mounted in `jouled` or run alone
-)
+carbon_app = make_app(help="Grid carbon intensity: now, history, forecast.")
 
 ProviderOpt = Annotated[str | None, typer.Option("--provider", help=f"{' | '.join(PROVIDERS)} (default: [carbon] provider)")]
 ZoneOpt = Annotated[

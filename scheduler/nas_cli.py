@@ -11,12 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jouled.cli_common import ConfigOpt, StoreOpt, context
+from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
 from jouled.errors import UserError
 
-nas_app = typer.Typer(help="Carbon-aware neural architecture search (CE-NAS) on NAS-Bench-201.", no_args_is_help=True,
-    rich_markup_mode=None,  # errors as one plain line, whether mounted in `jouled` or run alone
-)
+nas_app = make_app(help="Carbon-aware neural architecture search (CE-NAS) on NAS-Bench-201.")
 
 
 def parse_methods(spec: str) -> list[str]:

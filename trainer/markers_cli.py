@@ -16,14 +16,12 @@ from typing import Annotated, Any
 
 import typer
 
-from jouled.cli_common import ConfigOpt, StoreOpt, context
+from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
 from jouled.errors import UserError
 from jouled.markers import MarkerError, parse_broker_url, parse_time_ns, validate_marker
 from jouled.trainer.markers import MarkerClient, SeqAllocator, default_spool_dir
 
-markers_app = typer.Typer(help="Epoch/phase markers over MQTT.", no_args_is_help=True,
-    rich_markup_mode=None,  # errors as one plain line, whether mounted in `jouled` or run alone
-)
+markers_app = make_app(help="Epoch/phase markers over MQTT.")
 
 
 @markers_app.callback()
