@@ -17,13 +17,20 @@ from jouled.store.sqlite import sqlite_url
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="TOML config (default $JOULED_CONFIG, then /etc/jouled/jouled.toml, else built-in defaults)"),
+    typer.Option(
+        "--config", metavar="FILE",
+        help="TOML config (default $JOULED_CONFIG, then /etc/jouled/jouled.toml, else built-in defaults)",
+    ),
 ]
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", help="sqlite:///abs/path.db | influx://host:8086/db | influx2://host:8086?org=O&bucket=B"),
+    typer.Option(
+        "--store", metavar="URL",
+        help="sqlite:///abs/path.db | influx://host:8086/db | influx2://host:8086?org=O&bucket=B "
+        "(default $JOULED_STORE, else the config's store)",
+    ),
 ]
-FormatOpt = Annotated[str, typer.Option("--format", help="table | json")]
+FormatOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="table | json")]
 
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}

@@ -12,16 +12,15 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
 from jouled.config import Config
 from jouled.energy import CarbonSeries, SeriesArrays, Window, energy_rows, run_totals, windows_from_markers
 from jouled.errors import UserError
 from jouled.store.sqlite import SqliteStore, open_store
+from jouled.tables import Column, WideOpt, print_table
 
 energy_app = make_app(help="Energy and carbon per epoch, phase and run, from the markers in the store.")
-console = Console()
 ESTIMATED_SOURCES = frozenset({"estimate"})
 CSV_KEYS = ("run", "scope", "epoch", "phase", "arch", "host", "source", "device", "start", "end", "duration_s",
             "energy_j", "method", "samples", "max_gap_s", "flags", "carbon_g")
@@ -112,33 +111,41 @@ def _j(v: float | None) -> str:
     return f"{v / 1000:.3f} kJ" if abs(v) >= 10_000 else f"{v:.2f} J"
 
 
-def print_rows(rows: list[dict[str, Any]], title: str) -> None:
+# priority 0 columns are always shown; higher numbers are hidden first when the terminal is narrow
+EPOCH_COLUMNS = (
+    Column("epoch", 0, "right"), Column("phase", 0), Column("device", 0), Column("source", 2),
+    Column("duration", 3, "right"), Column("energy", 0, "right"), Column("method", 5), Column("samples", 4, "right"),
+    Column("max gap", 6, "right"),
+)
+
+
+def print_rows(rows: list[dict[str, Any]], title: str, *, wide: bool = False, console: Console | None = None) -> None:
     has_carbon = any(r.get("carbon_g") is not None for r in rows)  # no column of dashes when intensity is unknown
-    cols = ["epoch", "phase", "device", "source", "duration", "energy", "method", "samples", "max gap"]
-    cols += ["carbon"] if has_carbon else []
-    cols += ["flags"]
-    t = Table(title=title)
-    for col in cols:
-        t.add_column(col, justify="right" if col in ("duration", "energy", "samples", "max gap", "carbon") else "left")
+    cols = list(EPOCH_COLUMNS) + ([Column("carbon", 2, "right")] if has_carbon else []) + [Column("flags", 1, fit="wrap")]
+    cells: list[list[str]] = []
     for r in rows:
-        cells = [
+        line = [
             "" if r["epoch"] is None else str(r["epoch"]), r["phase"] or "", r["device"], r["source"],
             f"{r['duration_s']:.2f} s", _j(r["energy_j"]), r["method"], str(r["samples"]), f"{r['max_gap_s']:.2f} s",
         ]
         if has_carbon:
-            cells.append("—" if r.get("carbon_g") is None else f"{r['carbon_g']:.3f} g")
-        cells.append(" ".join(r["flags"]))
-        t.add_row(*cells)
-    console.print(t)
+            line.append("—" if r.get("carbon_g") is None else f"{r['carbon_g']:.3f} g")
+        line.append(" ".join(r["flags"]))
+        cells.append(line)
+    print_table(title, cols, cells, wide=wide, console=console)
 
 
 @energy_app.command("epochs")
 def epochs(
-    run: Annotated[str, typer.Option("--run", help="run id (as in the markers)")],
-    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
-    scope: Annotated[str, typer.Option("--scope", help="epoch | phase | run | all")] = "epoch",
-    by: Annotated[str, typer.Option("--by", help="also print totals by device or epoch (table)")] = "",
-    host_devices: Annotated[str, typer.Option("--host-devices", help="total | share | exclude")] = "total",
+    run: Annotated[str, typer.Option("--run", metavar="RUN", help="run id (as in the markers)")],
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="table | csv | json")] = "table",
+    scope: Annotated[str, typer.Option("--scope", metavar="SCOPE", help="epoch | phase | run | all")] = "epoch",
+    by: Annotated[
+        str, typer.Option("--by", metavar="device|epoch", help="also print totals by device or epoch (table; default: no totals)",
+                          show_default=False)
+    ] = "",
+    host_devices: Annotated[str, typer.Option("--host-devices", metavar="MODE", help="total | share | exclude")] = "total",
+    wide: WideOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
@@ -160,29 +167,26 @@ def epochs(
     if fmt != "table":
         _emit(rows, fmt, CSV_KEYS)
         return
-    print_rows(rows, f"energy per {scope} — run {run}")
+    print_rows(rows, f"energy per {scope} — run {run}", wide=wide)
     if by:
-        _print_by(rows, by)
+        _print_by(rows, by, wide=wide)
 
 
-def _print_by(rows: list[dict[str, Any]], by: str) -> None:
+def _print_by(rows: list[dict[str, Any]], by: str, *, wide: bool = False) -> None:
     acc: dict[Any, float] = {}
     for r in rows:
         if r["energy_j"] is None:
             continue
         k = (r["source"], r["device"]) if by == "device" else r["epoch"]
         acc[k] = acc.get(k, 0.0) + r["energy_j"]
-    t = Table(title=f"totals by {by}")
-    t.add_column(by)
-    t.add_column("energy", justify="right")
-    for k, v in sorted(acc.items(), key=lambda kv: str(kv[0])):
-        t.add_row(" ".join(k) if isinstance(k, tuple) else str(k), _j(v))
-    console.print(t)
+    cells = [[" ".join(k) if isinstance(k, tuple) else str(k), _j(v)] for k, v in sorted(acc.items(), key=lambda kv: str(kv[0]))]
+    print_table(f"totals by {by}", [Column(by), Column("energy", 0, "right")], cells, wide=wide)
 
 
 @energy_app.command("runs")
 def runs(
-    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="table | csv | json")] = "table",
+    wide: WideOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
@@ -202,15 +206,18 @@ def runs(
         keys = sorted({k for r in totals for k in r if not isinstance(r[k], dict)})
         _emit(totals, fmt, keys)
         return
-    t = Table(title="runs")
-    for col in ("run", "start", "duration", "total", "wall", "carbon", "per device"):
-        t.add_column(col)
-    for r in totals:
-        per_dev = r["energy_j_by_device"]
-        t.add_row(
+    cols = (
+        Column("run"), Column("start", 4), Column("duration", 3, "right"), Column("total", 0, "right"),
+        Column("wall", 2, "right"), Column("carbon", 2, "right"), Column("per device", 1),
+    )
+    cells = [
+        [
             str(r.get("run")), str(r.get("start", ""))[:19], f"{r.get('duration_s', 0):.1f} s",
             _j(r.get("energy_j")), _j(r.get("wall_j")),
             "—" if r.get("carbon_g") is None else f"{r['carbon_g']:.2f} g",
-            ", ".join(f"{k} {_j(v)}" for k, v in per_dev.items()),
-        )
-    console.print(t)
+            # one device per line: a device name and its energy stay together and whole
+            "\n".join(f"{k} {_j(v)}" for k, v in r["energy_j_by_device"].items()),
+        ]
+        for r in totals
+    ]
+    print_table("runs", cols, cells, wide=wide)
