@@ -15,7 +15,7 @@ import numpy as np
 
 from jouled.config import Config
 from jouled.energy import energy_rows, prepare, window_energy_many, windows_from_markers
-from jouled.energy_cli import compute_rows, load_series
+from jouled.query import compute_rows, load_series
 from jouled.model import Marker
 from jouled.store.sqlite import NS_PER_S, ChunkBatch, SeriesKey, SqliteStore
 

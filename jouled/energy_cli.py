@@ -14,77 +14,15 @@ import typer
 from rich.console import Console
 
 from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
-from jouled.config import Config
-from jouled.energy import CarbonSeries, SeriesArrays, Window, energy_rows, run_totals, windows_from_markers
+from jouled.energy import run_totals
 from jouled.errors import UserError
-from jouled.store.sqlite import SqliteStore, open_store
+from jouled.query import compute_rows, epoch_rows, run_rows
+from jouled.store.sqlite import open_store
 from jouled.tables import Column, WideOpt, print_table
 
 energy_app = make_app(help="Energy and carbon per epoch, phase and run, from the markers in the store.")
-ESTIMATED_SOURCES = frozenset({"estimate"})
 CSV_KEYS = ("run", "scope", "epoch", "phase", "arch", "host", "source", "device", "start", "end", "duration_s",
             "energy_j", "method", "samples", "max_gap_s", "flags", "carbon_g")
-
-
-def load_series(
-    store: SqliteStore, host: str | None, start_ns: int, end_ns: int, config: Config | None = None
-) -> dict[tuple[str, str], SeriesArrays]:
-    """Every series of `host` over [start, end], padded by a margin so edge interpolation has neighbours."""
-    out: dict[tuple[str, str], SeriesArrays] = {}
-    for key in store.series():
-        if host is not None and key.host != host:
-            continue
-        period_s = 0.0
-        if config is not None:
-            section = getattr(config.sources, key.source, None)
-            period_s = 1.0 / section.rate_hz if section is not None else 0.0
-        margin_ns = int(max(period_s, 1.0) * 5e9)  # a few periods either side: the samples around each edge
-        d = store.read_series(key, start_ns - margin_ns, end_ns + margin_ns)
-        if len(d) == 0:
-            continue
-        out[(key.source, key.device)] = SeriesArrays(
-            d.time_ns, d.power_w, d.energy_j, key.source, key.device, period_s, key.source in ESTIMATED_SOURCES
-        )
-    return out
-
-
-def carbon_for(store: SqliteStore, config: Config, start_ns: int, end_ns: int) -> CarbonSeries | None:
-    """Intensity from the store (zone from config, else any), else the configured constant, else none."""
-    pts = store.read_carbon(config.carbon.zone or None, None, end_ns)
-    # the value in force at the window start may be older than the window: keep the last before it
-    before = [p for p in pts if p.time_ns <= start_ns]
-    during = [p for p in pts if p.time_ns > start_ns]
-    use = ([before[-1]] if before else []) + during
-    if use:
-        return CarbonSeries.from_points(use)
-    if config.carbon.constant_g_per_kwh > 0:
-        return CarbonSeries.constant(config.carbon.constant_g_per_kwh)
-    return None
-
-
-def compute_rows(
-    store: SqliteStore, config: Config, run: str | None, scopes: Sequence[str], host_devices: str = "total"
-) -> tuple[list[dict[str, Any]], list[str]]:
-    markers = store.read_markers(run)
-    if not markers:
-        if run is None:
-            raise UserError(f"store {store.path}: no markers yet — publish some (jouled markers send, jouled train)")
-        known = ", ".join(store.runs()[:10]) or "none"
-        raise UserError(f"run {run!r}: no markers in {store.path} — known runs: {known}")
-    windows, problems = windows_from_markers(markers)
-    windows = [w for w in windows if w.scope in scopes]
-    rows: list[dict[str, Any]] = []
-    by_host: dict[str, list[Window]] = {}
-    for w in windows:
-        by_host.setdefault(w.host, []).append(w)
-    for host, ws in by_host.items():
-        start = min(w.start_ns for w in ws)
-        end = max(w.end_ns for w in ws)
-        series = load_series(store, host, start, end, config)
-        rows.extend(
-            energy_rows(ws, series, carbon=carbon_for(store, config, start, end), host_devices=host_devices)  # type: ignore[arg-type]
-        )
-    return rows, [str(p) for p in problems]
 
 
 def _emit(rows: list[dict[str, Any]], fmt: str, keys: Sequence[str]) -> None:
@@ -165,7 +103,7 @@ def epochs(
     for p in problems:
         typer.echo(f"warning: {p}", err=True)
     if fmt != "table":
-        _emit(rows, fmt, CSV_KEYS)
+        _emit(epoch_rows(rows).to_dicts(), fmt, CSV_KEYS)  # the Python API's rows: one contract (jouled.query)
         return
     print_rows(rows, f"energy per {scope} — run {run}", wide=wide)
     if by:
@@ -200,16 +138,19 @@ def runs(
         typer.echo(f"warning: {p}", err=True)
     totals = run_totals(rows)
     if fmt == "json":
-        _emit(totals, fmt, [])
+        _emit(run_rows(totals).to_dicts(), fmt, [])  # the Python API's rows: one contract (jouled.query)
         return
     if fmt == "csv":
         keys = sorted({k for r in totals for k in r if not isinstance(r[k], dict)})
         _emit(totals, fmt, keys)
         return
-    cols = (
+    # like the epochs table: no column of dashes for a quantity no run has (no meter, no carbon intensity)
+    has_wall = any(r.get("wall_j") is not None for r in totals)
+    has_carbon = any(r.get("carbon_g") is not None for r in totals)
+    cols = [
         Column("run"), Column("start", 4), Column("duration", 3, "right"), Column("total", 0, "right"),
         Column("wall", 2, "right"), Column("carbon", 2, "right"), Column("per device", 1),
-    )
+    ]
     cells = [
         [
             str(r.get("run")), str(r.get("start", ""))[:19], f"{r.get('duration_s', 0):.1f} s",
@@ -220,4 +161,7 @@ def runs(
         ]
         for r in totals
     ]
+    drop = {i for i, (c, has) in enumerate(((cols[4], has_wall), (cols[5], has_carbon)), start=4) if not has}
+    cols = [c for i, c in enumerate(cols) if i not in drop]
+    cells = [[v for i, v in enumerate(row) if i not in drop] for row in cells]
     print_table("runs", cols, cells, wide=wide)

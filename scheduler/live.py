@@ -283,7 +283,7 @@ class LiveSearch:
         ends = {m.epoch for m in markers if m.scope == "epoch" and m.event == "end"}
         if len(ends) < self.cfg.epochs or time.time() - ev.finished_wall_s < 0.3:  # samples after the last edge
             return False
-        from jouled.energy_cli import compute_rows
+        from jouled.query import compute_rows
 
         try:
             rows, _problems = compute_rows(self.store, self.config, ev.run_id, ("epoch",))

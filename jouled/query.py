@@ -1,0 +1,351 @@
+"""The query core and its Python API: markers → windows → energy rows → run totals → carbon, as typed rows.
+
+    import jouled.query
+
+    q = jouled.query.open()                 # same store as the CLI: $JOULED_STORE, else the config's [store]
+    for r in q.runs():
+        print(r.run, r.energy_j, r.flags)
+    df = q.epochs("resnet-lr0.1").to_pandas()
+
+`EpochRow` and `RunRow` carry exactly the fields of `jouled energy epochs --format json` and
+`jouled energy runs --format json` (DESIGN.md "Interfaces"); the CLI serialises these same rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from jouled.config import Config, load_config
+from jouled.energy import CarbonSeries, SeriesArrays, Window, energy_rows, run_totals, windows_from_markers
+from jouled.errors import UserError
+from jouled.store.sqlite import SqliteStore, open_store, sqlite_url
+
+ESTIMATED_SOURCES = frozenset({"estimate"})
+SCOPES = ("epoch", "phase", "run", "all")
+HOST_DEVICES = ("total", "share", "exclude")
+
+ProgressFn = Callable[[int, int], None]
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors: UserError subclasses, so the CLI prints them as one line and a script can catch them by kind
+# --------------------------------------------------------------------------------------------------
+
+
+class QueryError(UserError):
+    """A query that cannot be answered (bad store, unknown run, no markers, bad argument)."""
+
+
+class StoreError(QueryError):
+    """The store is missing, unreadable or not a jouled log."""
+
+
+class NoMarkers(QueryError):
+    """The store holds no markers at all."""
+
+
+class UnknownRun(QueryError):
+    """The run has no markers in the store."""
+
+
+class MissingModule(UserError):
+    """An optional module that no extra of jouled brings (pandas, pyarrow) is not installed."""
+
+    def __init__(self, what: str, module: str) -> None:
+        super().__init__(f"{what} needs {module!r}, which is not installed — pip install {module}")
+        self.module = module
+
+
+# --------------------------------------------------------------------------------------------------
+# Markers → windows → rows (dicts; the typed rows below wrap them)
+# --------------------------------------------------------------------------------------------------
+
+
+def load_series(
+    store: SqliteStore, host: str | None, start_ns: int, end_ns: int, config: Config | None = None
+) -> dict[tuple[str, str], SeriesArrays]:
+    """Every series of `host` over [start, end], padded by a margin so edge interpolation has neighbours."""
+    out: dict[tuple[str, str], SeriesArrays] = {}
+    for key in store.series():
+        if host is not None and key.host != host:
+            continue
+        period_s = 0.0
+        if config is not None:
+            section = getattr(config.sources, key.source, None)
+            period_s = 1.0 / section.rate_hz if section is not None else 0.0
+        margin_ns = int(max(period_s, 1.0) * 5e9)  # a few periods either side: the samples around each edge
+        d = store.read_series(key, start_ns - margin_ns, end_ns + margin_ns)
+        if len(d) == 0:
+            continue
+        out[(key.source, key.device)] = SeriesArrays(
+            d.time_ns, d.power_w, d.energy_j, key.source, key.device, period_s, key.source in ESTIMATED_SOURCES
+        )
+    return out
+
+
+def carbon_for(store: SqliteStore, config: Config, start_ns: int, end_ns: int) -> CarbonSeries | None:
+    """Intensity from the store (zone from config, else any), else the configured constant, else none."""
+    pts = store.read_carbon(config.carbon.zone or None, None, end_ns)
+    # the value in force at the window start may be older than the window: keep the last before it
+    before = [p for p in pts if p.time_ns <= start_ns]
+    during = [p for p in pts if p.time_ns > start_ns]
+    use = ([before[-1]] if before else []) + during
+    if use:
+        return CarbonSeries.from_points(use)
+    if config.carbon.constant_g_per_kwh > 0:
+        return CarbonSeries.constant(config.carbon.constant_g_per_kwh)
+    return None
+
+
+def compute_rows(
+    store: SqliteStore,
+    config: Config,
+    run: str | None,
+    scopes: Sequence[str],
+    host_devices: str = "total",
+    on_progress: ProgressFn | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of `energy epochs` (one per window and device) for `run` (None: every run), and marker problems.
+
+    `on_progress(done, total)` is called with the number of windows done, at the start and after each host.
+    """
+    markers = store.read_markers(run)
+    if not markers:
+        if run is None:
+            raise NoMarkers(f"store {store.path}: no markers yet — publish some (jouled markers send, jouled train)")
+        known = ", ".join(store.runs()[:10]) or "none"
+        raise UnknownRun(f"run {run!r}: no markers in {store.path} — known runs: {known}")
+    windows, problems = windows_from_markers(markers)
+    windows = [w for w in windows if w.scope in scopes]
+    rows: list[dict[str, Any]] = []
+    by_host: dict[str, list[Window]] = {}
+    for w in windows:
+        by_host.setdefault(w.host, []).append(w)
+    done = 0
+    if on_progress is not None:
+        on_progress(0, len(windows))
+    for host, ws in by_host.items():
+        start = min(w.start_ns for w in ws)
+        end = max(w.end_ns for w in ws)
+        series = load_series(store, host, start, end, config)
+        rows.extend(
+            energy_rows(ws, series, carbon=carbon_for(store, config, start, end), host_devices=host_devices)  # type: ignore[arg-type]
+        )
+        done += len(ws)
+        if on_progress is not None:
+            on_progress(done, len(windows))
+    return rows, [str(p) for p in problems]
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed rows
+# --------------------------------------------------------------------------------------------------
+
+
+R = TypeVar("R", bound="_Row")
+
+
+class _Row:
+    """Shared by the row types: built from and turned back into the JSON dicts of the CLI, key order kept."""
+
+    _optional: ClassVar[frozenset[str]] = frozenset()  # keys the JSON has only sometimes
+    _present: frozenset[str]
+
+    @classmethod
+    def from_dict(cls: type[R], d: Mapping[str, Any]) -> R:
+        names = [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")]  # type: ignore[arg-type]
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            # a new JSON field must be added here too: the rows ARE the JSON contract
+            raise TypeError(f"{cls.__name__}: unknown field(s) {unknown} — add them to jouled.query.{cls.__name__}")
+        kwargs = {k: _freeze(v) for k, v in d.items()}
+        present = frozenset(k for k in cls._optional if k in d)
+        return cls(**kwargs, _present=present)  # type: ignore[call-arg]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as the CLI's JSON has it: same keys, same order, lists for lists."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if f.name.startswith("_") or (f.name in self._optional and f.name not in self._present):
+                continue
+            out[f.name] = _thaw(getattr(self, f.name))
+        return out
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(v)
+    return v
+
+
+def _thaw(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, Mapping):
+        return dict(v)
+    return v
+
+
+@dataclass(frozen=True)
+class EpochRow(_Row):
+    """Energy of one window (epoch, phase or run) on one device: a row of `jouled energy epochs --format json`."""
+
+    _optional: ClassVar[frozenset[str]] = frozenset({"share", "carbon_g"})
+
+    run: str
+    scope: str
+    epoch: int | None
+    phase: str | None
+    arch: str | None
+    host: str
+    source: str
+    device: str
+    start: str  # RFC 3339 UTC, ns
+    end: str
+    start_ns: int
+    end_ns: int
+    duration_s: float
+    energy_j: float | None  # None: no usable samples
+    method: str  # counter | integral | none
+    samples: int
+    max_gap_s: float
+    flags: tuple[str, ...]
+    share: float | None = None  # --host-devices share: the fraction of a host-wide device billed to the run
+    carbon_g: float | None = None  # when an intensity is known
+    _present: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class RunRow(_Row):
+    """One run's totals: a row of `jouled energy runs --format json`."""
+
+    run: str
+    basis: str  # the scope the figures come from: run, else epoch, else phase
+    start: str
+    end: str
+    start_ns: int
+    end_ns: int
+    duration_s: float
+    energy_j_by_device: Mapping[str, float | None]  # "source:device" → J
+    energy_j: float  # the devices in total_devices, each counted once
+    total_devices: tuple[str, ...]
+    wall_j: float | None  # a wall meter, beside the total, never added to it
+    carbon_g: float | None
+    flags: tuple[str, ...]
+    _present: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+
+class Rows(list[R], Generic[R]):
+    """A list of rows with `.to_dicts()` (the CLI's JSON) and `.to_pandas()` (needs pandas)."""
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self]
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame, one column per field (flags and device maps stay Python objects)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise MissingModule("to_pandas()", "pandas") from None
+        return pd.DataFrame(self.to_dicts())
+
+
+def epoch_rows(dicts: Iterable[Mapping[str, Any]]) -> Rows[EpochRow]:
+    return Rows(EpochRow.from_dict(d) for d in dicts)
+
+
+def run_rows(dicts: Iterable[Mapping[str, Any]]) -> Rows[RunRow]:
+    return Rows(RunRow.from_dict(d) for d in dicts)
+
+
+# --------------------------------------------------------------------------------------------------
+# The API object
+# --------------------------------------------------------------------------------------------------
+
+
+def resolve(store_url: str | None = None, config: str | Path | Config | None = None) -> tuple[Config, str]:
+    """Config and store URL exactly as the CLI resolves them: argument, else $JOULED_STORE, else the config's store."""
+    import os
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    url = store_url or os.environ.get("JOULED_STORE") or sqlite_url(cfg.store_path())
+    return cfg, url
+
+
+def open_readonly(url: str) -> SqliteStore:
+    """The store at `url`, read-only; any failure is a StoreError with one line."""
+    try:
+        st = open_store(url, readonly=True)
+        st.series()  # touch the schema now: a file that is not a jouled log fails here, not mid-query
+        return st
+    except StoreError:
+        raise
+    except UserError as e:
+        raise StoreError(e.message) from None
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"store {url}: not a jouled SQLite log ({e}) — pass --store sqlite:///path/to/jouled.db") from None
+
+
+class Query:
+    """Read-only queries over one store. Build it with `jouled.query.open(...)`."""
+
+    def __init__(self, store: SqliteStore, config: Config, store_url: str) -> None:
+        self.store, self.config, self.store_url = store, config, store_url
+
+    def run_ids(self) -> list[str]:
+        """The run ids that have markers in the store."""
+        return self.store.runs()
+
+    def runs(self, on_progress: ProgressFn | None = None) -> Rows[RunRow]:
+        """One row per run (the fields of `jouled energy runs --format json`)."""
+        rows, _problems = self._rows(None, ("run",), "total", on_progress)
+        return run_rows(run_totals(rows))
+
+    def epochs(
+        self, run: str, scope: str = "epoch", host_devices: str = "total", on_progress: ProgressFn | None = None
+    ) -> Rows[EpochRow]:
+        """One row per window of `scope` (epoch | phase | run | all) and device (`jouled energy epochs --format json`)."""
+        if scope not in SCOPES:
+            raise QueryError(f"scope {scope!r}: choose epoch, phase, run or all")
+        if host_devices not in HOST_DEVICES:
+            raise QueryError(f"host_devices {host_devices!r}: choose total, share or exclude")
+        scopes = ("epoch", "phase", "run") if scope == "all" else (scope,)
+        rows, _problems = self._rows(run, scopes, host_devices, on_progress)
+        return epoch_rows(rows)
+
+    def problems(self, run: str | None = None) -> list[str]:
+        """Markers that could not be paired (an end without a start, …), one sentence each."""
+        markers = self.store.read_markers(run)
+        return [str(p) for p in windows_from_markers(markers)[1]]
+
+    def _rows(
+        self, run: str | None, scopes: Sequence[str], host_devices: str, on_progress: ProgressFn | None
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        try:
+            return compute_rows(self.store, self.config, run, scopes, host_devices, on_progress)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"store {self.store.path}: unreadable ({e}) — pass --store sqlite:///path/to/jouled.db") from None
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Query:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(store_url: str | None = None, config: str | Path | Config | None = None) -> Query:
+    """A read-only query over the store the CLI would use (`store_url`, else $JOULED_STORE, else the config's store).
+
+    `config`: a path to a TOML config, a `jouled.config.Config`, or None ($JOULED_CONFIG, /etc/jouled/jouled.toml,
+    built-in defaults). Errors are `QueryError`s (a `jouled.errors.UserError`) with one line naming the fix.
+    """
+    cfg, url = resolve(store_url, config)
+    return Query(open_readonly(url), cfg, url)

@@ -1,0 +1,143 @@
+"""jouled.query: typed rows with the CLI's JSON fields, the same numbers as `energy epochs/runs`, one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import jouled.query
+from jouled.cli import app
+from jouled.config import Config
+from jouled.errors import UserError
+from jouled.query import EpochRow, NoMarkers, QueryError, RunRow, StoreError, UnknownRun, compute_rows
+from jouled.store.sqlite import SqliteStore, parse_store_url, sqlite_url
+
+from .conftest import GPU_W, PKG_W, WALL_W, fill_store
+
+runner = CliRunner()
+
+
+def test_runs_are_typed_rows_with_totals_counted_once(api_store: str) -> None:
+    q = jouled.query.open(api_store, Config())
+    runs = q.runs()
+    assert [r.run for r in runs] == ["r1", "r2"]
+    r1 = runs[0]
+    assert isinstance(r1, RunRow)
+    assert dataclasses.is_dataclass(r1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r1.energy_j = 0.0  # type: ignore[misc]
+    assert r1.basis == "run"
+    assert r1.duration_s == pytest.approx(6.0)
+    # gpu0 only (the run names it; gpu1 is another job's) + the package; the wall meter beside, not added
+    assert r1.total_devices == ("nvml:gpu0", "rapl:package-0")
+    assert r1.energy_j == pytest.approx((GPU_W + PKG_W) * 6.0, rel=1e-6)
+    assert r1.wall_j == pytest.approx(WALL_W * 6.0, rel=1e-6)
+    assert r1.carbon_g == pytest.approx((GPU_W + PKG_W) * 6.0 / 3.6e6 * 100.0, rel=1e-6)
+    assert runs[1].energy_j == pytest.approx((GPU_W + PKG_W) * 1.0, rel=1e-6)
+    assert q.run_ids() == ["r1", "r2"]
+
+
+def test_epochs_rows_and_scopes(api_store: str) -> None:
+    q = jouled.query.open(api_store, Config())
+    rows = q.epochs("r1")
+    assert all(isinstance(r, EpochRow) for r in rows)
+    assert [(r.epoch, r.device) for r in rows] == [(n, d) for n in range(3) for d in ("gpu0", "package-0", "wall")]
+    gpu = [r for r in rows if r.device == "gpu0"]
+    assert [r.energy_j for r in gpu] == pytest.approx([2 * GPU_W] * 3, rel=1e-6)
+    assert {r.method for r in gpu} == {"counter"}
+    assert isinstance(gpu[0].flags, tuple)
+    assert gpu[0].carbon_g == pytest.approx(2 * GPU_W / 3.6e6 * 100.0, rel=1e-6)
+    phases = q.epochs("r1", scope="phase")
+    train = [r for r in phases if r.device == "package-0" and r.phase == "train"]
+    assert [r.energy_j for r in train] == pytest.approx([1.5 * PKG_W] * 3, rel=1e-6)
+    every = q.epochs("r1", scope="all")
+    assert {r.scope for r in every} == {"run", "epoch", "phase"}
+    assert len(every) == 3 * (1 + 3 + 6)
+
+
+def test_cli_json_is_these_rows_byte_for_byte(api_store: str) -> None:
+    q = jouled.query.open(api_store, Config())
+    st = SqliteStore(parse_store_url(api_store), readonly=True)
+    for scope in ("epoch", "all"):
+        res = runner.invoke(app, ["energy", "epochs", "--run", "r1", "--scope", scope, "--format", "json", "--store", api_store])
+        assert res.exit_code == 0, res.output
+        api = q.epochs("r1", scope=scope).to_dicts()
+        assert json.loads(res.stdout) == api
+        # byte-identical to the JSON of the row dicts the CLI printed before the typed rows existed
+        scopes = ("epoch", "phase", "run") if scope == "all" else (scope,)
+        raw, _ = compute_rows(st, Config(), "r1", scopes)
+        assert res.stdout == json.dumps(raw, indent=2) + "\n"
+        assert json.dumps(api, indent=2) == json.dumps(raw, indent=2)
+    res = runner.invoke(app, ["energy", "runs", "--format", "json", "--store", api_store])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == q.runs().to_dicts()
+    from jouled.energy import run_totals
+
+    raw, _ = compute_rows(st, Config(), None, ("run",))
+    assert res.stdout == json.dumps(run_totals(raw), indent=2) + "\n"
+
+
+def test_optional_fields_follow_the_json(tmp_path: Path) -> None:
+    url = fill_store(tmp_path / "nocarbon.db", carbon=False)
+    q = jouled.query.open(url, Config())
+    row = q.epochs("r1")[0]
+    assert "carbon_g" not in row.to_dict() and row.carbon_g is None  # no intensity known: no carbon in the JSON
+    shared = q.epochs("r1", host_devices="share")
+    pkg = next(r for r in shared if r.device == "package-0")
+    assert pkg.to_dict()["share"] == pytest.approx(0.5)  # one of the host's two GPUs
+    assert pkg.energy_j == pytest.approx(2 * PKG_W * 0.5, rel=1e-6)
+    assert "share" not in next(r for r in shared if r.device == "gpu0").to_dict()
+
+
+def test_to_pandas(api_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    pd = pytest.importorskip("pandas")
+    q = jouled.query.open(api_store, Config())
+    df = q.epochs("r1").to_pandas()
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns) == list(q.epochs("r1")[0].to_dict())
+    assert df["energy_j"].sum() == pytest.approx(3 * 2 * (GPU_W + PKG_W + WALL_W), rel=1e-6)
+    assert list(q.runs().to_pandas()["run"]) == ["r1", "r2"]
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if pandas were not installed
+    with pytest.raises(UserError, match=r"^to_pandas\(\) needs 'pandas', which is not installed — pip install pandas$"):
+        q.runs().to_pandas()
+
+
+def test_store_and_config_resolve_like_the_cli(api_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOULED_STORE", api_store)
+    assert [r.run for r in jouled.query.open().runs()] == ["r1", "r2"]
+    monkeypatch.delenv("JOULED_STORE")
+    cfg = tmp_path / "j.toml"
+    cfg.write_text(f'[store]\npath = "{parse_store_url(api_store)}"\n')
+    assert jouled.query.open(config=cfg).run_ids() == ["r1", "r2"]
+    assert jouled.query.open(config=str(cfg)).run_ids() == ["r1", "r2"]
+    c = Config()
+    c.store.path = str(parse_store_url(api_store))
+    assert jouled.query.open(config=c).run_ids() == ["r1", "r2"]
+
+
+def test_errors_are_one_line_user_errors(api_store: str, tmp_path: Path) -> None:
+    q = jouled.query.open(api_store, Config())
+    with pytest.raises(UnknownRun) as e:
+        q.epochs("nope")
+    assert isinstance(e.value, UserError)
+    assert str(e.value) == f"run 'nope': no markers in {parse_store_url(api_store)} — known runs: r1, r2"
+    res = runner.invoke(app, ["energy", "epochs", "--run", "nope", "--store", api_store])
+    assert res.exit_code == 2 and res.stderr.strip() == f"Error: {e.value}"
+    with pytest.raises(QueryError, match="scope 'weeks': choose epoch, phase, run or all"):
+        q.epochs("r1", scope="weeks")
+    empty = tmp_path / "empty.db"
+    SqliteStore(empty).close()
+    with pytest.raises(NoMarkers, match="no markers yet"):
+        jouled.query.open(sqlite_url(empty), Config()).runs()
+    with pytest.raises(StoreError, match="no such log"):
+        jouled.query.open(sqlite_url(tmp_path / "missing.db"), Config())
+    junk = tmp_path / "junk.db"
+    junk.write_text("this is not a database\n" * 100)
+    with pytest.raises(StoreError) as bad:
+        jouled.query.open(sqlite_url(junk), Config())
+    assert "\n" not in str(bad.value) and str(junk) in str(bad.value)
