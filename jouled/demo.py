@@ -41,7 +41,8 @@ def demo_command(
         raise UserError("the demo trains with PyTorch — pip install 'jouled[trainer]'") from None
     from jouled.daemon.app import build_daemon
     from jouled.daemon.background import BackgroundDaemon
-    from jouled.energy_cli import compute_rows, print_rows
+    from jouled.energy_cli import print_rows
+    from jouled.query import compute_rows
     from jouled.trainer.data import load_data
     from jouled.trainer.markers import MarkerClient
     from jouled.trainer.models import build_model
