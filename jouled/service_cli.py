@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import grp
+import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -16,24 +19,32 @@ from jouled.errors import UserError
 
 service_app = make_app(help="Install or remove jouled as a systemd service.")
 
-REPO_SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 UNIT = "etc/systemd/system/jouled.service"
 CONFIG = "etc/jouled/jouled.toml"
 TMPFILES = "etc/tmpfiles.d/jouled-rapl.conf"
+# The config can hold secrets ([mqtt] password, InfluxDB credentials): readable by root and the service's group
+# (the unit runs as User=jouled, Group=jouled), by nobody else.
+CONFIG_MODE = 0o640
+PUBLIC_MODE = 0o644  # the unit and the tmpfiles rule: systemd reads them, they hold nothing secret
+SERVICE_GROUP = "jouled"
 
 
-def _asset(name: str) -> str:
-    """The file from the source tree's systemd/ (editable installs) or the installed package data."""
-    p = REPO_SYSTEMD / name
-    if p.exists():
-        return p.read_text()
+def asset(name: str) -> str:
+    """A file of systemd/ (package data `jouled.systemd`), the same for a source checkout and a wheel."""
     try:
-        return resources.files("jouled").joinpath("systemd", name).read_text()
+        return resources.files("jouled.systemd").joinpath(name).read_text()
     except (FileNotFoundError, ModuleNotFoundError):
-        raise UserError(f"systemd/{name}: not found next to this jouled — reinstall from the source tree") from None
+        raise UserError(f"jouled.systemd/{name}: missing from this install — reinstall jouled (pip install jouled)") from None
 
 
-def _jouled_binary() -> str:
+def jouled_binary() -> str:
+    """The `jouled` of the environment running now: beside this interpreter (a venv's bin/), else on PATH.
+
+    `sudo /opt/jouled/bin/jouled service install` has no /opt/jouled/bin on PATH, so PATH comes second.
+    """
+    beside = Path(sys.executable).parent / "jouled"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
     exe = shutil.which("jouled")
     if exe:
         return str(Path(exe).resolve())
@@ -41,37 +52,88 @@ def _jouled_binary() -> str:
 
 
 def render_unit(binary: str) -> str:
-    return _asset("jouled.service").replace("@JOULED@", binary)
+    return asset("jouled.service").replace("@JOULED@", binary)
+
+
+@dataclass(frozen=True)
+class Planned:
+    path: Path
+    text: str
+    mode: int
+    action: str  # "write" | "keep"
+
+
+def plan_install(root: Path, force: bool) -> list[Planned]:
+    """What `service install` writes, without touching the disk (shared by --dry-run and the real install)."""
+    cfg = root / CONFIG
+    return [
+        Planned(root / UNIT, render_unit(jouled_binary()), PUBLIC_MODE, "write"),
+        Planned(cfg, asset("jouled.toml"), CONFIG_MODE, "write" if force or not cfg.exists() else "keep"),
+        Planned(root / TMPFILES, asset("jouled-rapl.conf"), PUBLIC_MODE, "write"),
+    ]
+
+
+def _write(p: Planned) -> None:
+    p.path.parent.mkdir(parents=True, exist_ok=True)
+    # created with its final mode, so a secret-holding config is never world-readable, not even for a moment
+    fd = os.open(p.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, p.mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(p.text)
+    os.chmod(p.path, p.mode)  # an existing file keeps its old mode through O_CREAT
+    if p.mode == CONFIG_MODE and os.geteuid() == 0:
+        try:
+            os.chown(p.path, 0, grp.getgrnam(SERVICE_GROUP).gr_gid)
+        except KeyError:
+            pass  # no jouled group (a staging --root): root-only until the package's postinst creates it
+
+
+def _is_live(root: Path) -> bool:
+    return root.resolve() == Path("/")
 
 
 def _systemctl(*args: str, root: Path) -> None:
-    if str(root) != "/" or shutil.which("systemctl") is None:
+    if not _is_live(root) or shutil.which("systemctl") is None:
         return  # installing into a staging root (packaging, tests): nothing to reload
     subprocess.run(["systemctl", *args], check=False)
 
 
+def _ensure_user() -> None:
+    if shutil.which("useradd") and subprocess.run(["id", SERVICE_GROUP], capture_output=True).returncode:
+        subprocess.run(["useradd", "--system", "--home", "/var/lib/jouled", "--shell", "/usr/sbin/nologin", SERVICE_GROUP],
+                       check=False)
+
+
 @service_app.command("install")
 def install(
-    root: Annotated[Path, typer.Option("--root", help="install under this root (packaging; default /)")] = Path("/"),
-    enable: Annotated[bool, typer.Option("--enable/--no-enable", help="systemctl enable --now")] = True,
+    root: Annotated[Path, typer.Option("--root", metavar="DIR", help="install under this root (packaging, tests)")] = Path("/"),
+    enable: Annotated[bool, typer.Option("--enable/--no-enable", help="systemctl enable --now (only with --root /)")] = True,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing /etc/jouled/jouled.toml")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be written and run; change nothing")] = False,
 ) -> None:
     """Write the unit (ExecStart = this jouled), the example config (kept if present) and the RAPL tmpfiles rule."""
-    unit, cfg, tmpf = root / UNIT, root / CONFIG, root / TMPFILES
+    plan = plan_install(root, force)
+    live = _is_live(root)
+    if dry_run:
+        for p in plan:
+            if p.action == "keep":
+                typer.echo(f"would keep {p.path} (exists; --force overwrites it)")
+            else:
+                typer.echo(f"would write {p.path} (mode {p.mode:04o}, {len(p.text.splitlines())} lines)")
+        typer.echo("  " + next(line for line in plan[0].text.splitlines() if line.startswith("ExecStart=")))
+        if live:
+            typer.echo(f"would run: useradd --system {SERVICE_GROUP} (if missing), systemctl daemon-reload"
+                       + (", systemctl enable --now jouled.service" if enable else ""))
+        return
+    if live:
+        _ensure_user()  # first: the config is chowned to its group
     try:
-        unit.parent.mkdir(parents=True, exist_ok=True)
-        unit.write_text(render_unit(_jouled_binary()))
-        if force or not cfg.exists():
-            cfg.parent.mkdir(parents=True, exist_ok=True)
-            cfg.write_text(_asset("jouled.toml"))
-        tmpf.parent.mkdir(parents=True, exist_ok=True)
-        tmpf.write_text(_asset("jouled-rapl.conf"))
+        for p in plan:
+            if p.action == "write":
+                _write(p)
     except PermissionError as e:
         raise UserError(f"{e.filename}: permission denied — run `sudo jouled service install` or pass --root DIR") from None
-    typer.echo(f"installed {unit}, {cfg}, {tmpf}")
-    if str(root) == "/" and shutil.which("useradd") and subprocess.run(["id", "jouled"], capture_output=True).returncode:
-        subprocess.run(["useradd", "--system", "--home", "/var/lib/jouled", "--shell", "/usr/sbin/nologin", "jouled"],
-                       check=False)
+    for p in plan:
+        typer.echo(f"{'installed' if p.action == 'write' else 'kept existing'} {p.path}")
     _systemctl("daemon-reload", root=root)
     if enable:
         _systemctl("enable", "--now", "jouled.service", root=root)
@@ -79,7 +141,7 @@ def install(
 
 @service_app.command("uninstall")
 def uninstall(
-    root: Annotated[Path, typer.Option("--root", help="the root it was installed under")] = Path("/"),
+    root: Annotated[Path, typer.Option("--root", metavar="DIR", help="the root it was installed under")] = Path("/"),
     purge: Annotated[bool, typer.Option("--purge", help="also remove /etc/jouled/jouled.toml")] = False,
 ) -> None:
     """Stop and remove the unit and the tmpfiles rule (the config and the log stay unless --purge)."""

@@ -328,10 +328,10 @@ class RayExecutor(_EventQueue):
 
     def __init__(self, gpus: Sequence[str], *, address: str | None = None, num_cpus: int | None = None,
                  local_mode: bool = False) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise UserError("--executor ray needs Ray — pip install 'jouled[scheduler]' or use --executor local") from None
+        from jouled.extras import require
+
+        require("--executor ray", "scheduler", "ray")
+        import ray
         if not gpus:
             raise UserError("no worker slots — pass --gpus 0,1 or cpu:2")
         self._ray = ray

@@ -112,6 +112,24 @@ def plot_runs(runs: dict[str, Any], path: Path, title: str) -> None:
         plt.close(fig)
 
 
+PLOT_FILE_NAME = "nas-simulate.png"
+
+
+def plot_target(path: Path) -> Path:
+    """Where --plot-out writes: the PNG path itself, or nas-simulate.png inside an existing folder.
+
+    A path without a suffix would make matplotlib add ".png" beside it, so a file name must end in .png.
+    """
+    if path.is_dir():
+        return path / PLOT_FILE_NAME
+    if path.suffix.lower() != ".png":
+        raise UserError(f"--plot-out {path}: not a .png file name nor an existing folder — pass e.g. {path.with_suffix('.png')}")
+    if not path.parent.is_dir():
+        raise UserError(f"--plot-out {path}: folder {path.parent} does not exist — create it or pass another path")
+    return path
+
+
+_PLOT_HELP = f"write HV/carbon plots to this .png file (an existing folder: {PLOT_FILE_NAME} inside it)"
 _TRACE_HELP = (
     "carbon trace CSV (Electricity Maps export or time,intensity_g_per_kwh); repeat for several zones "
     "(then --gpus is per zone and evaluation goes to the cleanest zone first)"
@@ -129,7 +147,7 @@ def simulate_cmd(
     hours: Annotated[float, typer.Option("--hours", help="search length in hours")] = 168.0,
     fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
     series_out: Annotated[Path | None, typer.Option("--series-out", help="write every run's HV/carbon series (JSON)")] = None,
-    plot_out: Annotated[Path | None, typer.Option("--plot-out", help="write HV/carbon plots (PNG)")] = None,
+    plot_out: Annotated[Path | None, typer.Option("--plot-out", help=_PLOT_HELP)] = None,
     column: Annotated[str, typer.Option("--column", help="trace column: direct | lca (Electricity Maps exports)")] = "direct",
     data: Annotated[Path | None, typer.Option("--data", help=_DATA_HELP)] = None,
     estimate: Annotated[str, typer.Option("--estimate", help="sampling estimate: one_shot | few_shot")] = "one_shot",
@@ -138,6 +156,12 @@ def simulate_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Trace-driven comparison of vanilla LaMOO, one-shot and CE-NAS GPU-split policies."""
+    from jouled.extras import require
+
+    require("jouled nas simulate", "scheduler", "sklearn", "scipy", "threadpoolctl")
+    if plot_out is not None:
+        require("--plot-out", "scheduler", "matplotlib")
+        plot_out = plot_target(plot_out)  # checked now, not after a long simulation
     from jouled.scheduler.carbon.trace import load_trace
     from jouled.scheduler.simulator import SimConfig, report, run_many, series_json
     from jouled.scheduler.space import load_benchmark
@@ -180,6 +204,7 @@ def simulate_cmd(
     if plot_out is not None:
         names = " + ".join(Path(z.path).name for z in zones)
         plot_runs(runs, plot_out, f"{names}: {gpus} GPUs per zone, {hours:g} h, {seeds} seeds")
+        typer.echo(f"plot written to {plot_out}", err=True)
     if fmt == "json":
         typer.echo(json.dumps(doc, indent=2))
     else:

@@ -89,6 +89,11 @@ def train_command(
     mqtt_url: Annotated[str | None, typer.Option("--mqtt-url", help="broker (default: [mqtt] url, else embedded)")] = None,
 ) -> None:
     """Train one model with run/epoch/phase markers, so the daemon can report energy per epoch."""
+    from jouled.extras import require
+
+    require("jouled train", "trainer", "torch")
+    if dataset == "digits":
+        require("jouled train --dataset digits", "trainer", "sklearn")
     import torch
 
     from jouled.trainer.data import load_data
