@@ -70,6 +70,8 @@ def run(
     """Run the daemon in the foreground (the systemd service runs exactly this)."""
     from jouled.daemon.app import build_daemon, run_daemon
 
+    if duration is not None and not duration > 0:  # 0, negative or NaN would stop at once, having sampled nothing
+        raise UserError(f"--duration {duration:g}: must be > 0 seconds — or leave it out to run until stopped")
     _setup_logging(verbose)
     ctx = context(config, store)
     daemon = build_daemon(ctx.config, ctx.store_url, rate_hz=rate, source_names=source or None)
@@ -182,17 +184,25 @@ def status(
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """The running daemon's health: per source achieved rate, jitter, errors, last sample age; store lag."""
+    """The running daemon's health: per source achieved rate, jitter, errors, last sample age; store lag.
+
+    Exit code: 0 the daemon runs, 1 it does not (its last status is shown), 2 no status file (or a usage error).
+    """
     _check_format(fmt)
     ctx = context(config, store)
     path = ctx.config.status_path(parse_store_url(ctx.store_url))
     st = _read_status(path)
     if fmt == "json":
         typer.echo(json.dumps(st, indent=2))
-        return
+    else:
+        _print_status_table(st)
     if not st["running"]:
-        console.print(f"[yellow]daemon not running[/] (pid {st.get('pid')} gone); last status below")
-    _print_status_table(st)
+        typer.echo(
+            f"daemon not running: pid {st.get('pid')} is gone; the status above is its last, from {path} "
+            "— start it with `jouled run` (or systemctl start jouled)",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def _import(kind: str, file: Path, skip_bad: bool, fmt: str, config: Path | None, store: str | None) -> None:
@@ -207,12 +217,21 @@ def _import(kind: str, file: Path, skip_bad: bool, fmt: str, config: Path | None
         raise UserError(f"{file}: no such file — pass the path of a CSV or line-protocol log") from None
     except UnicodeDecodeError:
         raise UserError(f"{file}: not UTF-8 text — export it as UTF-8 CSV or line protocol") from None
+    except IsADirectoryError:
+        raise UserError(f"{file}: is a folder — pass the path of one CSV or line-protocol file in it") from None
+    except OSError as e:
+        raise UserError(f"{file}: cannot read ({e.strerror}) — check its permissions") from None
     host = ctx.config.daemon.host
     parsed = parse_samples(text, default_host=host, fmt=fmt) if kind == "samples" else parse_markers(
         text, default_host=host, fmt=fmt
     )
+    if parsed.fatal:  # the file's shape is wrong: no row is readable, so --skip-bad would import nothing
+        raise UserError(f"{file}: {parsed.fatal}")
     if parsed.errors and not skip_bad:
         raise UserError(summarize_errors(parsed.errors, str(file)))
+    if not parsed.items:
+        what = f"all {len(parsed.errors)} rows are bad, first {parsed.errors[0]}" if parsed.errors else "it has no rows"
+        raise UserError(f"{file}: nothing to import ({what}) — fix the rows, or check it is the {kind} file")
     st = open_store(ctx.store_url)
     if kind == "samples":
         n = st.write_samples(parsed.items)  # type: ignore[arg-type]

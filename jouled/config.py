@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from pathlib import Path
@@ -157,29 +158,66 @@ def default_store_path() -> Path:
     return Path(base) / "jouled" / "jouled.db"
 
 
+# JOULED_* variables that share a section's prefix but are not config keys: secrets and paths that are read
+# from the environment only (never from the file), so they must not be taken for misspelled keys.
+ENV_NOT_CONFIG: frozenset[str] = frozenset({
+    "JOULED_INFLUX_TOKEN",  # InfluxDB v2 token (DESIGN.md: never on the command line or in the file)
+    "JOULED_CARBON_TOKEN",  # carbon provider API token (scheduler.carbon.factory.read_token)
+    "JOULED_NAS_DATA",  # NAS-Bench-201 tables folder (scheduler.space)
+})
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     """Map JOULED_<SECTION>_<KEY> (and JOULED_SOURCES_<NAME>_<KEY>) onto the config tree.
 
-    Walk the model's own fields so keys with underscores (rate_hz) resolve without guessing.
+    Walk the model's own fields so keys with underscores (rate_hz) resolve without guessing. A variable
+    under a known section's prefix that names no key is an error, as the same key in the file would be
+    (variables that are not config keys at all — JOULED_CONFIG, JOULED_STORE, JOULED_SPOOL_DIR — share
+    no section prefix, and the few that do are listed in ENV_NOT_CONFIG).
     """
     out: dict[str, Any] = {}
+    used: set[str] = set()
+    sections: dict[str, tuple[str, list[str]]] = {}  # env prefix → ([section] label, its keys)
 
     def walk(model: type[BaseModel], prefix: str, path: list[str]) -> None:
+        keys = []
         for name, field in model.model_fields.items():
             if field.exclude:
                 continue
+            keys.append(name)
             env = f"{prefix}_{name.upper()}"
             ann = field.annotation
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 walk(ann, env, [*path, name])
             elif env in environ:
+                used.add(env)
                 node = out
                 for p in path:
                     node = node.setdefault(p, {})
                 raw = environ[env]
                 node[name] = _parse_env_value(raw, ann)
+        if path:
+            sections[prefix] = (".".join(path), keys)
 
     walk(Config, "JOULED", [])
+    for var in sorted(environ):
+        if var in used or var in ENV_NOT_CONFIG:
+            continue
+        owners = [p for p in sections if var.startswith(p + "_")]
+        if not owners:
+            continue
+        prefix = max(owners, key=len)
+        label, keys = sections[prefix]
+        rest = var[len(prefix) + 1:]
+        if label == "sources":  # a table of tables: the next level names the source
+            raise UserError(
+                f"environment variable {var}: '{rest.lower()}' names no source key — unset it, or use "
+                f"{prefix}_<NAME>_<KEY> with NAME one of {', '.join(k.upper() for k in keys)}"
+            )
+        raise UserError(
+            f"environment variable {var}: [{label}] has no key '{rest.lower()}' — unset it, or use "
+            f"{prefix}_<KEY> with KEY one of {', '.join(k.upper() for k in keys)}"
+        )
     return out
 
 
@@ -220,6 +258,32 @@ def resolve_config_path(path: str | Path | None, environ: dict[str, str] | None 
     return None
 
 
+def _read_toml(cfg_path: Path) -> dict[str, Any]:
+    """The config file's TOML; every way it can fail is one line naming the file (and the line) and the fix."""
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"config {cfg_path}: file not found — pass an existing --config or unset JOULED_CONFIG") from None
+    except IsADirectoryError:
+        raise UserError(f"config {cfg_path}: is a folder — pass the TOML file itself (e.g. {cfg_path}/jouled.toml)") from None
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"config {cfg_path}: not UTF-8 text (byte {e.start}) — save it as UTF-8 TOML (see systemd/jouled.toml)"
+        ) from None
+    except OSError as e:
+        raise UserError(f"config {cfg_path}: cannot read ({e.strerror}) — check its permissions") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        # tomllib (3.11) has no line attribute; its message ends with "(at line L, column C)"
+        msg = str(e)
+        m = re.search(r"\(at line (\d+), column (\d+)\)$", msg)
+        where = f"{cfg_path}:{m.group(1)}" if m else str(cfg_path)
+        what = msg[: m.start()].strip() if m else msg
+        col = f" column {m.group(2)}" if m else ""
+        raise UserError(f"config {where}: not valid TOML ({what}{col}) — fix the syntax on that line") from None
+
+
 def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
     """Load the config: file (explicit, $JOULED_CONFIG, /etc/jouled/jouled.toml) < environment."""
     environ = dict(os.environ) if environ is None else environ
@@ -228,14 +292,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     origin = "built-in defaults"
     if cfg_path is not None:
         origin = str(cfg_path)
-        try:
-            data = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"config {cfg_path}: file not found — pass an existing --config or unset JOULED_CONFIG") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UserError(f"config {cfg_path}: not valid TOML ({e}) — fix the syntax at that line") from None
-        except OSError as e:
-            raise UserError(f"config {cfg_path}: cannot read ({e.strerror}) — check its permissions") from None
+        data = _read_toml(cfg_path)
     env = _env_overrides(environ)
     try:
         Config.model_validate(data)

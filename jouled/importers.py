@@ -32,6 +32,9 @@ class Parsed(Generic[T]):
     items: list[T]
     errors: list[RowError]
     rows: int
+    # a problem with the file as a whole (no header, wrong columns): no row can be read, so --skip-bad
+    # cannot help; empty when the file's shape is right
+    fatal: str = ""
 
 
 def parse_time_ns(value: str) -> int:
@@ -185,16 +188,17 @@ def _parse_csv(text: str, known: tuple[str, ...], required: tuple[str, ...], row
     reader = csv.reader(io.StringIO(text))
     items: list[T] = []
     errors: list[RowError] = []
+    expected = f"the header row must name the columns {','.join(known)} (required: {','.join(required)})"
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
-        return Parsed(items, [RowError(1, "empty file: a header row is required")], 0)
+        return Parsed(items, [], 0, f"empty file — {expected}")
     missing = [c for c in required if c not in header]
     if missing:
-        return Parsed(items, [RowError(1, f"header lacks column(s) {', '.join(missing)}; expected {','.join(known)}")], 0)
+        return Parsed(items, [], 0, f"line 1: header lacks column(s) {', '.join(missing)} — {expected}")
     unknown = [c for c in header if c not in known]
     if unknown:
-        return Parsed(items, [RowError(1, f"unknown column(s) {', '.join(unknown)}; expected {','.join(known)}")], 0)
+        return Parsed(items, [], 0, f"line 1: unknown column(s) {', '.join(unknown)} — {expected}")
     rows = 0
     for fields in reader:
         line = reader.line_num

@@ -156,7 +156,25 @@ def history_cmd(
         e = datetime.now(UTC)
     if e and not s:
         s = e - timedelta(days=1)
-    _emit(_call(p, "history", lambda: p.history(z, s, e)), fmt, f"carbon intensity history ({p.name})")
+    readings = _call(p, "history", lambda: p.history(z, s, e))
+    if not readings:  # an empty table with exit 0 reads as "it worked"; say what was asked and found nothing
+        def _t(t: datetime | None, default: str) -> str:
+            return t.isoformat().replace("+00:00", "Z") if t else default
+
+        fix = (
+            "a trace replay's clock starts at its first point: pass --at after the window, or pick --start/--end in it"
+            if isinstance(p, TraceProvider)
+            else "pick --start/--end inside the provider's history for this zone"
+        )
+        if fmt == "json":
+            typer.echo("[]")
+        typer.echo(
+            f"carbon {p.name}: no intensity for zone {z or '(any)'} between {_t(s, 'the start')} and "
+            f"{_t(e, 'now')} — {fix}",
+            err=True,
+        )
+        raise typer.Exit(1)
+    _emit(readings, fmt, f"carbon intensity history ({p.name})")
 
 
 @carbon_app.command("forecast")

@@ -10,10 +10,12 @@ merged chunk keeps the smallest member id, so an id-based cursor (the forwarder'
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,15 @@ import numpy as np
 from jouled.errors import UserError
 from jouled.model import Allocation, CarbonPoint, Marker, Sample
 
+log = logging.getLogger("jouled.store")
+
 NS_PER_S = 1_000_000_000
+# what a value that SQLite cannot bind raises (an int beyond int64, a lone surrogate, a wrong type, a
+# NOT NULL column left empty): an error in one row, not in the store — the other rows are still written
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    OverflowError, UnicodeEncodeError, ValueError, TypeError,
+    sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError,
+)
 MIGRATIONS: list[str] = [
     # v1: the initial schema
     """
@@ -133,6 +143,50 @@ def batches_from_samples(samples: Iterable[Sample]) -> list[ChunkBatch]:
     return out
 
 
+class MarkerRowError(UserError):
+    """Some markers could not be stored (a value SQLite cannot hold); the others were.
+
+    ``stored`` counts the new markers written; ``bad`` lists each refused marker with the reason.
+    """
+
+    def __init__(self, stored: int, bad: list[tuple[Marker, str]]) -> None:
+        self.stored = stored
+        self.bad = bad
+        m, why = bad[0]
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        super().__init__(
+            f"marker run {m.run!r} seq {m.seq}{more}: cannot be stored ({why}) — fix those rows; "
+            f"the other {stored} new markers were stored"
+        )
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End a failed transaction without hiding why it failed.
+
+    SQLite rolls some failures back by itself (SQLITE_FULL, SQLITE_IOERR…), and then a ROLLBACK raises
+    "no transaction is active"; a ROLLBACK that fails (the disk went away) must not replace the real error.
+    """
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as e:
+        log.error("store: ROLLBACK failed (%s) after a failed write", e)
+
+
+def _marker_row(m: Marker) -> tuple[Any, ...]:
+    return (
+        m.time_ns, m.host, m.run, m.scope, m.event, m.seq, m.epoch, m.phase, m.arch, " ".join(m.gpus),
+        json.dumps(m.attrs, sort_keys=True),
+    )
+
+
+_INSERT_MARKER = (
+    "INSERT OR IGNORE INTO markers(time_ns, host, run, scope, event, seq, epoch, phase, arch, gpus, attrs)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
 def _blob(a: np.ndarray | None) -> bytes | None:
     if a is None or a.size == 0 or (a.dtype.kind == "f" and bool(np.isnan(a).all())):
         return None
@@ -158,6 +212,7 @@ class SqliteStore:
         elif not self.path.exists():
             raise UserError(f"store {self.path}: no such log — start the daemon first (jouled run) or pass --store")
         conn = self._conn()
+        self._check_is_jouled_log(conn)
         if not readonly:
             self._migrate(conn)
 
@@ -174,12 +229,29 @@ class SqliteStore:
                     conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL survives a crash
                 conn.execute("PRAGMA busy_timeout=5000")
-            except sqlite3.Error as e:
+            except sqlite3.OperationalError as e:
                 raise UserError(
                     f"store {self.path}: cannot open ({e}) — choose a writable --store or [store] path"
                 ) from None
+            except sqlite3.DatabaseError as e:  # not SQLite at all (WAL mode reads the header)
+                raise UserError(
+                    f"store {self.path}: not a jouled SQLite log ({e}) — pass --store sqlite:///path/to/jouled.db"
+                ) from None
             self._local.conn = conn
         return conn
+
+    def _check_is_jouled_log(self, conn: sqlite3.Connection) -> None:
+        """Refuse a file that is not SQLite, or an SQLite database of another program, with one line."""
+        fix = "pass --store sqlite:///path/to/jouled.db (the daemon's log; `jouled status` names it)"
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as e:  # "file is not a database", a truncated header, …
+            raise UserError(f"store {self.path}: not a jouled SQLite log ({e}) — {fix}") from None
+        if version == 0 and tables:
+            raise UserError(f"store {self.path}: an SQLite database of another program, not a jouled log — {fix}")
+        if version == 0 and self.readonly:  # an empty file: nothing was ever logged into it
+            raise UserError(f"store {self.path}: an empty file, not a jouled log — {fix}")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -204,6 +276,27 @@ class SqliteStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception (re-raised).
+
+        Every write goes through here, so no failure — a value that cannot be bound, a full disk, a
+        KeyboardInterrupt — can leave a transaction open and wedge every later write.
+        """
+        conn = self._conn()
+        with self._lock:
+            if conn.in_transaction:  # never expected; heal rather than fail every write from now on
+                log.error("store %s: a transaction was left open; rolling it back", self.path)
+                _rollback(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                self._series_ids.clear()  # ids inserted in the rolled-back transaction are gone
+                raise
 
     # -- series ----------------------------------------------------------------------------------
 
@@ -235,90 +328,94 @@ class SqliteStore:
 
     def write_batches(self, batches: Sequence[ChunkBatch], *, res_s: float = 0.0) -> int:
         """Store each batch as one chunk, all in one transaction. Returns the number of samples."""
-        conn = self._conn()
+        with self._transaction() as conn:
+            return self._insert_batches(conn, batches, res_s)
+
+    def _insert_batches(self, conn: sqlite3.Connection, batches: Sequence[ChunkBatch], res_s: float) -> int:
         n_total = 0
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for b in batches:
-                    n = int(b.time_ns.size)
-                    if n == 0:
-                        continue
-                    order = np.argsort(b.time_ns, kind="stable")
-                    if not bool((order[1:] > order[:-1]).all()):
-                        b = ChunkBatch(
-                            b.key, b.time_ns[order], b.power_w[order], b.energy_j[order],
-                            {k: v[order] for k, v in b.extras.items()},
-                        )
-                    sid = self._series_id(conn, b.key)
-                    names = sorted(b.extras)
-                    extras = np.column_stack([b.extras[k] for k in names]).astype(np.float64) if names else None
-                    conn.execute(
-                        "INSERT INTO chunks(series_id, res_s, t0_ns, t1_ns, n, time_ns, power_w, energy_j,"
-                        " extras_names, extras) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (
-                            sid, res_s, int(b.time_ns[0]), int(b.time_ns[-1]), n,
-                            _blob(b.time_ns.astype(np.int64, copy=False)),
-                            _blob(b.power_w.astype(np.float64, copy=False)),
-                            _blob(b.energy_j.astype(np.float64, copy=False)),
-                            json.dumps(names) if names else None,
-                            _blob(extras),
-                        ),
-                    )
-                    n_total += n
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                self._series_ids.clear()  # ids inserted in the rolled-back transaction are gone
-                raise
+        for b in batches:
+            n = int(b.time_ns.size)
+            if n == 0:
+                continue
+            order = np.argsort(b.time_ns, kind="stable")
+            if not bool((order[1:] > order[:-1]).all()):
+                b = ChunkBatch(
+                    b.key, b.time_ns[order], b.power_w[order], b.energy_j[order],
+                    {k: v[order] for k, v in b.extras.items()},
+                )
+            sid = self._series_id(conn, b.key)
+            names = sorted(b.extras)
+            extras = np.column_stack([b.extras[k] for k in names]).astype(np.float64) if names else None
+            conn.execute(
+                "INSERT INTO chunks(series_id, res_s, t0_ns, t1_ns, n, time_ns, power_w, energy_j,"
+                " extras_names, extras) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    sid, res_s, int(b.time_ns[0]), int(b.time_ns[-1]), n,
+                    _blob(b.time_ns.astype(np.int64, copy=False)),
+                    _blob(b.power_w.astype(np.float64, copy=False)),
+                    _blob(b.energy_j.astype(np.float64, copy=False)),
+                    json.dumps(names) if names else None,
+                    _blob(extras),
+                ),
+            )
+            n_total += n
         return n_total
 
     def write_markers(self, markers: Iterable[Marker]) -> int:
-        """Insert markers; (run, seq) duplicates are ignored. Returns how many were new."""
-        conn = self._conn()
-        rows = [
-            (m.time_ns, m.host, m.run, m.scope, m.event, m.seq, m.epoch, m.phase, m.arch, " ".join(m.gpus),
-             json.dumps(m.attrs, sort_keys=True))
-            for m in markers
-        ]
-        with self._lock:
-            before = conn.total_changes
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "INSERT OR IGNORE INTO markers(time_ns, host, run, scope, event, seq, epoch, phase, arch, gpus, attrs)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
-            conn.execute("COMMIT")
-            return conn.total_changes - before
+        """Insert markers; (run, seq) duplicates are ignored. Returns how many were new.
+
+        A marker SQLite cannot hold (an integer beyond int64, a lone surrogate…) does not stop the others:
+        they are stored, then MarkerRowError names the refused ones. Store faults (disk full, read-only,
+        locked) raise sqlite3/OS errors with nothing written, so the caller can keep the batch and retry.
+        """
+        items = list(markers)
+        rows: list[tuple[Marker, tuple[Any, ...]]] = []
+        bad: list[tuple[Marker, str]] = []
+        for m in items:
+            try:
+                rows.append((m, _marker_row(m)))
+            except ROW_ERRORS as e:  # attrs json cannot encode it
+                bad.append((m, f"{type(e).__name__}: {e}"))
+        stored = 0
+        try:
+            with self._transaction() as conn:
+                before = conn.total_changes
+                conn.executemany(_INSERT_MARKER, [r for _, r in rows])
+                stored = conn.total_changes - before
+        except ROW_ERRORS:
+            # the batch is rolled back; find the bad rows one by one, each in its own transaction
+            stored = 0
+            for m, r in rows:
+                try:
+                    with self._transaction() as conn:
+                        stored += conn.execute(_INSERT_MARKER, r).rowcount
+                except ROW_ERRORS as e:
+                    bad.append((m, f"{type(e).__name__}: {e}"))
+        if bad:
+            raise MarkerRowError(stored, bad)
+        return stored
 
     def write_carbon(self, points: Iterable[CarbonPoint]) -> int:
-        conn = self._conn()
         rows = [(p.time_ns, p.zone, p.provider, p.intensity_g_per_kwh, int(p.forecast)) for p in points]
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO carbon(time_ns, zone, provider, intensity_g_per_kwh, forecast)"
                 " VALUES (?,?,?,?,?)",
                 rows,
             )
-            conn.execute("COMMIT")
         return len(rows)
 
     def write_allocations(self, allocations: Iterable[Allocation]) -> int:
-        conn = self._conn()
         rows = [
             (a.time_ns, a.search, a.gpus_sampling, a.gpus_evaluation, a.lambda_s, a.intensity_g_per_kwh)
             for a in allocations
         ]
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction() as conn:
             conn.executemany(
                 "INSERT INTO allocation(time_ns, search, gpus_sampling, gpus_evaluation, lambda_s,"
                 " intensity_g_per_kwh) VALUES (?,?,?,?,?,?)",
                 rows,
             )
-            conn.execute("COMMIT")
         return len(rows)
 
     # -- reads -----------------------------------------------------------------------------------
@@ -431,8 +528,8 @@ class SqliteStore:
         return default if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._lock:
-            self._conn().execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?,?)", (key, value))
+        with self._transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?,?)", (key, value))
 
     # -- maintenance: compaction, downsampling, retention ------------------------------------------
 
@@ -478,23 +575,17 @@ class SqliteStore:
         data = self._read_chunk_ids(conn, ids)
         names = sorted(data.extras)
         extras = np.column_stack([data.extras[k] for k in names]) if names else None
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
-                conn.execute(
-                    "INSERT INTO chunks(id, series_id, res_s, t0_ns, t1_ns, n, time_ns, power_w, energy_j,"
-                    " extras_names, extras) VALUES (?,?,0,?,?,?,?,?,?,?,?)",
-                    (
-                        min(ids), rows[0], int(data.time_ns[0]), int(data.time_ns[-1]), len(data),
-                        _blob(data.time_ns), _blob(data.power_w), _blob(data.energy_j),
-                        json.dumps(names) if names else None, _blob(extras),
-                    ),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._transaction() as tx:
+            tx.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
+            tx.execute(
+                "INSERT INTO chunks(id, series_id, res_s, t0_ns, t1_ns, n, time_ns, power_w, energy_j,"
+                " extras_names, extras) VALUES (?,?,0,?,?,?,?,?,?,?,?)",
+                (
+                    min(ids), rows[0], int(data.time_ns[0]), int(data.time_ns[-1]), len(data),
+                    _blob(data.time_ns), _blob(data.power_w), _blob(data.energy_j),
+                    json.dumps(names) if names else None, _blob(extras),
+                ),
+            )
         return len(ids) - 1
 
     def _read_chunk_ids(self, conn: sqlite3.Connection, ids: list[int]) -> SeriesData:
@@ -526,24 +617,19 @@ class SqliteStore:
             data = self._read_chunk_ids(conn, ids)
             agg = aggregate(data.time_ns, data.power_w, data.energy_j, period_s)
             q = ",".join("?" * len(ids))
-            with self._lock:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
-                conn.execute("COMMIT")
-            self.write_batches([ChunkBatch(key, *agg)], res_s=period_s)
+            with self._transaction() as tx:  # one transaction: the raw chunks go only if their aggregates land
+                tx.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
+                self._insert_batches(tx, [ChunkBatch(key, *agg)], period_s)
             replaced += len(data)
         return replaced
 
     def expire(self, *, raw_before_ns: int | None = None, aggregates_before_ns: int | None = None) -> int:
-        conn = self._conn()
         n = 0
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction() as conn:
             if raw_before_ns is not None:
                 n += conn.execute("DELETE FROM chunks WHERE res_s=0 AND t1_ns<?", (raw_before_ns,)).rowcount
             if aggregates_before_ns is not None:
                 n += conn.execute("DELETE FROM chunks WHERE res_s>0 AND t1_ns<?", (aggregates_before_ns,)).rowcount
-            conn.execute("COMMIT")
         return n
 
     def maintain(
