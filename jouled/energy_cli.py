@@ -161,7 +161,7 @@ def runs(
         ]
         for r in totals
     ]
-    drop = {i for i, (c, has) in enumerate(((cols[4], has_wall), (cols[5], has_carbon)), start=4) if not has}
+    drop = {i for i, has in ((4, has_wall), (5, has_carbon)) if not has}
     cols = [c for i, c in enumerate(cols) if i not in drop]
     cells = [[v for i, v in enumerate(row) if i not in drop] for row in cells]
     print_table("runs", cols, cells, wide=wide)

@@ -1,0 +1,170 @@
+"""A terminal a person can read: tables fit 80 columns without cutting a run id, device or energy; --wide shows all;
+help shows defaults and types as words; progress callbacks count up; no control codes when stderr is not a TTY."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+from typer.testing import CliRunner
+
+from jouled.cli import app
+from jouled.model import Marker, Sample
+from jouled.store.sqlite import SqliteStore, sqlite_url
+from jouled.tables import Column, cell_widths, fit_columns, print_table, table_width
+
+runner = CliRunner()
+ENV80 = {"COLUMNS": "80", "JOULED_CONFIG": "", "JOULED_STORE": ""}
+S = 1_000_000_000
+RUN = "resnet50-lr0.1-bs256-cosine-seed7-abcdef0"  # 40 characters
+GPU = "gpu0-nvidia-a100-sxm4-80gb-3b00"
+CPU = "package-0-intel-xeon-8480"
+T0 = 1_700_000_000 * S
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _store(tmp_path: Path, runs: tuple[str, ...] = (RUN,)) -> str:
+    """A real SQLite log: two devices sampled at 10 Hz (power and an energy counter) under run/epoch/phase markers."""
+    db = tmp_path / "log.db"
+    st_ = SqliteStore(db)
+    samples = []
+    for i in range(0, 10 * 20 * len(runs) + 20):
+        t = T0 + i * S // 10
+        samples.append(Sample(t, "h1", "nvml", GPU, power_w=250.0 + (i % 7), energy_j=25.0 * i))
+        samples.append(Sample(t, "h1", "rapl", CPU, power_w=80.0 + (i % 3), energy_j=8.0 * i))
+    st_.write_samples(samples)
+    markers = []
+    for k, run in enumerate(runs):
+        base = T0 + S + k * 20 * S
+        plan: list[tuple[float, str, str, int | None, str | None]] = [(0, "run", "start", None, None)]
+        for ep in range(3):
+            plan += [(ep * 5, "epoch", "start", ep, None), (ep * 5, "phase", "start", ep, "train"),
+                     (ep * 5 + 4, "phase", "end", ep, "train"), (ep * 5 + 4, "phase", "start", ep, "eval"),
+                     (ep * 5 + 5, "phase", "end", ep, "eval"), (ep * 5 + 5, "epoch", "end", ep, None)]
+        plan.append((15, "run", "end", None, None))
+        for seq, (dt_s, scope, event, epoch, phase) in enumerate(plan):
+            markers.append(Marker(base + int(dt_s * S), "h1", run, scope, event, seq, epoch, phase, None, (GPU,)))
+    st_.write_markers(markers)
+    return sqlite_url(db)
+
+
+def _j(v: float) -> str:  # the table's energy format
+    return f"{v / 1000:.3f} kJ" if abs(v) >= 10_000 else f"{v:.2f} J"
+
+
+def _check_80(out: str) -> None:
+    for line in out.splitlines():
+        assert len(line) <= 80, f"{len(line)} > 80: {line!r}"
+    assert "…" not in out and "..." not in out
+
+
+# ---------------------------------------------------------------- the pure fitting decision
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 60), st.integers(0, 6)), min_size=1, max_size=12),
+    st.integers(20, 200),
+)
+@settings(max_examples=300, deadline=None)
+def test_fit_columns_keeps_essentials_and_fits_when_it_can(cols: list[tuple[int, int]], width: int) -> None:
+    mins = [w for w, _ in cols]
+    prios = [p for _, p in cols]
+    keep = fit_columns(mins, prios, width)
+    assert all(keep[i] for i, p in enumerate(prios) if p == 0)
+    essentials = table_width([w for w, p in cols if p == 0]) if any(p == 0 for p in prios) else 1
+    kept_w = table_width([w for w, k in zip(mins, keep, strict=True) if k])
+    if essentials <= width:
+        assert kept_w <= width
+    if table_width(mins) <= width:
+        assert all(keep)
+    # nothing hidden that would still fit
+    for i, k in enumerate(keep):
+        if not k:
+            assert table_width([w for j, w in enumerate(mins) if keep[j] or j == i]) > width
+
+
+def test_fit_drops_highest_priority_number_first() -> None:
+    assert fit_columns([10, 10, 10, 10], [0, 1, 2, 3], table_width([10, 10, 10])) == [True, True, True, False]
+    assert fit_columns([10, 10, 10, 10], [0, 3, 2, 1], table_width([10, 10])) == [True, False, False, True]
+
+
+def test_cell_widths_by_kind() -> None:
+    assert cell_widths(Column("id"), ["abc def ghij"]) == (12, 12)
+    assert cell_widths(Column("flags", fit="wrap"), ["sparse gap-long"]) == (8, 15)
+    assert cell_widths(Column("arch", fit="fold", fold_min=5), ["x" * 30]) == (5, 30)
+    assert cell_widths(Column("per device"), ["a 1 J\nlonger-name 2 J"]) == (15, 15)
+
+
+@given(
+    st.lists(
+        st.tuples(st.text("abcdefghij-_0123456789", min_size=1, max_size=45),
+                  st.text("abc ", max_size=30), st.floats(0, 1e6)),
+        min_size=1, max_size=6,
+    ),
+    st.integers(60, 140),
+)
+@settings(max_examples=60, deadline=None)
+def test_rendered_table_fits_and_keeps_whole_values(rows: list[tuple[str, str, float]], width: int) -> None:
+    cols = [Column("run"), Column("note", 2, fit="wrap"), Column("energy", 0, "right"), Column("extra", 3)]
+    cells = [[r, n, _j(e), "x" * 20] for r, n, e in rows]
+    con = Console(width=width, record=True, file=io.StringIO())
+    print_table("t", cols, cells, console=con)
+    text = con.export_text()
+    essential = table_width([max(len(c[0]) for c in [*cells, ["run"]]), max(len(c[2]) for c in [*cells, ["", "", "energy"]])])
+    if essential <= width:
+        assert max(len(ln) for ln in text.splitlines()) <= width
+    for run, _, e in rows:
+        assert run in text and _j(e) in text
+
+
+# ---------------------------------------------------------------- real commands on a real store at 80 columns
+
+
+def test_energy_epochs_at_80_columns_keeps_run_device_energy(tmp_path: Path) -> None:
+    url = _store(tmp_path)
+    res = runner.invoke(app, ["energy", "epochs", "--run", RUN, "--scope", "all", "--store", url], env=ENV80)
+    assert res.exit_code == 0, res.output
+    out = res.output
+    _check_80(out)
+    assert RUN in out and GPU in out and CPU in out
+    data = json.loads(runner.invoke(app, ["energy", "epochs", "--run", RUN, "--scope", "all", "--store", url,
+                                          "--format", "json"], env=ENV80).output)
+    assert data
+    for r in data:
+        assert _j(r["energy_j"]) in out
+    assert "hidden at 80 columns:" in out and "--wide" in out
+    assert "max gap" in out.split("hidden at 80 columns:")[1]
+    wide = runner.invoke(app, ["energy", "epochs", "--run", RUN, "--scope", "all", "--store", url, "--wide"], env=ENV80)
+    assert wide.exit_code == 0
+    for col in ("max gap", "method", "samples", "source", "duration"):
+        assert col in wide.output
+    assert "hidden at" not in wide.output
+
+
+def test_energy_runs_at_80_columns(tmp_path: Path) -> None:
+    runs = (RUN, RUN[::-1])
+    url = _store(tmp_path, runs)
+    res = runner.invoke(app, ["energy", "runs", "--store", url], env=ENV80)
+    assert res.exit_code == 0, res.output
+    _check_80(res.output)
+    data = json.loads(runner.invoke(app, ["energy", "runs", "--store", url, "--format", "json"], env=ENV80).output)
+    wide = runner.invoke(app, ["energy", "runs", "--store", url, "--wide"], env=ENV80)
+    assert "start" in wide.output and "per device" in wide.output and "hidden at" not in wide.output
+    for r in data:
+        assert r["run"] in res.output and _j(r["energy_j"]) in res.output
+        for dev, e in r["energy_j_by_device"].items():
+            assert f"{dev} {_j(e)}" in wide.output  # a device and its energy stay together, whole
+    assert "per device" in res.output.split("hidden at 80 columns:")[1]
+
+
+def test_energy_by_device_totals_fit(tmp_path: Path) -> None:
+    url = _store(tmp_path)
+    res = runner.invoke(app, ["energy", "epochs", "--run", RUN, "--store", url, "--by", "device"], env=ENV80)
+    assert res.exit_code == 0, res.output
+    _check_80(res.output)
+    assert f"nvml {GPU}" in res.output
