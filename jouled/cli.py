@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from jouled import __version__
 from jouled.cli_common import ConfigOpt, FormatOpt, StoreOpt, context, make_app, print_user_error
@@ -24,6 +23,7 @@ from jouled.scheduler.nas_cli import nas_app
 from jouled.scheduler.search_cli import search_command
 from jouled.service_cli import service_app
 from jouled.store.sqlite import open_store, parse_store_url
+from jouled.tables import Column, WideOpt, make_console, print_table
 from jouled.trainer.markers_cli import markers_app
 from jouled.trainer.train_cli import train_command
 
@@ -41,9 +41,6 @@ app.add_typer(nas_app, name="nas")
 app.add_typer(service_app, name="service")
 app.command("train")(train_command)
 app.command("demo")(demo_command)
-
-console = Console()
-
 
 def _check_format(fmt: str, allowed: tuple[str, ...] = ("table", "json")) -> None:
     if fmt not in allowed:
@@ -83,6 +80,7 @@ def run(
 @app.command()
 def sources(
     fmt: FormatOpt = "table",
+    wide: WideOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
@@ -103,18 +101,22 @@ def sources(
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2))
         return
-    t = Table(title="jouled sources")
-    for col in ("source", "kind", "available", "devices", "period", "counter"):
-        t.add_column(col, no_wrap=col == "source")
-    for r in rows:
-        avail = "[green]yes[/]" if r["available"] else ("[dim]off[/]" if not r["enabled"] else "[red]no[/]")
-        t.add_row(r["name"], r["kind"], avail, " ".join(r["devices"]), f"{r['period_s'] * 1000:.0f} ms",
-                  "yes" if r["counter"] else "")
-    console.print(t)
+    con = make_console()
+    cols = (Column("source"), Column("kind", 3), Column("available"), Column("devices", 1, fit="wrap"),
+            Column("period", 2, "right"), Column("counter", 4))
+    cells = [
+        [
+            r["name"], r["kind"],
+            Text.from_markup("[green]yes[/]" if r["available"] else ("[dim]off[/]" if not r["enabled"] else "[red]no[/]")),
+            " ".join(r["devices"]), f"{r['period_s'] * 1000:.0f} ms", "yes" if r["counter"] else "",
+        ]
+        for r in rows
+    ]
+    print_table("jouled sources", cols, cells, wide=wide, console=con)
     # reasons and notes are sentences with a fix in them: print them whole, not squeezed into a cell
     for r in rows:
         for line in ([r["reason"]] if r["reason"] else []) + r["notes"]:
-            console.print(f"[bold]{r['name']}[/]: {escape(line)}", highlight=False)
+            con.print(f"[bold]{r['name']}[/]: {escape(line)}", highlight=False)
 
 
 def _read_status(path: Path) -> dict[str, Any]:
@@ -144,24 +146,34 @@ def _fmt(v: Any, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-def _print_status_table(st: dict[str, Any]) -> None:
-    t = Table(title=f"jouled on {st.get('host', '?')} — uptime {st.get('uptime_s', 0):.0f} s")
-    for col in ("source", "state", "devices", "Hz (target)", "delivered", "jitter p50/p99 ms", "errors", "age"):
-        t.add_column(col, no_wrap=col in ("source", "state"))
+STATUS_COLUMNS = (
+    Column("source"), Column("state"), Column("devices", 0, fit="wrap"), Column("Hz (target)", 1, "right"),
+    Column("delivered", 3, "right"), Column("jitter p50/p99 ms", 4, "right"), Column("errors", 1, "right"),
+    Column("age", 2, "right"),
+)
+
+
+def _print_status_table(st: dict[str, Any], wide: bool = False) -> None:
+    console = make_console()
     off = []
+    cells = []
     for s in st.get("sources", []):
         if s["state"] == "unavailable":
             off.append(s)
             continue
-        t.add_row(
+        cells.append([
             s["name"], s["state"], " ".join(s.get("devices", [])),
             f"{s['achieved_rate_hz']:.1f} ({s['target_rate_hz']:.0f})",
             f"{100 * s['delivered_ratio']:.1f} %",
             f"{s['jitter_p50_ms']:.2f} / {s['jitter_p99_ms']:.2f}",
-            str(s["errors"]) + (f" ({s['last_error']})" if s.get("last_error") and s["state"] == "retrying" else ""),
-            _fmt(s.get("last_sample_age_s"), ".2f") + " s",
-        )
-    console.print(t)
+            str(s["errors"]), _fmt(s.get("last_sample_age_s"), ".2f") + " s",
+        ])
+    title = f"jouled on {st.get('host', '?')} — uptime {st.get('uptime_s', 0):.0f} s"
+    print_table(title, STATUS_COLUMNS, cells, wide=wide, console=console)
+    # an error message is a sentence: whole, under the table, not squeezed into a cell
+    for s in st.get("sources", []):
+        if s.get("last_error") and s["state"] == "retrying":
+            console.print(f"[yellow]{s['name']} retrying:[/] {escape(s['last_error'])}", highlight=False)
     for s in off:
         console.print(f"[dim]{s['name']} unavailable: {escape(s['reason'])}[/]", highlight=False)
     sto = st.get("store", {})
@@ -181,6 +193,7 @@ def _print_status_table(st: dict[str, Any]) -> None:
 @app.command()
 def status(
     fmt: FormatOpt = "table",
+    wide: WideOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
@@ -195,7 +208,7 @@ def status(
     if fmt == "json":
         typer.echo(json.dumps(st, indent=2))
     else:
-        _print_status_table(st)
+        _print_status_table(st, wide=wide)
     if not st["running"]:
         typer.echo(
             f"daemon not running: pid {st.get('pid')} is gone; the status above is its last, from {path} "

@@ -168,3 +168,35 @@ def test_energy_by_device_totals_fit(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     _check_80(res.output)
     assert f"nvml {GPU}" in res.output
+
+
+def test_run_status_and_sources_tables_fit(tmp_path: Path) -> None:
+    from tests.brokers import free_port
+
+    db = tmp_path / "d.db"
+    env = {**ENV80, "JOULED_MQTT_EMBEDDED_PORT": str(free_port()), "XDG_DATA_HOME": str(tmp_path)}
+    res = runner.invoke(app, ["run", "--duration", "1.5", "--source", "estimate", "--store", sqlite_url(db)], env=env)
+    assert res.exit_code == 0, res.output
+    _check_80(res.output)
+    assert "estimate" in res.output
+    # the daemon's own status file, with the long device names and a retry message a big machine has
+    path = tmp_path / "d.status.json"
+    doc = json.loads(path.read_text())
+    src = doc["sources"][[s["name"] for s in doc["sources"]].index("estimate")]
+    src["devices"] = [GPU, GPU.replace("gpu0", "gpu1"), CPU]
+    src.update(state="retrying", errors=3, last_error="NVML_ERROR_GPU_IS_LOST on gpu1 (retrying in 4 s)")
+    doc["pid"] = 0  # the daemon ran in this process: say it is gone
+    path.write_text(json.dumps(doc))
+    st = runner.invoke(app, ["status", "--store", sqlite_url(db)], env=env)
+    assert st.exit_code == 1, st.output  # the daemon has stopped: its last status, exit 1
+    out = st.stdout
+    _check_80(out)
+    for dev in src["devices"]:
+        assert dev in out
+    assert "estimate retrying: NVML_ERROR_GPU_IS_LOST on gpu1" in " ".join(out.split())
+    wide = runner.invoke(app, ["status", "--store", sqlite_url(db), "--wide"], env=env)
+    assert "jitter p50/p99 ms" in wide.stdout and "hidden at" not in wide.stdout
+    so = runner.invoke(app, ["sources"], env=env)
+    assert so.exit_code == 0, so.output
+    _check_80(so.output)
+    assert "estimate" in so.output
