@@ -21,27 +21,46 @@ help:
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      run the benchmarks, results in bench/results/"
 
-$(VENV)/.run-installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[visa]'
-	touch $@
+# Installs print one phase line per step; pip's own output goes to $(LOG), whose tail is shown if a step fails.
+# A stamp is written only after the installed jouled answers (--version, sources), so a broken install is
+# retried by the next make instead of being remembered as done.
+LOG := $(VENV)/install.log
+QUIET = >>$(LOG) 2>&1 || { echo "failed: the last lines of $(LOG):"; tail -n 30 $(LOG); exit 1; }
+
+$(VENV)/.created:
+	@echo "==> creating $(VENV)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@: > $(LOG)
+	@$(PIP) install -q --upgrade pip $(QUIET)
+	@touch $@
+
+$(VENV)/.run-installed: pyproject.toml | $(VENV)/.created
+	@echo "==> installing jouled[visa] (log: $(LOG))"
+	@$(PIP) install -q -e '.[visa]' $(QUIET)
+	@echo "==> checking the install"
+	@{ $(JOULED) --version && $(JOULED) sources; } $(QUIET)
+	@touch $@
 
 run: $(VENV)/.run-installed
+	@echo "==> starting the daemon"
 	$(JOULED) run $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 run-sim: $(VENV)/.run-installed
+	@echo "==> starting the daemon with a simulated WT310 meter"
 	$(JOULED) run --config systemd/jouled-wt310-sim.toml $(ARGS)
 
-$(VENV)/.test-installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_PINS)
-	$(PIP) install -q -e '.[all,dev]'
-	touch $@ $(VENV)/.run-installed
+$(VENV)/.test-installed: pyproject.toml | $(VENV)/.created
+	@echo "==> installing $(TORCH_PINS) (CPU) (log: $(LOG))"
+	@$(PIP) install -q $(TORCH_PINS) $(QUIET)
+	@echo "==> installing jouled[all,dev]"
+	@$(PIP) install -q -e '.[all,dev]' $(QUIET)
+	@echo "==> checking the install"
+	@{ $(JOULED) --version && $(JOULED) sources && $(PY) -c 'import torch, sklearn, scipy, matplotlib, ray, pyvisa, pytest'; } $(QUIET)
+	@touch $@ $(VENV)/.run-installed
 
 install-test: $(VENV)/.test-installed
-	bash .ci/system-deps
+	@echo "==> system packages for the tests (mosquitto, influxdb)"
+	@bash .ci/system-deps
 
 test: install-test
 	$(VENV)/bin/ruff check .
