@@ -32,9 +32,16 @@ J_PER_KWH = 3.6e6
 _METHODS: tuple[Method, ...] = ("none", "counter", "integral")
 _M_NONE, _M_COUNTER, _M_INTEGRAL = 0, 1, 2
 
+# Sources whose figure is the whole machine's, not the run's: the estimate bills all of the host's CPU load
+# (every process) to whichever run's window it falls in. Their rows are flagged `host-wide`.
+HOST_WIDE_SOURCES: frozenset[str] = frozenset({"estimate"})
+
 # Flag bits of the vectorised results; names in output order.
-_FLAG_NAMES: tuple[str, ...] = ("sparse", "gap", "edge", "estimated", "reset")
-F_SPARSE, F_GAP, F_EDGE, F_ESTIMATED, F_RESET = (1 << i for i in range(len(_FLAG_NAMES)))
+# `no-samples`: no sample of the device inside the window and no energy could be computed (energy_j is null);
+# `host-wide`: the row is the whole machine's (HOST_WIDE_SOURCES), not only the run's.
+_FLAG_NAMES: tuple[str, ...] = ("sparse", "gap", "edge", "estimated", "reset", "no-samples", "host-wide")
+F_SPARSE, F_GAP, F_EDGE, F_ESTIMATED, F_RESET, F_NO_SAMPLES, F_HOST_WIDE = (1 << i for i in range(len(_FLAG_NAMES)))
+NO_SAMPLES = "no-samples"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -415,6 +422,7 @@ def window_energy_many(
         flags |= np.where(gap > GAP_PERIODS * prep.period_s, F_GAP, 0)
     if prep.estimated:
         flags |= F_ESTIMATED
+    flags |= np.where((samples == 0) & np.isnan(energy), F_NO_SAMPLES, 0)
     return WindowEnergyBatch(energy, method, samples, gap, flags)
 
 
@@ -662,6 +670,9 @@ def energy_rows(
     names none). Host-wide sources are host totals: `total` reports them whole, `exclude`
     leaves them out, `share` gives the run the fraction of the host's GPUs it uses
     (len(gpus)/GPU count; the whole when either is unknown) and adds `share` to the row.
+    Rows of HOST_WIDE_SOURCES are flagged `host-wide`. A window no device has samples for
+    (the daemon was not running) still gets one row: no source or device, energy_j null,
+    flagged `no-samples` — never a silent gap or a 0.
     """
     gpu_devices = sorted({dev for (src, dev) in series if src in GPU_SOURCES})
     n_gpus = len(gpu_devices)
@@ -691,7 +702,8 @@ def energy_rows(
         samples = batch.samples.tolist()
         gaps = batch.max_gap_s.tolist()
         methods = [_METHODS[m] for m in batch.method.tolist()]
-        flag_lists = [list(flag_names(f)) for f in batch.flags.tolist()]  # a fresh list per row
+        extra = F_HOST_WIDE if src in HOST_WIDE_SOURCES else 0
+        flag_lists = [list(flag_names(f | extra)) for f in batch.flags.tolist()]  # a fresh list per row
         grams = (
             window_carbon_many(prep, carbon, starts[sel], ends[sel], batch.method).tolist()
             if carbon is not None
@@ -729,8 +741,31 @@ def energy_rows(
                 g = grams[j]
                 row["carbon_g"] = None if g != g else g * share
             rows.append((i, key_i, row))
+    covered = {i for i, _, _ in rows}
+    for i, w in enumerate(windows):
+        if i not in covered:
+            rows.append((i, -1, _no_samples_row(w, win_start[i], win_end[i], carbon is not None)))
     rows.sort(key=lambda r: (r[0], r[1]))
     return [r[2] for r in rows]
+
+
+def _no_samples_row(w: Window, start: str, end: str, with_carbon: bool) -> dict[str, Any]:
+    """The row of a window without any device's samples: it says so, instead of vanishing from the table."""
+    duration_s = (w.end_ns - w.start_ns) * 1e-9
+    row: dict[str, Any] = {
+        "run": w.run, "scope": w.scope, "epoch": w.epoch, "phase": w.phase, "arch": w.arch, "host": w.host,
+        "source": "", "device": "", "start": start, "end": end, "start_ns": w.start_ns, "end_ns": w.end_ns,
+        "duration_s": duration_s, "energy_j": None, "method": "none", "samples": 0, "max_gap_s": duration_s,
+        "flags": [NO_SAMPLES],
+    }
+    if with_carbon:
+        row["carbon_g"] = None
+    return row
+
+
+def has_samples(rows: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether any row has a measured (or estimated) energy: False means the log holds nothing for the windows."""
+    return any(r.get("energy_j") is not None for r in rows)
 
 
 # Which rows make up a run's total: GPUs (nvml preferred to smi), CPU packages and DRAM
@@ -782,8 +817,10 @@ def run_totals(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             a = acc[run] = _RunAcc(int(r["start_ns"]), int(r["end_ns"]), basis)
         a.start_ns = min(a.start_ns, int(r["start_ns"]))
         a.end_ns = max(a.end_ns, int(r["end_ns"]))
-        key = f"{r['source']}:{r['device']}"
         a.flags.update(r.get("flags", ()))
+        if not r["source"]:  # a window with no device's samples: only its flag counts
+            continue
+        key = f"{r['source']}:{r['device']}"
         if r["energy_j"] is None:
             a.unknown.add(key)
             a.by_device.setdefault(key, 0.0)
@@ -794,6 +831,7 @@ def run_totals(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for run, a in acc.items():
         total_keys = _total_keys(a.by_device)
+        known = [k for k in total_keys if k not in a.unknown]
         carbon_known = bool(a.carbon_by_device) and all(k in a.carbon_by_device for k in total_keys)
         wall = [k for k in a.by_device if k.split(":", 1)[0] in _WALL_SOURCES]
         out.append(
@@ -806,7 +844,8 @@ def run_totals(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "end_ns": a.end_ns,
                 "duration_s": (a.end_ns - a.start_ns) * 1e-9,
                 "energy_j_by_device": {k: (None if k in a.unknown else v) for k, v in sorted(a.by_device.items())},
-                "energy_j": sum(a.by_device[k] for k in total_keys),
+                # null, not 0, when no device of the total has a single usable sample
+                "energy_j": sum(a.by_device[k] for k in known) if known else None,
                 "total_devices": total_keys,
                 "wall_j": sum(a.by_device[k] for k in wall) if wall else None,
                 "carbon_g": sum(a.carbon_by_device[k] for k in total_keys) if carbon_known else None,

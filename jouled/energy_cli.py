@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
-from jouled.energy import run_totals
+from jouled.energy import NO_SAMPLES, has_samples, run_totals
 from jouled.errors import UserError
 from jouled.query import compute_rows, epoch_rows, run_rows
 from jouled.store.sqlite import open_store
@@ -104,10 +104,29 @@ def epochs(
         typer.echo(f"warning: {p}", err=True)
     if fmt != "table":
         _emit(epoch_rows(rows).to_dicts(), fmt, CSV_KEYS)  # the Python API's rows: one contract (jouled.query)
-        return
-    print_rows(rows, f"energy per {scope} — run {run}", wide=wide)
-    if by:
-        _print_by(rows, by, wide=wide)
+    else:
+        print_rows(rows, f"energy per {scope} — run {run}", wide=wide)
+        if by:
+            _print_by(rows, by, wide=wide)
+    _say_no_samples(rows, st.path, f"run {run}")
+
+
+def _say_no_samples(rows: list[dict[str, Any]], store_path: Any, what: str) -> None:
+    """Windows without samples are named, not shown as 0 J; when no window has any, exit 1 after the line."""
+    empty = {(r["run"], r["scope"], r["epoch"], r["phase"]) for r in rows if NO_SAMPLES in r["flags"] and not r["source"]}
+    if rows and not has_samples(rows):
+        typer.echo(
+            f"{what}: no samples for this run's windows in {store_path} — was the daemon running during the run? "
+            "(`jouled status`)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if empty:
+        typer.echo(
+            f"warning: {what}: {len(empty)} window(s) without any samples in {store_path} (flagged no-samples) — "
+            "was the daemon running during all of the run? (`jouled status`)",
+            err=True,
+        )
 
 
 def _print_by(rows: list[dict[str, Any]], by: str, *, wide: bool = False) -> None:
@@ -139,10 +158,12 @@ def runs(
     totals = run_totals(rows)
     if fmt == "json":
         _emit(run_rows(totals).to_dicts(), fmt, [])  # the Python API's rows: one contract (jouled.query)
+        _say_runs_without_samples(totals, st.path)
         return
     if fmt == "csv":
         keys = sorted({k for r in totals for k in r if not isinstance(r[k], dict)})
         _emit(totals, fmt, keys)
+        _say_runs_without_samples(totals, st.path)
         return
     # like the epochs table: no column of dashes for a quantity no run has (no meter, no carbon intensity)
     has_wall = any(r.get("wall_j") is not None for r in totals)
@@ -165,3 +186,19 @@ def runs(
     cols = [c for i, c in enumerate(cols) if i not in drop]
     cells = [[v for i, v in enumerate(row) if i not in drop] for row in cells]
     print_table("runs", cols, cells, wide=wide)
+    _say_runs_without_samples(totals, st.path)
+
+
+def _say_runs_without_samples(totals: list[dict[str, Any]], store_path: Any) -> None:
+    """A run with no sample in any of its windows has no total (not 0 J): say why; exit 1 when no run has one."""
+    empty = [str(r["run"]) for r in totals if r.get("energy_j") is None]
+    if not empty:
+        return
+    names = ", ".join(empty[:5]) + (f" (+{len(empty) - 5} more)" if len(empty) > 5 else "")
+    typer.echo(
+        f"{'' if len(empty) == len(totals) else 'warning: '}no samples for the windows of run(s) {names} in {store_path} "
+        "— was the daemon running during the run? (`jouled status`)",
+        err=True,
+    )
+    if len(empty) == len(totals):
+        raise typer.Exit(1)

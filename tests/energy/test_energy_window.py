@@ -110,6 +110,7 @@ def test_window_between_two_samples_has_no_sample_inside() -> None:
     assert r.samples == 0
     assert r.energy_j == pytest.approx(5 * (3.75**2 - 3.25**2))
     assert "sparse" in r.flags and "edge" not in r.flags
+    assert "no-samples" not in r.flags  # interpolated from the neighbours: an energy, only sparse
     assert r.max_gap_s == pytest.approx(1.0)
 
 
@@ -119,7 +120,7 @@ def test_no_samples_at_all() -> None:
     assert r.method == "none"
     assert r.samples == 0
     assert r.max_gap_s == pytest.approx(5.0)
-    assert set(r.flags) == {"sparse", "edge", "gap"}
+    assert set(r.flags) == {"sparse", "edge", "gap", "no-samples"}
 
 
 def test_one_sample_gives_no_energy() -> None:
