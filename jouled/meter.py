@@ -1,0 +1,299 @@
+"""`jouled.measure()`: energy of a block or a function, measured in-process without a daemon (notebooks, scripts).
+
+(This module is `jouled.meter`, not `jouled.measure`: a submodule of that name would replace the function
+`jouled.measure` on the package as soon as anything imported it.)
+
+    import jouled
+
+    with jouled.measure() as m:             # this machine's sources (NVML, RAPL, meter, estimate) at 20 Hz
+        train()
+    print(m.energy_j, m.energy_j_by_device, m.flags)
+
+    @jouled.measure(sync=torch.cuda.synchronize)
+    def step(): ...
+    step(); print(step.last_measurement.energy_j)
+
+The same source classes as the daemon (`jouled.daemon.sources` via its registry) are read by the daemon's own
+sampling threads (`jouled.daemon.sampler.Sampler`) in the background; the window's energy comes from the same
+math as `jouled energy epochs` (`jouled.energy.energy_rows`), its total from `run_totals` (a GPU is counted
+once, RAPL sub-zones never added to their package, a wall meter reported beside the total as `wall_j`).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import numpy as np
+
+from jouled.config import Config, load_config
+from jouled.errors import UserError
+
+if TYPE_CHECKING:
+    from jouled.daemon.sampler import Sampler
+    from jouled.daemon.sources.base import Source
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_RATE_HZ = 20.0
+START_TIMEOUT_S = 10.0  # sources open in their threads; a meter's handshake may take a few seconds
+DRAIN_INTERVAL_S = 0.5  # readings move from the sampler's queue into compact columns this often
+
+
+@dataclass(frozen=True)
+class DeviceEnergy:
+    """Energy of the measured window on one device, with the evidence behind it (as a row of `energy epochs`)."""
+
+    source: str
+    device: str
+    energy_j: float | None  # None: no usable samples
+    method: str  # counter | integral | none
+    samples: int
+    max_gap_s: float
+    flags: tuple[str, ...]
+
+
+@dataclass
+class Measurement:
+    """What `jouled.measure()` measured; filled in when the block (or the decorated call) ends.
+
+    `energy_j` is the total of `total_devices` (each GPU once; CPU packages and DRAM; a wall meter beside it as
+    `wall_j`); `energy_j_by_device` maps `source:device` to joules; `method` is `counter`, `integral`, `mixed` or
+    `none`; `flags` the union of the devices' quality flags (`sparse`, `gap`, `edge`, `estimated`, …).
+    """
+
+    start_ns: int = 0
+    end_ns: int = 0
+    duration_s: float = 0.0
+    energy_j: float | None = None
+    energy_j_by_device: dict[str, float | None] = field(default_factory=dict)
+    total_devices: tuple[str, ...] = ()
+    wall_j: float | None = None
+    method: str = "none"
+    flags: tuple[str, ...] = ()
+    samples: int = 0
+    devices: tuple[DeviceEnergy, ...] = ()
+    sources: tuple[str, ...] = ()  # the sources that sampled
+    unavailable: dict[str, str] = field(default_factory=dict)  # source → why it did not sample
+    done: bool = False
+
+    def __str__(self) -> str:
+        if not self.done:
+            return "Measurement(running)"
+        total = "—" if self.energy_j is None else f"{self.energy_j:.2f} J"
+        flags = f" [{' '.join(self.flags)}]" if self.flags else ""
+        return f"{total} in {self.duration_s:.3f} s ({self.method}; {', '.join(self.total_devices) or 'no device'}){flags}"
+
+
+class _Columns:
+    """One series' samples as growing typed arrays (24 bytes a sample, not a Reading object each)."""
+
+    __slots__ = ("e", "p", "t")
+
+    def __init__(self) -> None:
+        self.t, self.p, self.e = array("q"), array("d"), array("d")
+
+
+class _Session:
+    """One measurement: the sampler threads, a drainer, and the window's edges."""
+
+    def __init__(self, sources: list[Source], rate_hz: float, sync: Callable[[], Any] | None, explicit: bool) -> None:
+        from jouled.daemon.sampler import Sampler
+
+        self.sync = sync
+        self.explicit = explicit
+        self.period_s = 1.0 / rate_hz
+        self.sampler: Sampler = Sampler([(s, self.period_s) for s in sources])
+        self.kinds = {s.name: s.kind for s in sources}
+        self.cols: dict[tuple[str, str], _Columns] = {}
+        self.lock = threading.Lock()
+        self.stop_drain = threading.Event()
+        self.drainer = threading.Thread(target=self._drain_loop, name="jouled-measure-drain", daemon=True)
+        self.measurement = Measurement()
+
+    def _drain(self) -> None:
+        batch = self.sampler.drain()
+        if not batch:
+            return
+        nan = float("nan")
+        with self.lock:
+            for name, r in batch:
+                c = self.cols.get((name, r.device))
+                if c is None:
+                    c = self.cols[(name, r.device)] = _Columns()
+                c.t.append(r.time_ns)
+                c.p.append(nan if r.power_w is None else r.power_w)
+                c.e.append(nan if r.energy_j is None else r.energy_j)
+
+    def _drain_loop(self) -> None:
+        while not self.stop_drain.wait(DRAIN_INTERVAL_S):
+            self._drain()
+
+    def start(self) -> Measurement:
+        from jouled.clock import CLOCK
+
+        self.sampler.start()
+        self.drainer.start()
+        # the first reading of every source before the window opens: the start edge has a neighbour on each side
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while any(r.is_alive() and (r.health.state == "starting" or not r.health.last_sample_ns)
+                  for r in self.sampler.runners):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        m = self.measurement
+        for r in self.sampler.runners:
+            if not r.health.last_sample_ns:
+                why = r.health.reason or r.health.last_error
+                m.unavailable[r.source.name] = why or ("failed to open" if not r.is_alive() else "no reading yet")
+        live = [r.source.name for r in self.sampler.runners if r.source.name not in m.unavailable]
+        if not live or (self.explicit and m.unavailable):
+            self.close()
+            name, why = next(iter(m.unavailable.items())) if m.unavailable else ("", "no source")
+            raise UserError(f"jouled.measure(): source {name!r} cannot sample: {why}" if name
+                            else "jouled.measure(): no source to sample — pass sources=[...]")
+        m.sources = tuple(live)
+        if self.sync is not None:
+            self.sync()
+        m.start_ns = CLOCK.now_ns()
+        self.sampler.snapshot()  # fresh energy counters at the edge
+        return m
+
+    def finish(self) -> Measurement:
+        from jouled.clock import CLOCK
+
+        if self.sync is not None:
+            self.sync()
+        m = self.measurement
+        m.end_ns = CLOCK.now_ns()
+        self.sampler.snapshot()
+        # a reading past the end from every source that sampled: the end edge is interpolated, never extrapolated
+        deadline = time.monotonic() + max(2.0, 5 * self.period_s)
+        live = [r for r in self.sampler.runners if r.source.name in m.sources]
+        while any(r.health.last_sample_ns <= m.end_ns and r.is_alive() for r in live) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self.close()
+        _compute(m, self._series())
+        return m
+
+    def close(self) -> None:
+        self.sampler.stop()
+        self.stop_drain.set()
+        if self.drainer.is_alive():
+            self.drainer.join(5.0)
+        self._drain()
+
+    def _series(self) -> dict[tuple[str, str], Any]:
+        from jouled.energy import SeriesArrays
+
+        out: dict[tuple[str, str], Any] = {}
+        with self.lock:
+            for (src, dev), c in self.cols.items():
+                out[(src, dev)] = SeriesArrays(
+                    np.frombuffer(c.t, dtype=np.int64).copy(), np.frombuffer(c.p, dtype=np.float64).copy(),
+                    np.frombuffer(c.e, dtype=np.float64).copy(), src, dev, 0.0, self.kinds.get(src) == "estimated",
+                )
+        return out
+
+
+def _compute(m: Measurement, series: dict[tuple[str, str], Any]) -> None:
+    """Fill `m` from the samples: `energy_rows` over the one window, `run_totals` for the total (pure math)."""
+    from jouled.energy import Window, energy_rows, run_totals
+
+    w = Window(run="measure", scope="run", epoch=None, phase=None, arch=None, gpus=(), start_ns=m.start_ns,
+               end_ns=m.end_ns)
+    rows = energy_rows([w], series)
+    m.duration_s = (m.end_ns - m.start_ns) * 1e-9
+    m.devices = tuple(
+        DeviceEnergy(r["source"], r["device"], r["energy_j"], r["method"], r["samples"], r["max_gap_s"], tuple(r["flags"]))
+        for r in rows
+    )
+    m.samples = sum(d.samples for d in m.devices)
+    if rows:
+        tot = run_totals(rows)[0]
+        m.energy_j_by_device = dict(tot["energy_j_by_device"])
+        m.total_devices = tuple(tot["total_devices"])
+        m.energy_j = float(tot["energy_j"]) if m.total_devices else None
+        m.wall_j = tot["wall_j"]
+        m.flags = tuple(tot["flags"])
+        used = {d.method for d in m.devices if f"{d.source}:{d.device}" in m.total_devices} or {"none"}
+        m.method = used.pop() if len(used) == 1 else "mixed"
+    m.done = True
+
+
+def _resolve_sources(config: Config, sources: Sequence[str | Source] | None) -> tuple[list[Source], bool]:
+    from jouled.daemon.sources.registry import build_sources
+
+    if sources is None:
+        return build_sources(config), False
+    names = [s for s in sources if isinstance(s, str)]
+    built = iter(build_sources(config, names)) if names else iter(())
+    return [next(built) if isinstance(s, str) else s for s in sources], True
+
+
+class measure:  # lower case: used like a function, jouled.measure()
+    """Measure the energy of a `with` block or of each call of a decorated function, in this process.
+
+    `sources`: names (`"nvml"`, `"rapl"`, `"visa"`, `"estimate"`, `"smi"`) or source objects; default: the sources
+    the config enables (as `jouled run` would start), skipping those this machine lacks. Sources named here must
+    sample, else a UserError says why. `rate_hz`: sampling rate of every source (NVML's energy counter keeps its
+    own `counter_rate_hz`). `sync`: called at both edges before the time is taken (e.g. `torch.cuda.synchronize`),
+    so queued GPU work is inside the window. `config`: a TOML path, a Config, or None (as the CLI resolves it).
+
+    As a context manager it yields the Measurement (filled when the block ends); as a decorator the function's
+    return value is unchanged and its last Measurement is at `fn.last_measurement`.
+    """
+
+    def __init__(
+        self,
+        *,
+        sources: Sequence[str | Source] | None = None,
+        rate_hz: float = DEFAULT_RATE_HZ,
+        sync: Callable[[], Any] | None = None,
+        config: str | Path | Config | None = None,
+    ) -> None:
+        if not (0 < rate_hz <= 10000):
+            raise UserError(f"jouled.measure(rate_hz={rate_hz}): must be > 0 and <= 10000 Hz")
+        self.sources = sources
+        self.rate_hz = rate_hz
+        self.sync = sync
+        self.config = config if isinstance(config, Config) else load_config(config)
+        self._session: _Session | None = None
+        self.last: Measurement | None = None
+
+    def _new_session(self) -> _Session:
+        srcs, explicit = _resolve_sources(self.config, self.sources)
+        if not srcs:
+            raise UserError("jouled.measure(): no source enabled — pass sources=['estimate'] or enable one in the config")
+        return _Session(srcs, self.rate_hz, self.sync, explicit)
+
+    def __enter__(self) -> Measurement:
+        if self._session is not None:
+            raise RuntimeError("jouled.measure(): this measurement is already running; make a new one to nest")
+        self._session = self._new_session()
+        return self._session.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            self.last = session.finish()
+
+    def __call__(self, fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            session = self._new_session()  # one per call: the decorated function may run in several threads
+            session.start()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                wrapper.last_measurement = session.finish()  # type: ignore[attr-defined]
+
+        wrapper.last_measurement = None  # type: ignore[attr-defined]
+        return cast(F, wrapper)
