@@ -26,7 +26,6 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -35,6 +34,7 @@ import numpy as np
 
 from jouled.config import Config, load_config
 from jouled.errors import UserError
+from jouled.query import Measurement, measure_window
 
 if TYPE_CHECKING:
     from jouled.daemon.sampler import Sampler
@@ -45,51 +45,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_RATE_HZ = 20.0
 START_TIMEOUT_S = 10.0  # sources open in their threads; a meter's handshake may take a few seconds
 DRAIN_INTERVAL_S = 0.5  # readings move from the sampler's queue into compact columns this often
-
-
-@dataclass(frozen=True)
-class DeviceEnergy:
-    """Energy of the measured window on one device, with the evidence behind it (as a row of `energy epochs`)."""
-
-    source: str
-    device: str
-    energy_j: float | None  # None: no usable samples
-    method: str  # counter | integral | none
-    samples: int
-    max_gap_s: float
-    flags: tuple[str, ...]
-
-
-@dataclass
-class Measurement:
-    """What `jouled.measure()` measured; filled in when the block (or the decorated call) ends.
-
-    `energy_j` is the total of `total_devices` (each GPU once; CPU packages and DRAM; a wall meter beside it as
-    `wall_j`); `energy_j_by_device` maps `source:device` to joules; `method` is `counter`, `integral`, `mixed` or
-    `none`; `flags` the union of the devices' quality flags (`sparse`, `gap`, `edge`, `estimated`, …).
-    """
-
-    start_ns: int = 0
-    end_ns: int = 0
-    duration_s: float = 0.0
-    energy_j: float | None = None
-    energy_j_by_device: dict[str, float | None] = field(default_factory=dict)
-    total_devices: tuple[str, ...] = ()
-    wall_j: float | None = None
-    method: str = "none"
-    flags: tuple[str, ...] = ()
-    samples: int = 0
-    devices: tuple[DeviceEnergy, ...] = ()
-    sources: tuple[str, ...] = ()  # the sources that sampled
-    unavailable: dict[str, str] = field(default_factory=dict)  # source → why it did not sample
-    done: bool = False
-
-    def __str__(self) -> str:
-        if not self.done:
-            return "Measurement(running)"
-        total = "—" if self.energy_j is None else f"{self.energy_j:.2f} J"
-        flags = f" [{' '.join(self.flags)}]" if self.flags else ""
-        return f"{total} in {self.duration_s:.3f} s ({self.method}; {', '.join(self.total_devices) or 'no device'}){flags}"
 
 
 class _Columns:
@@ -180,7 +135,7 @@ class _Session:
         while any(r.health.last_sample_ns <= m.end_ns and r.is_alive() for r in live) and time.monotonic() < deadline:
             time.sleep(0.002)
         self.close()
-        _compute(m, self._series())
+        measure_window(self._series(), m.start_ns, m.end_ns, into=m)
         return m
 
     def close(self) -> None:
@@ -201,31 +156,6 @@ class _Session:
                     np.frombuffer(c.e, dtype=np.float64).copy(), src, dev, 0.0, self.kinds.get(src) == "estimated",
                 )
         return out
-
-
-def _compute(m: Measurement, series: dict[tuple[str, str], Any]) -> None:
-    """Fill `m` from the samples: `energy_rows` over the one window, `run_totals` for the total (pure math)."""
-    from jouled.energy import Window, energy_rows, run_totals
-
-    w = Window(run="measure", scope="run", epoch=None, phase=None, arch=None, gpus=(), start_ns=m.start_ns,
-               end_ns=m.end_ns)
-    rows = energy_rows([w], series)
-    m.duration_s = (m.end_ns - m.start_ns) * 1e-9
-    m.devices = tuple(
-        DeviceEnergy(r["source"], r["device"], r["energy_j"], r["method"], r["samples"], r["max_gap_s"], tuple(r["flags"]))
-        for r in rows
-    )
-    m.samples = sum(d.samples for d in m.devices)
-    if rows:
-        tot = run_totals(rows)[0]
-        m.energy_j_by_device = dict(tot["energy_j_by_device"])
-        m.total_devices = tuple(tot["total_devices"])
-        m.energy_j = float(tot["energy_j"]) if m.total_devices else None
-        m.wall_j = tot["wall_j"]
-        m.flags = tuple(tot["flags"])
-        used = {d.method for d in m.devices if f"{d.source}:{d.device}" in m.total_devices} or {"none"}
-        m.method = used.pop() if len(used) == 1 else "mixed"
-    m.done = True
 
 
 def _resolve_sources(config: Config, sources: Sequence[str | Source] | None) -> tuple[list[Source], bool]:

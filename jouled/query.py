@@ -349,3 +349,154 @@ def open(store_url: str | None = None, config: str | Path | Config | None = None
     """
     cfg, url = resolve(store_url, config)
     return Query(open_readonly(url), cfg, url)
+
+
+# --------------------------------------------------------------------------------------------------
+# The energy of one window as a measurement (jouled.measure(), RunHandle.energy())
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceEnergy:
+    """Energy of the measured window on one device, with the evidence behind it (as a row of `energy epochs`)."""
+
+    source: str
+    device: str
+    energy_j: float | None  # None: no usable samples
+    method: str  # counter | integral | none
+    samples: int
+    max_gap_s: float
+    flags: tuple[str, ...]
+
+
+@dataclass
+class Measurement:
+    """The energy of one window: what `jouled.measure()` and `RunHandle.energy()` return.
+
+    `energy_j` is the total of `total_devices` (each GPU once; CPU packages and DRAM; a wall meter beside it as
+    `wall_j`); `energy_j_by_device` maps `source:device` to joules; `method` is `counter`, `integral`, `mixed` or
+    `none`; `flags` the union of the devices' quality flags (`sparse`, `gap`, `edge`, `estimated`, …).
+    """
+
+    start_ns: int = 0
+    end_ns: int = 0
+    duration_s: float = 0.0
+    energy_j: float | None = None
+    energy_j_by_device: dict[str, float | None] = field(default_factory=dict)
+    total_devices: tuple[str, ...] = ()
+    wall_j: float | None = None
+    carbon_g: float | None = None
+    method: str = "none"
+    flags: tuple[str, ...] = ()
+    samples: int = 0
+    devices: tuple[DeviceEnergy, ...] = ()
+    sources: tuple[str, ...] = ()  # the sources that sampled
+    unavailable: dict[str, str] = field(default_factory=dict)  # source → why it did not sample (jouled.measure)
+    done: bool = False
+
+    def __str__(self) -> str:
+        if not self.done:
+            return "Measurement(running)"
+        total = "—" if self.energy_j is None else f"{self.energy_j:.2f} J"
+        flags = f" [{' '.join(self.flags)}]" if self.flags else ""
+        return f"{total} in {self.duration_s:.3f} s ({self.method}; {', '.join(self.total_devices) or 'no device'}){flags}"
+
+
+def measure_window(
+    series: Mapping[tuple[str, str], SeriesArrays],
+    start_ns: int,
+    end_ns: int,
+    *,
+    gpus: Sequence[str] = (),
+    carbon: CarbonSeries | None = None,
+    into: Measurement | None = None,
+) -> Measurement:
+    """The window's energy from samples: `energy_rows` for the devices, `run_totals` for the total (no I/O)."""
+    m = into if into is not None else Measurement()
+    m.start_ns, m.end_ns = start_ns, end_ns
+    w = Window(run="window", scope="run", epoch=None, phase=None, arch=None, gpus=tuple(gpus), start_ns=start_ns,
+               end_ns=end_ns)
+    rows = energy_rows([w], series, carbon=carbon)
+    m.duration_s = (end_ns - start_ns) * 1e-9
+    m.devices = tuple(
+        DeviceEnergy(r["source"], r["device"], r["energy_j"], r["method"], r["samples"], r["max_gap_s"], tuple(r["flags"]))
+        for r in rows
+    )
+    m.samples = sum(d.samples for d in m.devices)
+    if not m.sources:
+        m.sources = tuple(sorted({src for src, _dev in series}))
+    if rows:
+        tot = run_totals(rows)[0]
+        m.energy_j_by_device = dict(tot["energy_j_by_device"])
+        m.total_devices = tuple(tot["total_devices"])
+        m.energy_j = float(tot["energy_j"]) if m.total_devices else None
+        m.wall_j = tot["wall_j"]
+        m.carbon_g = tot["carbon_g"]
+        m.flags = tuple(tot["flags"])
+        used = {d.method for d in m.devices if f"{d.source}:{d.device}" in m.total_devices} or {"none"}
+        m.method = used.pop() if len(used) == 1 else "mixed"
+    m.done = True
+    return m
+
+
+def wait_window(
+    store_url: str,
+    config: Config,
+    host: str,
+    start_ns: int,
+    end_ns: int,
+    *,
+    gpus: Sequence[str] = (),
+    timeout_s: float = 30.0,
+    poll_s: float = 0.1,
+    lookback_s: float = 5.0,
+) -> Measurement:
+    """Wait until the log holds a sample past `end_ns` from every series of `host` that was sampling during the
+    window, then measure it. A series was sampling when it has a sample in [start − lookback, end].
+
+    Raises TimeoutError with one line when the log does not get there within `timeout_s`.
+    """
+    import time as _time
+
+    deadline = _time.monotonic() + timeout_s
+    path = url_path(store_url)
+    lagging: list[str] = []
+    while True:
+        st = None
+        if path is None or path.exists():
+            try:
+                st = open_readonly(store_url)
+            except StoreError:
+                st = None
+        if st is not None:
+            try:
+                keys = [k for k in st.series() if k.host == host]
+                active = [k for k in keys if len(st.read_series(k, start_ns - int(lookback_s * 1e9), end_ns))]
+                lagging = [f"{k.source} {k.device}" for k in active if not len(st.read_series(k, end_ns + 1, None))]
+                if active and not lagging:
+                    series = load_series(st, host, start_ns, end_ns, config)
+                    return measure_window(series, start_ns, end_ns, gpus=gpus, carbon=carbon_for(st, config, start_ns, end_ns))
+            finally:
+                st.close()
+        if _time.monotonic() >= deadline:
+            where = f"in {path or store_url}"
+            if lagging:
+                raise TimeoutError(
+                    f"no samples after the window's end from {', '.join(lagging)} {where} after {timeout_s:g} s"
+                    " — is the daemon still running and flushing?"
+                )
+            raise TimeoutError(
+                f"no samples of host {host!r} around the window {where} after {timeout_s:g} s — is the daemon running"
+                " (jouled run) on this store with the same [daemon] host?"
+            )
+        _time.sleep(poll_s)
+
+
+def url_path(store_url: str) -> Path | None:
+    """The log file of a sqlite:/// URL (None for URLs this reader cannot open; open_readonly then says why)."""
+    from jouled.store.sqlite import parse_store_url
+
+    try:
+        return parse_store_url(store_url)
+    except UserError:
+        return None
