@@ -49,7 +49,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import paho.mqtt.client as paho
@@ -57,6 +57,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from jouled.markers import QOS, marker_to_json, parse_broker_url, topic_for
 from jouled.model import Marker
+
+if TYPE_CHECKING:
+    from jouled.query import Measurement
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +299,7 @@ class MarkerClient:
         self.poll_interval_s = poll_interval_s
         self.keepalive_s = keepalive_s
         self.spool_dir = Path(spool_path) if spool_path is not None else default_spool_dir()
+        self.config: Any = None  # the jouled Config of from_config(): where RunHandle.energy() finds the store
 
         self._seq_alloc = SeqAllocator(self.spool_dir)
         self._seqs: dict[str, _SeqCounter] = {}
@@ -336,10 +340,12 @@ class MarkerClient:
         m = cfg.mqtt
         url = m.url or f"mqtt://127.0.0.1:{m.embedded_port}"
         kwargs.setdefault("host", cfg.daemon.host)
-        return cls(
+        client = cls(
             url, username=m.username or None, password=m.password or None, tls_ca=m.tls_ca or None,
             tls_cert=m.tls_cert or None, tls_key=m.tls_key or None, tls_insecure=m.tls_insecure, **kwargs,
         )
+        client.config = cfg
+        return client
 
     def _counter(self, run: str) -> _SeqCounter:
         counter = self._seqs.get(run)
@@ -670,26 +676,33 @@ def _closer(ref: weakref.ref[MarkerClient]) -> Any:
 class _Window:
     """``with``-able start/end pair of one epoch or phase (a class, not a generator: cheaper to enter)."""
 
-    __slots__ = ("attrs", "epoch", "handle", "phase", "scope")
+    __slots__ = ("attrs", "end_marker", "epoch", "handle", "phase", "scope", "start_marker")
 
     def __init__(self, handle: RunHandle, scope: str, epoch: int, phase: str | None, attrs: dict[str, Any] | None):
         self.handle, self.scope, self.epoch, self.phase, self.attrs = handle, scope, epoch, phase, attrs
+        self.start_marker: Marker | None = None
+        self.end_marker: Marker | None = None
 
     def __enter__(self) -> _Window:
         h = self.handle
         if self.scope == "epoch":
-            h.start_epoch(self.epoch, attrs=self.attrs)
+            self.start_marker = h.start_epoch(self.epoch, attrs=self.attrs)
         else:
-            h.start_phase(self.phase or "", epoch=self.epoch, attrs=self.attrs)
+            self.start_marker = h.start_phase(self.phase or "", epoch=self.epoch, attrs=self.attrs)
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         attrs = None if et is None else {"status": "error", "error": et.__name__}
         h = self.handle
         if self.scope == "epoch":
-            h.end_epoch(self.epoch, attrs=attrs)
+            self.end_marker = h.end_epoch(self.epoch, attrs=attrs)
         else:
-            h.end_phase(self.phase or "", epoch=self.epoch, attrs=attrs)
+            self.end_marker = h.end_phase(self.phase or "", epoch=self.epoch, attrs=attrs)
+
+    def energy(self, timeout: float = 30.0, *, store_url: str | None = None, config: Any = None) -> Measurement:
+        """This epoch's (phase's) energy, measured by the daemon: see ``RunHandle.energy``."""
+        what = f"run {self.handle.run_id} epoch {self.epoch}" + (f" phase {self.phase}" if self.phase else "")
+        return _window_energy(self.handle, what, self.start_marker, self.end_marker, timeout, store_url, config)
 
 
 class RunHandle:
@@ -700,6 +713,8 @@ class RunHandle:
     ) -> None:
         self.client, self.run_id, self.arch, self.gpus, self.attrs = client, run_id, arch, gpus, attrs
         self.current_epoch: int | None = None
+        self.start_marker: Marker | None = None
+        self.end_marker: Marker | None = None
 
     def mark(
         self, scope: str, event: str, epoch: int | None = None, phase: str | None = None,
@@ -708,21 +723,33 @@ class RunHandle:
         return self.client.mark(scope, event, self.run_id, epoch, phase, arch=self.arch, gpus=self.gpus, attrs=attrs)
 
     def start(self) -> RunHandle:
-        self.mark("run", "start", attrs=self.attrs)
+        self.start_marker = self.mark("run", "start", attrs=self.attrs)
         return self
 
     def end(self, attrs: dict[str, Any] | None = None) -> None:
-        self.mark("run", "end", attrs=attrs)
+        self.end_marker = self.mark("run", "end", attrs=attrs)
 
-    def start_epoch(self, epoch: int, attrs: dict[str, Any] | None = None) -> None:
+    def energy(self, timeout: float = 30.0, *, store_url: str | None = None, config: Any = None) -> Measurement:
+        """The run's energy as the daemon measured it (Zeus's ``end_window()``, from outside the process).
+
+        Call it after the run's end: it polls the daemon's log (read-only) until it holds a sample past the
+        run's end from every source that was sampling, then returns a ``jouled.query.Measurement``: joules per
+        device (``energy_j_by_device``), the total counting each device once (``energy_j``), ``method``,
+        ``flags``, ``duration_s``. The store: ``store_url``, else ``$JOULED_STORE``, else the store of
+        ``config`` (a path or Config; default: the config of ``MarkerClient.from_config``, else the CLI's).
+        Raises ``TimeoutError`` with one line after ``timeout`` seconds (is the daemon running?).
+        """
+        return _window_energy(self, f"run {self.run_id}", self.start_marker, self.end_marker, timeout, store_url, config)
+
+    def start_epoch(self, epoch: int, attrs: dict[str, Any] | None = None) -> Marker:
         self.current_epoch = epoch
-        self.mark("epoch", "start", epoch, attrs=attrs)
+        return self.mark("epoch", "start", epoch, attrs=attrs)
 
-    def end_epoch(self, epoch: int | None = None, attrs: dict[str, Any] | None = None) -> None:
+    def end_epoch(self, epoch: int | None = None, attrs: dict[str, Any] | None = None) -> Marker:
         n = self.current_epoch if epoch is None else epoch
         if n is None:
             raise ValueError("end_epoch(): no epoch is open; pass the epoch number")
-        self.mark("epoch", "end", n, attrs=attrs)
+        return self.mark("epoch", "end", n, attrs=attrs)
 
     def _phase_epoch(self, epoch: int | None) -> int:
         n = self.current_epoch if epoch is None else epoch
@@ -730,11 +757,11 @@ class RunHandle:
             raise ValueError("a phase belongs to an epoch: open one with r.epoch(n) or pass epoch=")
         return n
 
-    def start_phase(self, phase: str, epoch: int | None = None, attrs: dict[str, Any] | None = None) -> None:
-        self.mark("phase", "start", self._phase_epoch(epoch), phase, attrs=attrs)
+    def start_phase(self, phase: str, epoch: int | None = None, attrs: dict[str, Any] | None = None) -> Marker:
+        return self.mark("phase", "start", self._phase_epoch(epoch), phase, attrs=attrs)
 
-    def end_phase(self, phase: str, epoch: int | None = None, attrs: dict[str, Any] | None = None) -> None:
-        self.mark("phase", "end", self._phase_epoch(epoch), phase, attrs=attrs)
+    def end_phase(self, phase: str, epoch: int | None = None, attrs: dict[str, Any] | None = None) -> Marker:
+        return self.mark("phase", "end", self._phase_epoch(epoch), phase, attrs=attrs)
 
     def epoch(self, n: int, attrs: dict[str, Any] | None = None) -> _Window:
         """``with r.epoch(n):`` marks epoch n's start and end (the end gets status=error on an exception)."""
@@ -749,3 +776,15 @@ class RunHandle:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.end(None if et is None else {"status": "error", "error": et.__name__})
+
+
+def _window_energy(
+    handle: RunHandle, what: str, start: Marker | None, end: Marker | None, timeout: float, store_url: str | None,
+    config: Any,
+) -> Measurement:
+    if start is None or end is None:
+        raise RuntimeError(f"{what} has not ended: call .energy() after its with-block (or its end marker)")
+    from jouled.query import resolve, wait_window
+
+    cfg, url = resolve(store_url, config if config is not None else handle.client.config)
+    return wait_window(url, cfg, handle.client.host, start.time_ns, end.time_ns, gpus=handle.gpus, timeout_s=timeout)
