@@ -30,6 +30,16 @@ StoreOpt = Annotated[
         "(default $JOULED_STORE, else the config's store)",
     ),
 ]
+# for commands that read no store: still accepted (scripts pass --store to every command), hidden from help
+UnusedStoreOpt = Annotated[str | None, typer.Option("--store", metavar="URL", hidden=True, help="not used by this command")]
+
+
+def ignore_store(store: str | None, command: str) -> None:
+    """Say once that a --store given to a command that reads no store changes nothing."""
+    if store:
+        print(f"warning: {command} reads no store — --store {store} is ignored", file=sys.stderr)
+
+
 FormatOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="table | json")]
 
 

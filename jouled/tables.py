@@ -125,7 +125,7 @@ def print_table(
     for r in rows:
         t.add_row(*[_text(cell) for cell, k in zip(r, keep, strict=True) if k])
     con.print(t)
-    hidden = [c.header for c, k in zip(columns, keep, strict=True) if not k]
+    hidden = [" ".join(c.header.split()) for c, k in zip(columns, keep, strict=True) if not k]
     if hidden:
         con.print(f"[dim]hidden at {con.width} columns: {escape(', '.join(hidden))} — use --wide[/]", highlight=False)
     return hidden

@@ -59,27 +59,27 @@ class Executor(Protocol):
     def shutdown(self) -> None: ...
 
 
-def parse_slots(spec: str) -> list[str]:
+def parse_slots(spec: str, option: str = "--devices") -> list[str]:
     """`0,1,3` (GPU ids), `cpu:2` or `2` on a machine without GPUs, or `cpu0,cpu1` → slot names; UserError otherwise."""
     text = spec.strip().lower()
     if not text:
-        raise UserError("--gpus is empty — pass GPU ids like 0,1 or CPU slots like cpu:2")
+        raise UserError(f"{option} is empty — pass GPU ids like 0,1 or CPU slots like cpu:2")
     if text.startswith("cpu:"):
         n = text[4:]
         if not n.isdigit() or int(n) < 1:
-            raise UserError(f"--gpus {spec!r}: cpu:N needs N ≥ 1 — e.g. --gpus cpu:2")
+            raise UserError(f"{option} {spec!r}: cpu:N needs N ≥ 1 — e.g. {option} cpu:2")
         return [f"cpu{i}" for i in range(int(n))]
     parts = [p.strip() for p in text.split(",")]
     if any(not p for p in parts):
-        raise UserError(f"--gpus {spec!r}: empty entry — pass e.g. 0,1 or cpu:2")
+        raise UserError(f"{option} {spec!r}: empty entry — pass e.g. 0,1 or cpu:2")
     if all(p.startswith("cpu") and p[3:].isdigit() for p in parts):
         slots = parts
     elif all(p.isdigit() for p in parts):
         slots = [str(int(p)) for p in parts]
     else:
-        raise UserError(f"--gpus {spec!r}: not GPU ids or CPU slots — pass e.g. 0,1 or cpu:2 or cpu0,cpu1")
+        raise UserError(f"{option} {spec!r}: not GPU ids or CPU slots — pass e.g. 0,1 or cpu:2 or cpu0,cpu1")
     if len(set(slots)) != len(slots):
-        raise UserError(f"--gpus {spec!r}: a slot is listed twice — list each once")
+        raise UserError(f"{option} {spec!r}: a slot is listed twice — list each once")
     return slots
 
 

@@ -9,10 +9,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
+from jouled.cli_common import ConfigOpt, UnusedStoreOpt, context, ignore_store, make_app
 from jouled.errors import UserError
+from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
+from jouled.tables import Column, WideOpt, make_console, print_table
 
 nas_app = make_app(help="Carbon-aware neural architecture search (CE-NAS) on NAS-Bench-201.")
 
@@ -48,28 +49,27 @@ def _fmt(stat: dict[str, float | None] | None, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _table(doc: list[dict[str, Any]], console: Console) -> None:
+def _table(doc: list[dict[str, Any]], console: Console, wide: bool = False) -> None:
     head = doc[0]
     names = " + ".join(Path(z["trace"]).name for z in head["zones"])
-    t = Table(title=f"CE-NAS simulation — {names}, {head['gpus']} GPUs, {head['hours']:g} h")
-    for col in (
-        "method", "seeds", "HV", "carbon kg", "energy kWh", "evaluations", "samples", "HV @ equal carbon",
-        "kg to 99% vanilla HV",
-    ):
-        if col == "method":
-            t.add_column(col, no_wrap=True)
-        else:
-            t.add_column(col, justify="right")
+    # headers on two lines and the "reached" note under its value: numbers stay whole at 80 columns
+    cols = (
+        Column("method"), Column("seeds", 5, "right"), Column("HV", 0, "right"), Column("carbon\nkg", 0, "right"),
+        Column("energy\nkWh", 0, "right"), Column("evaluations", 3, "right"), Column("samples", 4, "right"),
+        Column("HV @ equal\ncarbon", 2, "right"), Column("kg to 99%\nvanilla HV", 1, "right"),
+    )
+    cells = []
     for m in doc:
         reached = m.get("reached_99pct_vanilla_hv")
         c99 = _fmt(m.get("carbon_kg_to_99pct_vanilla_hv"))
         if reached is not None and reached < m["seeds"]:
-            c99 += f" ({reached}/{m['seeds']} reached)"
-        t.add_row(
+            c99 += f"\n({reached}/{m['seeds']} reached)"
+        cells.append([
             m["method"], str(m["seeds"]), _fmt(m["hv"]), _fmt(m["carbon_kg"]), _fmt(m["energy_kwh"]),
             _fmt(m["evaluations"], 0), _fmt(m["samples"], 0), _fmt(m["hv_at_equal_carbon"]), c99,
-        )
-    console.print(t)
+        ])
+    title = f"CE-NAS simulation — {names}, {head['gpus']} GPUs, {head['hours']:g} h"
+    print_table(title, cols, cells, wide=wide, console=console)
     console.print(f"HV reference point {head['hv_ref_point']}; objectives: {'; '.join(head['objectives'])}")
 
 
@@ -140,20 +140,30 @@ _DATA_HELP = "folder of the NAS-Bench-201 tables (default $JOULED_NAS_DATA, then
 
 @nas_app.command("simulate")
 def simulate_cmd(
-    trace: Annotated[list[Path], typer.Option("--trace", help=_TRACE_HELP)],
-    method: Annotated[str, typer.Option("--method", help=_METHOD_HELP)] = "all",
-    seeds: Annotated[int, typer.Option("--seeds", help="seeds per method; each starts at its own point of the trace")] = 10,
-    gpus: Annotated[int, typer.Option("--gpus", help="GPUs in the simulated cluster (per zone)")] = 8,
-    hours: Annotated[float, typer.Option("--hours", help="search length in hours")] = 168.0,
-    fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
-    series_out: Annotated[Path | None, typer.Option("--series-out", help="write every run's HV/carbon series (JSON)")] = None,
-    plot_out: Annotated[Path | None, typer.Option("--plot-out", help=_PLOT_HELP)] = None,
-    column: Annotated[str, typer.Option("--column", help="trace column: direct | lca (Electricity Maps exports)")] = "direct",
-    data: Annotated[Path | None, typer.Option("--data", help=_DATA_HELP)] = None,
-    estimate: Annotated[str, typer.Option("--estimate", help="sampling estimate: one_shot | few_shot")] = "one_shot",
-    jobs: Annotated[int, typer.Option("--jobs", help="worker processes")] = 1,
+    trace: Annotated[list[Path], typer.Option("--trace", metavar="FILE", help=_TRACE_HELP)],
+    method: Annotated[str, typer.Option("--method", metavar="METHODS", help=_METHOD_HELP)] = "all",
+    seeds: Annotated[
+        int, typer.Option("--seeds", metavar="N", help="seeds per method; each starts at its own point of the trace")
+    ] = 10,
+    gpus: Annotated[int, typer.Option("--gpus", metavar="N", help="GPUs in the simulated cluster (per zone)")] = 8,
+    hours: Annotated[float, typer.Option("--hours", metavar="HOURS", help="search length in hours")] = 168.0,
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="table | json")] = "table",
+    series_out: Annotated[
+        Path | None, typer.Option("--series-out", metavar="FILE", help="write every run's HV/carbon series (JSON; default: none)")
+    ] = None,
+    plot_out: Annotated[Path | None, typer.Option("--plot-out", metavar="FILE", help=_PLOT_HELP)] = None,
+    column: Annotated[
+        str, typer.Option("--column", metavar="COLUMN", help="trace column: direct | lca (Electricity Maps exports)")
+    ] = "direct",
+    data: Annotated[Path | None, typer.Option("--data", metavar="DIR", help=_DATA_HELP)] = None,
+    estimate: Annotated[
+        str, typer.Option("--estimate", metavar="MODE", help="sampling estimate: one_shot | few_shot")
+    ] = "one_shot",
+    jobs: Annotated[int, typer.Option("--jobs", metavar="N", help="worker processes")] = 1,
+    wide: WideOpt = False,
+    no_progress: NoProgressOpt = False,
     config: ConfigOpt = None,
-    store: StoreOpt = None,
+    store: UnusedStoreOpt = None,
 ) -> None:
     """Trace-driven comparison of vanilla LaMOO, one-shot and CE-NAS GPU-split policies."""
     from jouled.extras import require
@@ -166,7 +176,8 @@ def simulate_cmd(
     from jouled.scheduler.simulator import SimConfig, report, run_many, series_json
     from jouled.scheduler.space import load_benchmark
 
-    ctx = context(config, store)
+    ignore_store(store, "nas simulate")
+    ctx = context(config, None)
     if fmt not in ("table", "json"):
         raise UserError(f"--format {fmt!r}: unknown — use table or json")
     if seeds < 1:
@@ -194,7 +205,8 @@ def simulate_cmd(
         idle_power_w=nas.idle_power_w,
         estimate=estimate,
     )
-    runs = run_many(methods, tr, bench, list(range(seeds)), cfg, jobs=jobs)
+    with progress_bar("simulating (method × seed)", enabled=progress_enabled(no_progress)) as on_progress:
+        runs = run_many(methods, tr, bench, list(range(seeds)), cfg, jobs=jobs, on_progress=on_progress)
     doc = report(runs, tr, cfg)
     if series_out is not None:
         try:
@@ -208,4 +220,4 @@ def simulate_cmd(
     if fmt == "json":
         typer.echo(json.dumps(doc, indent=2))
     else:
-        _table(doc, Console())
+        _table(doc, make_console(), wide)

@@ -7,15 +7,16 @@ import math
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from jouled.cli_common import ConfigOpt, StoreOpt, context
 from jouled.errors import UserError
+from jouled.tables import Column, WideOpt, make_console, print_table
 
 
 def _free_port() -> int:
@@ -24,7 +25,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _print_summary(doc: dict[str, Any], console: Console) -> None:
+def _print_summary(doc: dict[str, Any], console: Console, wide: bool = False) -> None:
     console.print(
         f"[bold]{doc['search']}[/]: policy {doc['policy']}, slots {','.join(doc['slots'])}, "
         f"{doc['hours']:.2f} h of provider time in {doc['wall_s']:.1f} s wall"
@@ -34,13 +35,16 @@ def _print_summary(doc: dict[str, Any], console: Console) -> None:
         f"(+{doc['evaluations_partial']} partial, {doc['resumes']} moved at an epoch boundary), "
         f"measured energy {doc['energy_j_measured']:.1f} J, carbon {doc['carbon_g']:.3f} g"
     )
-    t = Table(title="Pareto front (accuracy vs MEASURED energy)")
-    for c in ("arch", "acc %", "energy J", "flags", "table mJ", "NB201 acc %"):
-        t.add_column(c)
-    for r in doc["front"]:
-        t.add_row(r["arch"], f"{r['accuracy_pct']:.1f}", f"{r['energy_j']:.1f}", " ".join(r["energy_flags"]),
-                  f"{r['table_energy_mj']:.2f}", f"{r['table_test_acc_pct']:.1f}")
-    console.print(t)
+    cols = (
+        Column("arch", 0, fit="fold", fold_min=24), Column("acc %", 0, "right"), Column("energy J", 0, "right"),
+        Column("flags", 1, fit="wrap"), Column("table mJ", 3, "right"), Column("NB201 acc %", 2, "right"),
+    )
+    cells = [
+        [r["arch"], f"{r['accuracy_pct']:.1f}", f"{r['energy_j']:.1f}", " ".join(r["energy_flags"]),
+         f"{r['table_energy_mj']:.2f}", f"{r['table_test_acc_pct']:.1f}"]
+        for r in doc["front"]
+    ]
+    print_table("Pareto front (accuracy vs MEASURED energy)", cols, cells, wide=wide, console=console)
     for e in doc["errors"]:
         console.print(f"[yellow]error:[/] {e}")
 
@@ -48,42 +52,55 @@ def _print_summary(doc: dict[str, Any], console: Console) -> None:
 _PROVIDER_HELP = "electricitymaps | watttime | ukci | carbonaware | trace | constant (default [carbon] provider)"
 
 
+_METHOD_HELP = "cenas | static:F | threshold[:P] | forecast[:D] | random"
+_GPUS_HELP = "how many worker slots: the first N GPUs (default: every GPU found, else 2 CPU slots)"
+_DEVICES_HELP = "the worker slots themselves instead of --gpus: GPU ids 0,1,… or cpu:N / cpu0,cpu1"
+
+
 def search_command(
-    provider: Annotated[str, typer.Option("--provider", help=_PROVIDER_HELP)] = "",
-    zone: Annotated[str, typer.Option("--zone", help="grid zone, e.g. DE")] = "",
-    gpus: Annotated[str, typer.Option("--gpus", help="worker slots: GPU ids 0,1,… or cpu:N / cpu0,cpu1")] = "cpu:2",
-    hours: Annotated[float, typer.Option("--hours", help="search length in hours of provider time")] = 24.0,
-    policy: Annotated[str, typer.Option("--policy", help="cenas | static:F | threshold[:P] | forecast[:D] | random")] = "cenas",
-    executor: Annotated[str, typer.Option("--executor", help="local | ray")] = "local",
-    trace: Annotated[Path | None, typer.Option("--trace", help="trace CSV for --provider trace")] = None,
-    speedup: Annotated[float, typer.Option("--speedup", help="trace replay speed (virtual seconds per second)")] = 1.0,
-    start: Annotated[str, typer.Option("--start", help="trace replay start: RFC 3339 time or hours into the trace")] = "24",
-    epochs: Annotated[int, typer.Option("--epochs", help="training epochs of each evaluation")] = 2,
-    max_batches: Annotated[int, typer.Option("--max-batches", help="batches per epoch (0: all)")] = 0,
-    dataset: Annotated[str, typer.Option("--dataset", help="digits | synthetic | cifar10 | auto")] = "digits",
-    channels: Annotated[int, typer.Option("--channels", help="NB201 C")] = 16,
-    cells: Annotated[int, typer.Option("--cells", help="NB201 N (cells per stage)")] = 5,
-    max_evaluations: Annotated[int, typer.Option("--max-evaluations", help="stop after this many (0: no limit)")] = 0,
-    period: Annotated[float, typer.Option("--period", help="decision period in provider seconds (default [nas])")] = 0.0,
+    provider: Annotated[str, typer.Option("--provider", metavar="NAME", help=_PROVIDER_HELP)] = "",
+    zone: Annotated[str, typer.Option("--zone", metavar="ZONE", help="grid zone, e.g. DE (default [carbon] zone)")] = "",
+    gpus: Annotated[str | None, typer.Option("--gpus", metavar="N", help=_GPUS_HELP, show_default=False)] = None,
+    devices: Annotated[str | None, typer.Option("--devices", metavar="SLOTS", help=_DEVICES_HELP)] = None,
+    hours: Annotated[float, typer.Option("--hours", metavar="HOURS", help="search length in hours of provider time")] = 24.0,
+    method: Annotated[str, typer.Option("--method", metavar="METHOD", help=_METHOD_HELP)] = "cenas",
+    policy: Annotated[str | None, typer.Option("--policy", hidden=True, help="deprecated: --method")] = None,
+    executor: Annotated[str, typer.Option("--executor", metavar="NAME", help="local | ray")] = "local",
+    trace: Annotated[Path | None, typer.Option("--trace", metavar="FILE", help="trace CSV for --provider trace")] = None,
+    speedup: Annotated[
+        float, typer.Option("--speedup", metavar="FACTOR", help="trace replay speed (virtual seconds per second)")
+    ] = 1.0,
+    start: Annotated[
+        str, typer.Option("--start", metavar="TIME", help="trace replay start: RFC 3339 time or hours into the trace")
+    ] = "24",
+    epochs: Annotated[int, typer.Option("--epochs", metavar="N", help="training epochs of each evaluation")] = 2,
+    max_batches: Annotated[int, typer.Option("--max-batches", metavar="N", help="batches per epoch (0: all)")] = 0,
+    dataset: Annotated[str, typer.Option("--dataset", metavar="NAME", help="digits | synthetic | cifar10 | auto")] = "digits",
+    channels: Annotated[int, typer.Option("--channels", metavar="N", help="NB201 C")] = 16,
+    cells: Annotated[int, typer.Option("--cells", metavar="N", help="NB201 N (cells per stage)")] = 5,
+    max_evaluations: Annotated[
+        int, typer.Option("--max-evaluations", metavar="N", help="stop after this many (0: no limit)")
+    ] = 0,
+    period: Annotated[
+        float, typer.Option("--period", metavar="SECONDS", help="decision period, provider seconds (0: [nas] decision_period_s)")
+    ] = 0.0,
     no_daemon: Annotated[bool, typer.Option("--no-daemon", help="use the running daemon's broker ([mqtt] url)")] = False,
-    data: Annotated[Path | None, typer.Option("--data", help="folder of the NAS-Bench-201 tables")] = None,
-    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="checkpoints and supernet weights")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    data: Annotated[
+        Path | None, typer.Option("--data", metavar="DIR", help="folder of the NAS-Bench-201 tables (default $JOULED_NAS_DATA)")
+    ] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option("--work-dir", metavar="DIR", help="checkpoints and supernet weights (default: a new temp dir)")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="table | json")] = "table",
+    seed: Annotated[int, typer.Option("--seed", metavar="N")] = 0,
+    wide: WideOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Live CE-NAS: split worker slots between sampling and evaluation by grid carbon; the daemon measures energy."""
-    from jouled.extras import require
-
-    require("jouled nas search", "scheduler", "sklearn", "scipy", "threadpoolctl")
-    require("jouled nas search (its workers train)", "trainer", "torch")
-    if executor == "ray":
-        require("--executor ray", "scheduler", "ray")
     from jouled.scheduler.carbon.base import VirtualClock, WallClock
     from jouled.scheduler.carbon.factory import PROVIDERS, make_provider
     from jouled.scheduler.carbon.trace import TraceProvider, load_trace
-    from jouled.scheduler.executors import make_executor, parse_slots
+    from jouled.scheduler.executors import make_executor
     from jouled.scheduler.live import LiveConfig, LiveSearch
     from jouled.scheduler.policies import make_policy
     from jouled.scheduler.space import load_benchmark
@@ -102,8 +119,11 @@ def search_command(
         raise UserError(f"--speedup {speedup}: must be > 0 — e.g. --speedup 3600 (an hour per second)")
     if executor not in ("local", "ray"):
         raise UserError(f"--executor {executor!r}: unknown — use local or ray")
-    slots = parse_slots(gpus)
-    pol = make_policy(policy, seed, window_s=cfg.nas.window_h * 3600.0)
+    if policy is not None:
+        typer.echo("warning: --policy is deprecated — use --method (same values)", err=True)
+        method = policy
+    slots = worker_slots(gpus, devices, _gpus_found)
+    pol = make_policy(method, seed, window_s=cfg.nas.window_h * 3600.0)
     name = (provider or cfg.carbon.provider).strip().lower()
     if name and name not in PROVIDERS:
         raise UserError(f"--provider {provider!r}: unknown — use one of {', '.join(PROVIDERS)}")
@@ -171,7 +191,44 @@ def search_command(
     if fmt == "json":
         typer.echo(json.dumps(doc, indent=2, default=str))
     else:
-        _print_summary(doc, Console())
+        _print_summary(doc, make_console(), wide)
+
+
+def _gpus_found() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.device_count())
+
+
+def worker_slots(gpus: str | None, devices: str | None, gpus_found: Callable[[], int]) -> list[str]:
+    """Worker slots from `--gpus N` (a count: the first N GPUs, or N CPU slots where there is no GPU) or
+    `--devices 0,1 | cpu:2` (the slots themselves); neither: every GPU found, else 2 CPU slots."""
+    from jouled.scheduler.executors import parse_slots
+
+    if gpus is not None and devices is not None:
+        raise UserError(f"--gpus {gpus} and --devices {devices}: pass one — a count, or the slots themselves")
+    if devices is not None:
+        return parse_slots(devices, option="--devices")
+    if gpus is not None:
+        text = gpus.strip()
+        if not text.isdigit():
+            raise UserError(
+                f"--gpus {gpus!r}: --gpus is a count of worker slots — list the slots with --devices {gpus} "
+                "(e.g. --devices 0,1 or --devices cpu:2)"
+            )
+        n = int(text)
+        if n < 1:
+            raise UserError(f"--gpus {n}: need at least 1 worker slot — e.g. --gpus 2")
+    found = gpus_found()
+    if gpus is None:
+        return [str(i) for i in range(found)] if found else ["cpu0", "cpu1"]
+    if found == 0:
+        return [f"cpu{i}" for i in range(n)]  # no GPU here: N CPU worker slots
+    if n > found:
+        raise UserError(f"--gpus {n}: only {found} GPU(s) found — pass --gpus {found} or fewer, or --devices cpu:{n}")
+    return [str(i) for i in range(n)]
 
 
 def _trace_start(text: str, first_s: float, last_s: float) -> float:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -519,14 +519,28 @@ def run_many(
     seeds: Sequence[int],
     cfg: SimConfig,
     jobs: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, list[RunResult]]:
-    """Every (method, seed); jobs > 1 runs them in worker processes (results identical to jobs = 1)."""
+    """Every (method, seed); jobs > 1 runs them in worker processes (results identical to jobs = 1).
+    `on_progress(done, total)` is called as each run finishes (in completion order with workers)."""
     tasks = [(m, trace, bench.source_dir, s, cfg) for m in methods for s in seeds]
+    report = on_progress or (lambda done, total: None)
+    report(0, len(tasks))
+    results: list[RunResult]
     if jobs > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(_run_one, tasks, chunksize=1))
+            futures = [pool.submit(_run_one, t) for t in tasks]
+            index = {f: i for i, f in enumerate(futures)}
+            slots: list[RunResult | None] = [None] * len(tasks)
+            for done, f in enumerate(as_completed(futures), start=1):
+                slots[index[f]] = f.result()
+                report(done, len(tasks))
+            results = [r for r in slots if r is not None]  # task order, as pool.map gave
     else:
-        results = [simulate(m, trace, bench, s, cfg) for m, _, _, s, _ in tasks]
+        results = []
+        for m, _, _, s, _ in tasks:
+            results.append(simulate(m, trace, bench, s, cfg))
+            report(len(results), len(tasks))
     out: dict[str, list[RunResult]] = {m: [] for m in methods}
     for r in results:
         out[r.method].append(r)

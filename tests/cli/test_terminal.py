@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
@@ -200,3 +201,34 @@ def test_run_status_and_sources_tables_fit(tmp_path: Path) -> None:
     assert so.exit_code == 0, so.output
     _check_80(so.output)
     assert "estimate" in so.output
+
+
+# ---------------------------------------------------------------- one name for one concept: nas search --gpus N / --devices
+
+
+def test_worker_slots_count_or_list() -> None:
+    from jouled.errors import UserError
+    from jouled.scheduler.search_cli import worker_slots
+
+    assert worker_slots(None, None, lambda: 0) == ["cpu0", "cpu1"]
+    assert worker_slots(None, None, lambda: 3) == ["0", "1", "2"]
+    assert worker_slots("2", None, lambda: 4) == ["0", "1"]
+    assert worker_slots("3", None, lambda: 0) == ["cpu0", "cpu1", "cpu2"]
+    assert worker_slots(None, "1,3", lambda: 4) == ["1", "3"]
+    assert worker_slots(None, "cpu:2", lambda: 4) == ["cpu0", "cpu1"]
+    for gpus, devices, found, needle in [
+        ("0,1", None, 2, "--devices 0,1"), ("cpu:2", None, 0, "--devices cpu:2"), ("5", None, 2, "only 2 GPU"),
+        ("0", None, 2, "at least 1"), ("2", "0,1", 2, "pass one"), (None, "gpu0", 2, "--devices 'gpu0'"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(needle)):
+            worker_slots(gpus, devices, lambda f=found: f)  # type: ignore[misc]
+
+
+def test_nas_search_policy_is_a_deprecated_alias_of_method(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["nas", "search", "--policy", "magic", "--provider", "constant",
+                              "--store", sqlite_url(tmp_path / "s.db")], env=ENV80)
+    assert res.exit_code == 2
+    assert "--policy is deprecated — use --method" in res.output
+    assert "magic" in res.output
+    help_text = runner.invoke(app, ["nas", "search", "-h"], env=ENV80).output
+    assert "--method" in help_text and "--policy" not in help_text and "--devices" in help_text

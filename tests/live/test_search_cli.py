@@ -19,7 +19,10 @@ runner = CliRunner()
     (["--provider", "nope"], "--provider 'nope'"),
     (["--provider", "trace"], "--trace FILE"),
     (["--gpus", "gpu7"], "--gpus 'gpu7'"),
-    (["--gpus", "cpu:0"], "cpu:N needs N"),
+    (["--gpus", "0,1"], "--devices 0,1"),  # --gpus is a count; the slots go to --devices
+    (["--devices", "gpu7"], "--devices 'gpu7'"),
+    (["--devices", "cpu:0"], "cpu:N needs N"),
+    (["--gpus", "2", "--devices", "cpu:2"], "pass one"),
     (["--zone", "FR"], "pass --zone DE"),
     (["--hours", "0"], "--hours 0.0"),
     (["--format", "xml"], "--format 'xml'"),
@@ -44,7 +47,7 @@ def test_search_command_runs_with_its_own_daemon(tmp_path: Path, trace_file: Pat
     pytest.importorskip("torch")
     db = tmp_path / "search.db"
     res = runner.invoke(app, [
-        "nas", "search", "--provider", "trace", "--trace", str(trace_file), "--zone", "DE", "--gpus", "cpu:2",
+        "nas", "search", "--provider", "trace", "--trace", str(trace_file), "--zone", "DE", "--devices", "cpu:2",
         "--hours", "1", "--speedup", "600", "--epochs", "2", "--max-batches", "2", "--channels", "4", "--cells", "1",
         "--max-evaluations", "1", "--data", str(nas_data), "--work-dir", str(tmp_path / "work"),
         "--store", f"sqlite:///{db}", "--format", "json",
