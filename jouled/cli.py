@@ -18,6 +18,7 @@ from jouled.cli_common import ConfigOpt, FormatOpt, StoreOpt, context, make_app,
 from jouled.demo import demo_command
 from jouled.energy_cli import energy_app
 from jouled.errors import UserError
+from jouled.export_cli import export_app
 from jouled.scheduler.carbon_cli import carbon_app
 from jouled.scheduler.nas_cli import nas_app
 from jouled.scheduler.search_cli import search_command
@@ -34,6 +35,7 @@ app = make_app(
 import_app = make_app(help="Bring existing logs in (CSV or InfluxDB line protocol).")
 app.add_typer(import_app, name="import")
 app.add_typer(energy_app, name="energy")
+app.add_typer(export_app, name="export")
 app.add_typer(markers_app, name="markers")
 app.add_typer(carbon_app, name="carbon")
 nas_app.command("search")(search_command)
