@@ -97,6 +97,12 @@ def search_command(
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
+    from jouled.extras import require
+
+    require("jouled nas search", "scheduler", "sklearn", "scipy", "threadpoolctl")
+    require("jouled nas search (its workers train)", "trainer", "torch")
+    if executor == "ray":
+        require("--executor ray", "scheduler", "ray")
     from jouled.scheduler.carbon.base import VirtualClock, WallClock
     from jouled.scheduler.carbon.factory import PROVIDERS, make_provider
     from jouled.scheduler.carbon.trace import TraceProvider, load_trace
