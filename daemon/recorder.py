@@ -1,12 +1,20 @@
-"""The daemon's marker recorder: subscribe over MQTT, validate, dedup, snapshot counters, store each marker."""
+"""The daemon's marker recorder: subscribe over MQTT, validate, dedup, snapshot counters, store each marker.
+
+A marker is acknowledged to the dedup tracker only once it is stored: while the store cannot be written
+(disk full, read-only) markers wait in a bounded in-memory queue and are retried, like samples, and a
+redelivery of one still waiting is recognised as such rather than lost.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import ssl
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -16,6 +24,7 @@ from jouled.daemon.broker import EmbeddedBroker, port_in_use
 from jouled.errors import UserError
 from jouled.markers import QOS, TOPIC_WILDCARD, MarkerError, MarkerTracker, host_from_topic, parse_marker
 from jouled.model import Marker
+from jouled.store.sqlite import MarkerRowError
 
 if TYPE_CHECKING:
     from jouled.daemon.service import Daemon
@@ -24,6 +33,8 @@ log = logging.getLogger("jouled.markers")
 
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 15.0
+MAX_PENDING_MARKERS = 100_000  # held while the store cannot be written (a marker is ≤ 64 KiB, most ~300 B)
+MAX_PENDING_MARKER_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -44,6 +55,13 @@ def parse_mqtt_url(url: str) -> BrokerEndpoint:
     except ValueError:
         raise UserError(f"[mqtt] url {url!r}: the port is not a number — use mqtt://host:1883") from None
     return BrokerEndpoint(u.hostname, port, tls, url)
+
+
+def daemon_client_id(host: str, store_path: Path) -> str:
+    """The daemon's MQTT client id, unique per host and log: two daemons (two logs) never take each other's
+    session, while a restarted daemon gets its own persistent session (clean_session=False) back."""
+    digest = hashlib.sha1(str(Path(store_path).resolve()).encode()).hexdigest()[:8]
+    return f"jouled-{host}-{digest}"
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
@@ -67,12 +85,18 @@ class MarkerStats:
     rejected: Counter[str] = field(default_factory=Counter)
     warnings: Counter[str] = field(default_factory=Counter)
     last_error: str = ""
+    pending: int = 0  # accepted, waiting for the store
+    dropped: int = 0  # pending markers dropped because the queue was full
+    store_errors: int = 0
+    failed: int = 0  # unexpected errors in handling (a bug if ever non-zero)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "broker": self.broker, "embedded": self.embedded, "connected": self.connected,
             "received": self.received, "stored": self.stored, "duplicates": self.duplicates,
             "rejected": dict(self.rejected), "warnings": dict(self.warnings), "last_error": self.last_error,
+            "pending": self.pending, "dropped": self.dropped, "store_errors": self.store_errors,
+            "failed": self.failed,
         }
 
 
@@ -86,6 +110,11 @@ class MarkerRecorder:
         self.stats = MarkerStats()
         self._logged_kinds: set[str] = set()
         self.ready = asyncio.Event()
+        # accepted markers not stored yet, oldest first, keyed (run, seq); with their payload sizes
+        self._pending: OrderedDict[tuple[str, int], tuple[Marker, int]] = OrderedDict()
+        self._pending_bytes = 0
+        self._write_lock = asyncio.Lock()
+        self._store_error = ""
 
     def seed_from_store(self) -> None:
         """After a restart, remember what is stored so redeliveries and open windows are recognised."""
@@ -97,34 +126,104 @@ class MarkerRecorder:
             self._logged_kinds.add(kind)
             log.warning("%s (further '%s' markers are counted in `jouled status`, not logged)", message, kind)
 
+    def _reject(self, kind: str, topic: str, problem: object) -> None:
+        self.stats.rejected[kind] += 1
+        self._log_once(kind, f"rejected marker on {topic}: {problem}")
+
     async def handle(self, topic: str, payload: bytes) -> Marker | None:
-        """Validate, dedup, snapshot, store. Returns the stored marker or None."""
+        """Validate, dedup, snapshot, store. Returns the marker if it is stored now, else None.
+
+        A marker the store cannot take right now stays queued (``stats.pending``) and is retried.
+        """
         self.stats.received += 1
         try:
             m = parse_marker(
                 payload, topic_host=host_from_topic(topic), now_ns=CLOCK.now_ns(), max_skew_s=self.cfg.max_clock_skew_s
             )
         except MarkerError as e:
-            self.stats.rejected[e.kind] += 1
-            self._log_once(e.kind, f"rejected marker on {topic}: {e}")
+            self._reject(e.kind, topic, e)
             return None
-        res = self.tracker.accept(m)
+        queued = self._pending.get((m.run, m.seq))
+        if queued is not None:  # accepted earlier, not stored yet: a redelivery, or a clash
+            if queued[0] == m:
+                self.stats.duplicates += 1
+            else:
+                self._reject("duplicate_seq", topic, f"run {m.run!r} seq {m.seq} already used by a different marker")
+            return None
+        res = self.tracker.check(m)
         if res.status == "redelivery":
             self.stats.duplicates += 1
             return None
         if res.status == "rejected":
-            kind = res.problem.kind if res.problem else "rejected"
-            self.stats.rejected[kind] += 1
-            self._log_once(kind, f"rejected marker on {topic}: {res.problem}")
+            self._reject(res.problem.kind if res.problem else "rejected", topic, res.problem)
             return None
-        if res.problem is not None:
-            self.stats.warnings[res.problem.kind] += 1
-            self._log_once(res.problem.kind, f"marker kept with a warning: {res.problem}")
         # counters first, so the window edge sits on a fresh counter reading
         self.daemon.sampler.snapshot()
-        await asyncio.to_thread(self.daemon.store.write_markers, [m])
-        self.stats.stored += 1
-        return m
+        self._enqueue(m, len(payload))
+        stored = await self.flush_pending()
+        return m if any(s is m for s in stored) else None
+
+    def _enqueue(self, m: Marker, size: int) -> None:
+        self._pending[(m.run, m.seq)] = (m, size)
+        self._pending_bytes += size
+        while len(self._pending) > MAX_PENDING_MARKERS or self._pending_bytes > MAX_PENDING_MARKER_BYTES:
+            _, (old, old_size) = self._pending.popitem(last=False)
+            self._pending_bytes -= old_size
+            self.stats.dropped += 1
+            self._log_once("dropped", f"store unwritable and marker queue full: dropped run {old.run!r} seq {old.seq}")
+        self.stats.pending = len(self._pending)
+
+    async def flush_pending(self) -> list[Marker]:
+        """Write every queued marker, oldest first; acknowledge the stored ones. Never raises (but cancellation)."""
+        async with self._write_lock:
+            if not self._pending:
+                return []
+            batch = [m for m, _ in self._pending.values()]
+            bad: list[tuple[Marker, str]] = []
+            try:
+                await asyncio.to_thread(self.daemon.store.write_markers, batch)
+            except MarkerRowError as e:  # values SQLite cannot hold: the others are stored
+                bad = e.bad
+            except Exception as e:  # disk full, read-only, locked…: keep them all and retry
+                self._store_failed(e, len(batch))
+                return []
+            for m in batch:
+                _, size = self._pending.pop((m.run, m.seq), (m, 0))
+                self._pending_bytes -= size
+            self.stats.pending = len(self._pending)
+            bad_ids = {id(b) for b, _ in bad}
+            for b, why in bad:
+                self._reject("unstorable", "store", f"run {b.run!r} seq {b.seq}: {why}")
+            stored = [m for m in batch if id(m) not in bad_ids]
+            for m in stored:
+                problem = self.tracker.ack(m)
+                if problem is not None:
+                    self.stats.warnings[problem.kind] += 1
+                    self._log_once(problem.kind, f"marker kept with a warning: {problem}")
+            self.stats.stored += len(stored)
+            if self._store_error:
+                log.info("store: markers writing again (%d held markers stored)", len(stored))
+                self._store_error = ""
+            return stored
+
+    def _store_failed(self, e: Exception, n: int) -> None:
+        msg = f"{type(e).__name__}: {e}".splitlines()[0]
+        h = self.daemon.store_health
+        h.write_errors += 1
+        h.last_error = msg
+        self.stats.store_errors += 1
+        self.stats.last_error = msg
+        if msg != self._store_error:
+            log.error("store %s: marker write failed (%s); keeping %d markers in memory and retrying", h.path, msg, n)
+        self._store_error = msg
+
+    async def _retry_loop(self) -> None:
+        """Retry queued markers at the sample flush cadence, also when no new marker arrives."""
+        period = self.daemon.config.daemon.flush_interval_s
+        while True:
+            await asyncio.sleep(period)
+            if self._pending:
+                await self.flush_pending()
 
     async def run(self) -> None:
         import aiomqtt
@@ -152,13 +251,14 @@ class MarkerRecorder:
         await asyncio.to_thread(self.seed_from_store)
         tls = tls_context(self.cfg) if ep.tls else None
         backoff = RECONNECT_MIN_S
+        retry = asyncio.create_task(self._retry_loop(), name="marker-retry")
         try:
             while True:
                 try:
                     async with aiomqtt.Client(
                         hostname=ep.hostname, port=ep.port,
                         username=self.cfg.username or None, password=self.cfg.password or None,
-                        tls_context=tls, identifier=f"jouled-daemon-{self.daemon.host}",
+                        tls_context=tls, identifier=daemon_client_id(self.daemon.host, self.daemon.store.path),
                         clean_session=False,  # QoS-1 markers published while we reconnect are kept for us
                     ) as client:
                         await client.subscribe(TOPIC_WILDCARD, qos=QOS)
@@ -170,9 +270,10 @@ class MarkerRecorder:
                         async for msg in client.messages:
                             try:
                                 await self.handle(str(msg.topic), bytes(msg.payload or b""))  # type: ignore[arg-type]
-                            except Exception as e:  # a storage hiccup must not drop the subscription
+                            except Exception as e:  # a bug must not drop the subscription
+                                self.stats.failed += 1
                                 self.stats.last_error = f"{type(e).__name__}: {e}"
-                                log.error("marker handling failed: %s", self.stats.last_error)
+                                log.exception("marker handling failed: %s", self.stats.last_error)
                 except aiomqtt.MqttError as e:
                     self.stats.connected = False
                     err = f"{e}".splitlines()[0]
@@ -183,6 +284,13 @@ class MarkerRecorder:
                     backoff = min(RECONNECT_MAX_S, backoff * 2)
         finally:
             self.stats.connected = False
+            retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retry
+            if self._pending:  # a last try at shutdown
+                await self.flush_pending()
+            if self._pending:
+                log.error("store: %d markers could not be written at shutdown", len(self._pending))
             if embedded is not None:
                 await embedded.stop()
 

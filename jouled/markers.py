@@ -14,11 +14,19 @@ integer of ns since the Unix epoch, UTC; it is always emitted as integer ns. ``s
 integer ns) is when the client handed the marker to the broker: a marker spooled during a broker
 outage arrives late by design, so the clock-skew check uses ``sent`` when present and otherwise only
 rejects times in the future. Unknown fields are ignored, so newer clients can add fields.
+
+Hostile or broken input is refused before it can reach the store, each refusal a named kind (counted by
+the daemon): payloads over MAX_PAYLOAD_BYTES (before parsing), invalid UTF-8 or lone surrogates
+(``bad_encoding``), nesting deeper than MAX_DEPTH (``too_deep``, checked on the raw bytes, so the JSON
+parser never recurses deeply), integers outside int64 or with more digits than int64 can hold
+(``out_of_range``), NaN/Infinity (``not_finite``), over-long strings (``too_long``), too many attrs keys
+or unknown fields (``too_many_fields``), attrs over MAX_ATTRS_BYTES (``too_large``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
@@ -46,7 +54,30 @@ ErrorKind = Literal[
     "duplicate_seq",
     "end_without_start",
     "start_while_open",
+    "too_large",
+    "too_deep",
+    "out_of_range",
+    "not_finite",
+    "bad_encoding",
+    "too_long",
+    "too_many_fields",
+    "unstorable",
 ]
+
+MAX_PAYLOAD_BYTES = 64 * 1024  # a marker is a few hundred bytes; this bounds the parser's work and memory
+MAX_DEPTH = 8  # containers nested (the marker object itself is level 1)
+MAX_STR_LEN = 256  # host, run, scope, event, phase, each gpu name
+MAX_ARCH_LEN = 4096  # architecture strings (NAS genotypes) are longer than names
+MAX_GPUS = 1024
+MAX_ATTRS_KEYS = 128
+MAX_ATTRS_BYTES = 16 * 1024  # attrs as compact JSON
+MAX_UNKNOWN_FIELDS = 32  # fields this version does not know (newer clients may add some)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+KNOWN_FIELDS = frozenset({"time", "host", "run", "scope", "event", "epoch", "phase", "arch", "gpus", "seq", "attrs", "sent"})
+_INT64_DIGITS = 19
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# a JSON string (an unterminated one runs to the end, so the scan stays linear on hostile input) or a bracket
+_DEPTH_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
 
 _NS_PER_S = 1_000_000_000
 _RFC3339 = re.compile(
@@ -88,6 +119,8 @@ def parse_time_ns(value: object, field: str = "time") -> int:
     if isinstance(value, int):
         if value < 0:
             raise MarkerError("bad_time", field, f"negative time {value}")
+        if value > INT64_MAX:
+            raise MarkerError("out_of_range", field, "beyond int64 nanoseconds (after 2262)")
         return value
     m = _RFC3339.match(value.strip())
     if m is None:
@@ -110,6 +143,8 @@ def parse_time_ns(value: object, field: str = "time") -> int:
     ns = whole_s * _NS_PER_S + (int(frac.ljust(9, "0")) if frac else 0)
     if ns < 0:
         raise MarkerError("bad_time", field, f"{value!r} is before 1970")
+    if ns > INT64_MAX:
+        raise MarkerError("bad_time", field, f"{value!r} is after 2262 (beyond int64 nanoseconds)")
     return ns
 
 
@@ -119,9 +154,13 @@ def _req(obj: Mapping[str, Any], name: str) -> Any:
     return obj[name]
 
 
-def _str(value: Any, name: str, *, allow_empty: bool = False) -> str:
+def _str(value: Any, name: str, *, allow_empty: bool = False, max_len: int = MAX_STR_LEN) -> str:
     if not isinstance(value, str):
         raise MarkerError("wrong_type", name, f"expected string, got {type(value).__name__}")
+    if len(value) > max_len:
+        raise MarkerError("too_long", name, f"{len(value)} characters (limit {max_len})")
+    if _SURROGATE.search(value):
+        raise MarkerError("bad_encoding", name, "contains a lone surrogate (not valid Unicode text)")
     if not allow_empty and not value.strip():
         raise MarkerError("bad_value", name, "empty string")
     return value
@@ -132,7 +171,58 @@ def _nonneg_int(value: Any, name: str) -> int:
         raise MarkerError("wrong_type", name, f"expected integer, got {type(value).__name__}")
     if value < 0:
         raise MarkerError("bad_value", name, f"must be ≥ 0, got {value}")
+    if value > INT64_MAX:
+        raise MarkerError("out_of_range", name, "beyond int64")
     return value
+
+
+def check_json_value(value: Any, field: str | None, *, depth: int = 1) -> None:
+    """Refuse what cannot be stored or bounded: deep nesting, non-int64 ints, NaN/inf, surrogates, non-JSON types.
+
+    Iterative, so a deeply nested Python object cannot exhaust the stack either.
+    """
+    stack: list[tuple[Any, int]] = [(value, depth)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, str):
+            if _SURROGATE.search(v):
+                raise MarkerError("bad_encoding", field, "contains a lone surrogate (not valid Unicode text)")
+        elif v is None or isinstance(v, bool):
+            continue
+        elif isinstance(v, int):
+            if not INT64_MIN <= v <= INT64_MAX:
+                raise MarkerError("out_of_range", field, "integer beyond int64")
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise MarkerError("not_finite", field, f"{v} is not a finite number")
+        elif isinstance(v, dict | list):
+            if d > MAX_DEPTH:
+                raise MarkerError("too_deep", field, f"nested deeper than {MAX_DEPTH} levels")
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    if not isinstance(k, str):
+                        raise MarkerError("wrong_type", field, f"object key {k!r} is not a string")
+                    if _SURROGATE.search(k):
+                        raise MarkerError("bad_encoding", field, "a key contains a lone surrogate")
+                    stack.append((x, d + 1))
+            else:
+                stack.extend((x, d + 1) for x in v)
+        else:
+            raise MarkerError("wrong_type", field, f"{type(v).__name__} is not a JSON value")
+
+
+def json_depth(payload: bytes) -> int:
+    """How deep brackets nest in raw JSON, strings skipped: checked before parsing, so json never recurses deeply."""
+    depth = deepest = 0
+    for b in _DEPTH_TOKEN.findall(payload):
+        if b[:1] == b'"':
+            continue
+        if b in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def validate_marker(
@@ -148,12 +238,22 @@ def validate_marker(
     """
     if not isinstance(obj, Mapping):
         raise MarkerError("not_object", None, f"expected a JSON object, got {type(obj).__name__}")
+    unknown = [k for k in obj if k not in KNOWN_FIELDS]
+    if len(unknown) > MAX_UNKNOWN_FIELDS:
+        raise MarkerError("too_many_fields", None, f"{len(unknown)} unknown fields (limit {MAX_UNKNOWN_FIELDS})")
+    for k, v in obj.items():
+        if not isinstance(k, str):
+            raise MarkerError("wrong_type", None, f"field name {k!r} is not a string")
+        name = k if k in KNOWN_FIELDS else None
+        if _SURROGATE.search(k):
+            raise MarkerError("bad_encoding", None, "a field name contains a lone surrogate")
+        check_json_value(v, name, depth=2)
     time_ns = parse_time_ns(_req(obj, "time"))
     host_val = obj.get("host")
     if host_val is None:
         if topic_host is None:
             raise MarkerError("missing_field", "host", "required when the topic does not name the host")
-        host = topic_host
+        host = _str(topic_host, "host")
     else:
         host = _str(host_val, "host")
         if topic_host is not None and host != topic_host:
@@ -177,18 +277,27 @@ def validate_marker(
         phase = _str(_req(obj, "phase"), "phase")
     elif obj.get("phase") is not None:
         phase = _str(obj["phase"], "phase")
-    arch = _str(obj["arch"], "arch", allow_empty=True) if obj.get("arch") is not None else None
+    arch = (
+        _str(obj["arch"], "arch", allow_empty=True, max_len=MAX_ARCH_LEN) if obj.get("arch") is not None else None
+    )
     gpus_val = obj.get("gpus")
     gpus: tuple[str, ...] = ()
     if gpus_val is not None:
         if not isinstance(gpus_val, list) or not all(isinstance(g, str) and g for g in gpus_val):
             raise MarkerError("wrong_type", "gpus", "expected a list of device names such as [\"gpu0\"]")
-        gpus = tuple(gpus_val)
+        if len(gpus_val) > MAX_GPUS:
+            raise MarkerError("too_many_fields", "gpus", f"{len(gpus_val)} devices (limit {MAX_GPUS})")
+        gpus = tuple(_str(g, "gpus") for g in gpus_val)
     attrs_val = obj.get("attrs")
     attrs: dict[str, Any] = {}
     if attrs_val is not None:
         if not isinstance(attrs_val, dict):
             raise MarkerError("wrong_type", "attrs", f"expected an object, got {type(attrs_val).__name__}")
+        if len(attrs_val) > MAX_ATTRS_KEYS:
+            raise MarkerError("too_many_fields", "attrs", f"{len(attrs_val)} keys (limit {MAX_ATTRS_KEYS})")
+        size = len(json.dumps(attrs_val, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_ATTRS_BYTES:
+            raise MarkerError("too_large", "attrs", f"{size} bytes as JSON (limit {MAX_ATTRS_BYTES})")
         attrs = dict(attrs_val)
 
     if now_ns is not None and max_skew_s is not None:
@@ -216,13 +325,47 @@ def validate_marker(
 
 def parse_marker(payload: bytes, *, topic_host: str | None, now_ns: int, max_skew_s: float) -> Marker:
     """Decode and validate one MQTT payload; raise MarkerError naming the kind and the field."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MarkerError("too_large", None, f"{len(payload)} bytes (limit {MAX_PAYLOAD_BYTES})")
     try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MarkerError("bad_encoding", None, f"not UTF-8: {e}") from None
+    if json_depth(payload) > MAX_DEPTH:
+        raise MarkerError("too_deep", None, f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        obj = json.loads(text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+    except json.JSONDecodeError as e:
         raise MarkerError("bad_json", None, str(e)) from None
+    except MarkerError:  # from the number hooks: out_of_range, not_finite
+        raise
+    except RecursionError:  # the depth pre-scan should make this unreachable; never let it reach the catch-all
+        raise MarkerError("too_deep", None, f"nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as e:  # e.g. an integer the int() conversion refuses
+        raise MarkerError("bad_json", None, str(e).splitlines()[0][:200]) from None
     if not isinstance(obj, dict):
         raise MarkerError("not_object", None, f"expected a JSON object, got {type(obj).__name__}")
     return validate_marker(obj, topic_host=topic_host, now_ns=now_ns, max_skew_s=max_skew_s)
+
+
+def _json_int(s: str) -> int:
+    if len(s.lstrip("-")) > _INT64_DIGITS:  # before int(): 4,300+ digits would raise, millions would be slow
+        raise MarkerError("out_of_range", None, f"integer with {len(s)} digits is beyond int64")
+    v = int(s)
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise MarkerError("out_of_range", None, "integer beyond int64")
+    return v
+
+
+def _json_float(s: str) -> float:
+    v = float(s)
+    if not math.isfinite(v):
+        raise MarkerError("not_finite", None, f"{s[:40]} overflows a float")
+    return v
+
+
+def _json_constant(s: str) -> float:
+    raise MarkerError("not_finite", None, f"{s} is not a finite number (and not standard JSON)")
 
 
 def marker_to_dict(m: Marker, *, sent_ns: int | None = None) -> dict[str, Any]:
@@ -320,24 +463,46 @@ class MarkerTracker:
         self._run_state(m.run)[m.seq] = m
         self._pair(m)
 
-    def accept(self, m: Marker) -> TrackResult:
+    def check(self, m: Marker) -> TrackResult:
+        """What ``accept`` would say, without remembering anything: ``accepted`` means new (pairing not judged yet).
+
+        The daemon checks, stores, and only then ``ack``s: a marker whose write failed is not remembered,
+        so its redelivery is stored rather than dropped as a duplicate.
+        """
+        seqs = self._seen.get(m.run)
+        prev = None if seqs is None else seqs.get(m.seq)
+        if prev is None:
+            return TrackResult("accepted")
+        if prev == m:
+            return TrackResult("redelivery")
+        return TrackResult(
+            "rejected",
+            MarkerError("duplicate_seq", "seq", f"run {m.run!r} seq {m.seq} already used by a different marker"),
+        )
+
+    def ack(self, m: Marker) -> MarkerError | None:
+        """Remember a marker that is now stored; returns its pairing warning, if any."""
         seqs = self._run_state(m.run)
-        prev = seqs.get(m.seq)
-        if prev is not None:
-            if prev == m:
-                self.redeliveries += 1
-                return TrackResult("redelivery")
-            self.problems["duplicate_seq"] += 1
-            return TrackResult(
-                "rejected",
-                MarkerError("duplicate_seq", "seq", f"run {m.run!r} seq {m.seq} already used by a different marker"),
-            )
+        if seqs.get(m.seq) == m:  # acknowledged twice: nothing new
+            return None
         seqs[m.seq] = m
         self.accepted += 1
         problem = self._pair(m)
         if problem is not None:
             self.problems[problem.kind] += 1
-        return TrackResult("accepted", problem)
+        return problem
+
+    def accept(self, m: Marker) -> TrackResult:
+        """check + ack in one step (callers that store nothing, or store synchronously)."""
+        res = self.check(m)
+        if res.status == "redelivery":
+            self._run_state(m.run)
+            self.redeliveries += 1
+            return res
+        if res.status == "rejected":
+            self.problems["duplicate_seq"] += 1
+            return res
+        return TrackResult("accepted", self.ack(m))
 
     def open_windows(self) -> list[Marker]:
         """Start markers still waiting for their end, oldest first."""

@@ -56,7 +56,7 @@ def test_host_taken_from_topic_when_absent() -> None:
     ("payload", "kind", "field"),
     [
         (b"{not json", "bad_json", None),
-        (b"\xff\xfe", "bad_json", None),
+        (b"\xff\xfe", "bad_encoding", None),  # not UTF-8 (issue 9: a named kind)
         (b"[1, 2]", "not_object", None),
         (b'"a string"', "not_object", None),
         (good(time=...), "missing_field", "time"),
