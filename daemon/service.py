@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -19,12 +20,14 @@ from jouled.config import Config
 from jouled.daemon import sdnotify
 from jouled.daemon.sampler import Sampler
 from jouled.daemon.sources.base import Source
+from jouled.errors import UserError
 from jouled.model import Reading, Sample
 from jouled.store.sqlite import SqliteStore, batches_from_samples
 
 log = logging.getLogger("jouled.daemon")
 
 MAINTENANCE_PERIOD_S = 60.0
+SOURCES_OPEN_WAIT_S = 10.0  # READY waits this long for the sources to open (a meter's handshake takes a while)
 MAX_PENDING_SAMPLES = 5_000_000  # ~10 min of 1000 Hz × 8 devices held in memory while the store is down
 
 
@@ -40,6 +43,69 @@ class StoreHealth:
     dropped: int = 0
 
 
+class StoreLock:
+    """An exclusive lock on ``<log>.lock`` beside the log, held for the daemon's life: one daemon per log.
+
+    flock: the kernel drops it when the process dies (SIGKILL included), so a crash never leaves a stale lock.
+    The file keeps the holder's pid, for the message the second daemon prints.
+    """
+
+    def __init__(self, store_path: Path) -> None:
+        self.store_path = store_path
+        self.path = store_path.with_name(store_path.name + ".lock")
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(
+                f"store {self.store_path}: cannot create its lock file {self.path} ({e.strerror}) — "
+                "choose a writable --store or [store] path"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UserError(
+                f"store {self.store_path} is in use by jouled pid {pid} — stop it or pass --store"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def __del__(self) -> None:  # a daemon built but never run must not keep its log locked
+        self.release()
+
+    def release(self) -> None:
+        # the file stays: removing it would let a third daemon lock a new inode while a second holds the old
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def sampling_summary(health: list[dict[str, Any]]) -> str:
+    """The start line: `sampling 1 of 4 sources (estimate); off: nvml (reason) …`, counting sources that work."""
+    on = [h["name"] for h in health if h["state"] not in ("unavailable", "starting", "stopped")]
+    off = [h for h in health if h["state"] == "unavailable"]
+    waiting = [h["name"] for h in health if h["state"] == "starting"]
+    out = f"sampling {len(on)} of {len(health)} sources ({', '.join(on) or 'none'})"
+    if off:
+        # the why without the fix: each source's whole reason was logged when it failed to open
+        out += "; off: " + "; ".join(f"{h['name']} ({h['reason'].split(' — ')[0]})" for h in off)
+    if waiting:
+        out += f"; still opening: {', '.join(waiting)}"
+    return out
+
+
 @dataclass
 class Daemon:
     """Owns the sampler, the store and the side tasks (markers, carbon, forwarding) plugged in as coroutines."""
@@ -51,6 +117,7 @@ class Daemon:
     tasks: list[Callable[[Daemon], Coroutine[Any, Any, None]]] = field(default_factory=list)
     status_extras: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
     recorder: Any = None  # the MarkerRecorder, when markers are on
+    lock: StoreLock | None = None  # one daemon per log (build_daemon takes it; run() holds it until it returns)
 
     def __post_init__(self) -> None:
         self.sampler = Sampler(self.sources)
@@ -173,7 +240,27 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    async def _announce_when_open(self) -> None:
+        """READY once every source has opened (or failed to), with the count of those that work."""
+        deadline = time.monotonic() + SOURCES_OPEN_WAIT_S
+        while any(r.health.state == "starting" and r.is_alive() for r in self.sampler.runners):
+            if time.monotonic() > deadline or self._stop.is_set():
+                break
+            await asyncio.sleep(0.05)
+        summary = sampling_summary(self.sampler.health())
+        sdnotify.notify(f"READY=1\nSTATUS={summary.split(';')[0]} into {self.store.path}")
+        log.info("jouled %s into %s", summary, self.store.path)
+
     async def run(self, duration_s: float | None = None) -> dict[str, Any]:
+        if self.lock is not None:
+            self.lock.acquire()  # no-op when build_daemon already holds it
+        try:
+            return await self._run(duration_s)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    async def _run(self, duration_s: float | None = None) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -186,8 +273,7 @@ class Daemon:
             asyncio.create_task(self._maintenance_loop()),
         ]
         await asyncio.sleep(0)
-        sdnotify.notify(f"READY=1\nSTATUS=sampling {len(self.sources)} sources into {self.store.path}")
-        log.info("jouled sampling %d sources into %s", len(self.sources), self.store.path)
+        announce = asyncio.create_task(self._announce_when_open())
         try:
             if duration_s is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -196,6 +282,7 @@ class Daemon:
                 await self._stop.wait()
         finally:
             self._stop.set()
+            await announce
             sdnotify.notify("STOPPING=1")
             for t in side:
                 t.cancel()

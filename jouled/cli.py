@@ -73,7 +73,12 @@ def run(
         raise UserError(f"--duration {duration:g}: must be > 0 seconds — or leave it out to run until stopped")
     _setup_logging(verbose)
     ctx = context(config, store)
-    daemon = build_daemon(ctx.config, ctx.store_url, rate_hz=rate, source_names=source or None)
+    from jouled.trainer.markers import default_spool_dir
+
+    # the daemon also records markers that marker clients on this host left spooled (broker down, client gone)
+    daemon = build_daemon(
+        ctx.config, ctx.store_url, rate_hz=rate, source_names=source or None, spool_dir=default_spool_dir()
+    )
     final = run_daemon(daemon, duration)
     if duration is not None:
         _print_status_table(final)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from jouled.cli_common import ConfigOpt, StoreOpt, context
 from jouled.errors import UserError
@@ -58,14 +59,18 @@ def demo_command(
     cfg.daemon.status_path = str(tmp / "demo.status.json")
     cfg.daemon.flush_interval_s = 0.2
     cfg.sources.estimate.only_without_sensors = False  # show an estimated source beside any measured one
+    try:  # a bad --dataset is refused before anything starts, not after the daemon is up
+        data = load_data(dataset, None, 64, seed=0)
+    except ValueError as e:
+        raise UserError(f"--dataset {dataset}: {e}") from None
     daemon = build_daemon(cfg, store_url, rate_hz=rate)
     console.print(f"[bold]jouled demo[/]: daemon logging to {store_url}, broker mqtt://127.0.0.1:{cfg.mqtt.embedded_port}")
     bg = BackgroundDaemon(daemon).start()
     try:
         time.sleep(0.5)  # a few samples before the run starts, so the first edge has neighbours
         for h in daemon.sampler.health():
-            console.print(f"  source {h['name']}: {h['state']} {' '.join(h['devices'])} {h['reason']}")
-        data = load_data(dataset, None, 64, seed=0)
+            # escape: reasons name config sections ("[sources.rapl] enabled = false"), which rich would eat as markup
+            console.print(f"  source {h['name']}: {h['state']} {' '.join(h['devices'])} {escape(h['reason'])}")
         torch.manual_seed(0)
         net = build_model(f"nb201:{arch}", data.num_classes, data.in_channels, data.image_size,
                           channels=8, cells_per_stage=1)

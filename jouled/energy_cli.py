@@ -113,7 +113,11 @@ def epochs(
 
 def _say_no_samples(rows: list[dict[str, Any]], store_path: Any, what: str) -> None:
     """Windows without samples are named, not shown as 0 J; when no window has any, exit 1 after the line."""
-    empty = {(r["run"], r["scope"], r["epoch"], r["phase"]) for r in rows if NO_SAMPLES in r["flags"] and not r["source"]}
+    covered: dict[tuple[Any, ...], bool] = {}  # window → does any of its devices have samples?
+    for r in rows:
+        key = (r["run"], r["scope"], r["epoch"], r["phase"], r["start_ns"])
+        covered[key] = covered.get(key, False) or NO_SAMPLES not in r["flags"]
+    empty = [k for k, ok in covered.items() if not ok]
     if rows and not has_samples(rows):
         typer.echo(
             f"{what}: no samples for this run's windows in {store_path} — was the daemon running during the run? "

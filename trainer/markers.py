@@ -254,6 +254,63 @@ class _Spool:
         self.f.close()  # releases the lock: a spool left behind is adopted by the next client
 
 
+class OrphanSpool:
+    """A spool file whose client is gone, locked by us: its unacknowledged lines, to deliver another way.
+
+    The daemon reads these (``jouled.daemon.spool``) so markers spooled while no broker answered reach the
+    log without waiting for the next marker client. ``remove()`` once they are recorded; ``release()`` to
+    leave the file for a later try. The lock is the same one clients take in ``_Spool.adopt_orphans``, so
+    a file is delivered by one of them, never by two at once.
+    """
+
+    def __init__(self, path: Path, fd: int, lines: list[bytes]) -> None:
+        self.path, self._fd, self.lines = path, fd, lines
+
+    @classmethod
+    def claim(cls, path: Path) -> OrphanSpool | None:
+        """Lock ``path`` if no live client holds it; None when one does, or the file is gone."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_nlink == 0:  # adopted and removed by someone else meanwhile
+                raise BlockingIOError
+            lines = _read_lines_after(path, _read_cursor(Path(f"{path}.acked")))
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd, lines)
+
+    @staticmethod
+    def candidates(spool_dir: Path) -> list[Path]:
+        """Spool files in ``spool_dir``, oldest first (live ones included: ``claim`` skips them)."""
+        try:
+            paths = list(Path(spool_dir).glob("*.jsonl"))
+        except OSError:
+            return []
+        out = []
+        for p in paths:
+            with contextlib.suppress(FileNotFoundError):
+                out.append((p.stat().st_mtime_ns, p.name, p))
+        return [p for *_, p in sorted(out)]
+
+    def remove(self) -> None:
+        """Delivered: delete the file and its cursor, then drop the lock."""
+        self.path.unlink(missing_ok=True)
+        Path(f"{self.path}.acked").unlink(missing_ok=True)
+        self.release()
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class MarkerClient:
     """Publish markers to ``jouled/v1/<host>/markers`` from any training loop (thread-safe, non-blocking).
 

@@ -144,9 +144,12 @@ def train_command(
         if client is not None:
             delivered = client.close(timeout_s=3.0)
             if not delivered:
+                from jouled.daemon.spool import SCAN_PERIOD_S
+
                 err.print(
-                    f"[yellow]markers not yet delivered to {client.url}; they stay spooled in {client.spool_dir} "
-                    "and are sent by the next marker client (or start the daemon)[/]"
+                    f"[yellow]markers not yet delivered to {client.url}; they stay spooled in {client.spool_dir}: "
+                    f"a `jouled run` daemon of this user records them within {SCAN_PERIOD_S:g} s (at its start, then "
+                    f"every {SCAN_PERIOD_S:g} s), and the next marker client on this host sends them[/]"
                 )
     rows = [_nan_to_none(asdict(m)) for m in result.epochs]
     if fmt == "json":
