@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -88,7 +89,12 @@ def samples(
                 out = stack.enter_context(output.open("w", encoding="utf-8", newline=""))
             except OSError as e:
                 raise UserError(f"-o {output}: cannot write ({e.strerror}) — choose a writable path") from None
-        if fmt == "csv":
-            write_csv(slices, out, rfc3339=time_fmt == "rfc3339")
-        else:
-            write_line_protocol(slices, out)
+        try:
+            if fmt == "csv":
+                write_csv(slices, out, rfc3339=time_fmt == "rfc3339")
+            else:
+                write_line_protocol(slices, out)
+            out.flush()
+        except BrokenPipeError:
+            # the reader went away (| head): stop quietly like other Unix tools, no traceback at exit's flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

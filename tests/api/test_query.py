@@ -141,3 +141,10 @@ def test_errors_are_one_line_user_errors(api_store: str, tmp_path: Path) -> None
     with pytest.raises(StoreError) as bad:
         jouled.query.open(sqlite_url(junk), Config())
     assert "\n" not in str(bad.value) and str(junk) in str(bad.value)
+
+
+def test_a_new_json_field_must_be_declared_in_the_row() -> None:
+    with pytest.raises(TypeError, match=r"unknown field\(s\) \['bogus'\] — add them to jouled.query.RunRow"):
+        RunRow.from_dict({"run": "r", "bogus": 1})
+    with pytest.raises(TypeError, match="missing"):
+        EpochRow.from_dict({"run": "r"})
