@@ -257,8 +257,8 @@ def _import(kind: str, file: Path, skip_bad: bool, fmt: str, config: Path | None
         n = st.write_samples(parsed.items)  # type: ignore[arg-type]
     else:
         n = st.write_markers(parsed.items)  # type: ignore[arg-type]
-    for e in parsed.errors:
-        typer.echo(f"{file}: skipped line {e.line}: {e.message}", err=True)
+    for bad in parsed.errors:
+        typer.echo(f"{file}: skipped line {bad.line}: {bad.message}", err=True)
     typer.echo(f"imported {n} {kind} from {file} ({len(parsed.errors)} bad rows skipped) into {st.path}")
 
 
