@@ -16,6 +16,7 @@ from jouled.model import EVENTS, SCOPES, Marker, Sample
 SAMPLE_COLUMNS = ("time", "host", "source", "device", "power_w", "energy_j")
 MARKER_COLUMNS = ("time", "host", "run", "scope", "event", "epoch", "phase", "arch", "gpus")
 T = TypeVar("T")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def parse_time_ns(value: str) -> int:
     """RFC 3339 (with zone; naive means UTC) or integer nanoseconds since the epoch."""
     v = value.strip()
     if re.fullmatch(r"-?\d+", v):
-        return int(v)
+        return _int64(v, "time")
     try:
         dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
     except ValueError:
@@ -49,7 +50,20 @@ def parse_time_ns(value: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     # integer arithmetic, so microseconds survive exactly
-    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+    return _int64(int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000, "time")
+
+
+def _int64(value: str | int, name: str, *, min_value: int = INT64_MIN) -> int:
+    """An integer the store can hold (int64), checked before conversion so a 5,000-digit string is cheap to refuse."""
+    if isinstance(value, str) and len(value.strip().lstrip("+-")) > 19:
+        raise ValueError(f"{name} {value[:30]!r}… does not fit in 64 bits")
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is not an integer") from None
+    if not min_value <= n <= INT64_MAX:
+        raise ValueError(f"{name} {n} is out of range ({min_value}..{INT64_MAX})")
+    return n
 
 
 def _opt_float(value: str | None, name: str) -> float | None:
@@ -102,7 +116,7 @@ def _sample_lp(p: LpPoint, default_host: str) -> Sample:
     en = p.fields.get("energy_j")
     if pw is None and en is None:
         raise ValueError("power points need a power_w or energy_j field")
-    extras = {k: float(v) for k, v in p.fields.items() if k not in ("power_w", "energy_j") and _is_num(v)}
+    extras = {k: _num(v, k) for k, v in p.fields.items() if k not in ("power_w", "energy_j") and _is_num(v)}
     return Sample(
         p.time_ns, p.tags.get("host", default_host), p.tags["source"], p.tags["device"],
         None if pw is None else _num(pw, "power_w"), None if en is None else _num(en, "energy_j"), extras,
@@ -147,10 +161,7 @@ def _check_marker(scope: str, event: str, epoch: int | None, phase: str | None) 
 
 def _marker_row(r: dict[str, str], default_host: str) -> Marker:
     epoch_s = (r.get("epoch") or "").strip()
-    try:
-        epoch = int(epoch_s) if epoch_s else None
-    except ValueError:
-        raise ValueError(f"epoch {epoch_s!r} is not an integer") from None
+    epoch = _int64(epoch_s, "epoch", min_value=0) if epoch_s else None
     scope, event = r["scope"].strip(), r["event"].strip()
     phase = (r.get("phase") or "").strip() or None
     _check_marker(scope, event, epoch, phase)
@@ -170,12 +181,12 @@ def _marker_lp(p: LpPoint, default_host: str) -> Marker:
     epoch = p.fields.get("epoch")
     phase = p.fields.get("phase") or p.tags.get("phase")
     seq = p.fields.get("seq")
-    ep = None if epoch is None else int(_num(epoch, "epoch"))
+    ep = None if epoch is None else _int64(int(_num(epoch, "epoch")), "epoch", min_value=0)
     _check_marker(p.tags["scope"], p.tags["event"], ep, None if phase is None else str(phase))
     gpus = p.fields.get("gpus") or p.tags.get("gpus") or ""
     return Marker(
         time_ns=p.time_ns, host=p.tags.get("host", default_host), run=p.tags["run"], scope=p.tags["scope"],
-        event=p.tags["event"], seq=-1 if seq is None else int(_num(seq, "seq")), epoch=ep,
+        event=p.tags["event"], seq=-1 if seq is None else _int64(int(_num(seq, "seq")), "seq", min_value=0), epoch=ep,
         phase=None if phase is None else str(phase), arch=None if p.fields.get("arch") is None else str(p.fields["arch"]),
         gpus=tuple(str(gpus).split()),
     )
@@ -185,7 +196,7 @@ def _marker_lp(p: LpPoint, default_host: str) -> Marker:
 
 
 def _parse_csv(text: str, known: tuple[str, ...], required: tuple[str, ...], row_fn: Any) -> Parsed[T]:
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text, newline=""))  # newline="": the csv module handles \r and \r\n itself
     items: list[T] = []
     errors: list[RowError] = []
     expected = f"the header row must name the columns {','.join(known)} (required: {','.join(required)})"
@@ -193,6 +204,8 @@ def _parse_csv(text: str, known: tuple[str, ...], required: tuple[str, ...], row
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         return Parsed(items, [], 0, f"empty file — {expected}")
+    except csv.Error as e:
+        return Parsed(items, [], 0, f"line 1: not CSV ({e}) — {expected}")
     missing = [c for c in required if c not in header]
     if missing:
         return Parsed(items, [], 0, f"line 1: header lacks column(s) {', '.join(missing)} — {expected}")
@@ -200,7 +213,15 @@ def _parse_csv(text: str, known: tuple[str, ...], required: tuple[str, ...], row
     if unknown:
         return Parsed(items, [], 0, f"line 1: unknown column(s) {', '.join(unknown)} — {expected}")
     rows = 0
-    for fields in reader:
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:  # e.g. a NUL byte, or a quote left open: the rest cannot be split into rows
+            rows += 1
+            errors.append(RowError(reader.line_num, f"not CSV ({e})"))
+            break
         line = reader.line_num
         if not fields or all(not f.strip() for f in fields):
             continue
@@ -247,10 +268,7 @@ def parse_lp_line(line: str) -> LpPoint:
         fields[_unescape(k)] = _lp_value(v)
     if len(parts) < 3:
         raise ValueError("a timestamp (ns) is required")
-    try:
-        ts = int(parts[2])
-    except ValueError:
-        raise ValueError(f"timestamp {parts[2]!r} is not integer ns") from None
+    ts = _int64(parts[2], "timestamp (ns)")
     return LpPoint(meas, tags, fields, ts)
 
 
@@ -344,9 +362,13 @@ def _is_num(v: Any) -> bool:
 
 
 def _num(v: Any, name: str) -> float:
-    if not _is_num(v) or not math.isfinite(float(v)):
-        raise ValueError(f"{name} {v!r} is not a finite number")
-    return float(v)
+    try:
+        f = float(v) if _is_num(v) else math.nan
+    except OverflowError:  # an integer field too large for a float
+        f = math.nan
+    if not math.isfinite(f):
+        raise ValueError(f"{name} {str(v)[:30]!r} is not a finite number")
+    return f
 
 
 def summarize_errors(errors: Iterable[RowError], path: str) -> str:

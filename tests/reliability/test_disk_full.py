@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from jouled.daemon.recorder import attach_marker_recorder
 from jouled.daemon.background import BackgroundDaemon
+from jouled.daemon.recorder import attach_marker_recorder
 from jouled.daemon.service import Daemon
 from jouled.store.sqlite import SqliteStore
 from tests.brokers import free_port
