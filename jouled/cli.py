@@ -14,7 +14,16 @@ from rich.markup import escape
 from rich.text import Text
 
 from jouled import __version__
-from jouled.cli_common import ConfigOpt, FormatOpt, StoreOpt, context, make_app, print_user_error
+from jouled.cli_common import (
+    ConfigOpt,
+    FormatOpt,
+    StoreOpt,
+    UnusedStoreOpt,
+    context,
+    ignore_store,
+    make_app,
+    print_user_error,
+)
 from jouled.demo import demo_command
 from jouled.energy_cli import energy_app
 from jouled.errors import UserError
@@ -59,9 +68,15 @@ def _setup_logging(verbose: bool) -> None:
 
 @app.command()
 def run(
-    duration: Annotated[float | None, typer.Option("--duration", help="stop after S seconds")] = None,
-    rate: Annotated[float | None, typer.Option("--rate", help="sampling rate for every source, Hz")] = None,
-    source: Annotated[list[str] | None, typer.Option("--source", help="only these sources (repeat)")] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", metavar="SECONDS", help="stop after this long (default: run until stopped)")
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option("--rate", metavar="HZ", help="sampling rate for every source (default: each source's rate_hz)")
+    ] = None,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", metavar="NAME", help="only these sources (repeat; default: every enabled one)")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
@@ -89,13 +104,14 @@ def sources(
     fmt: FormatOpt = "table",
     wide: WideOpt = False,
     config: ConfigOpt = None,
-    store: StoreOpt = None,
+    store: UnusedStoreOpt = None,
 ) -> None:
     """Each source: name, devices, available, reason when not, period."""
     from jouled.daemon.sources.registry import probe_all
 
     _check_format(fmt)
-    ctx = context(config, store)
+    ignore_store(store, "jouled sources")
+    ctx = context(config, None)
     infos = probe_all(ctx.config)
     rows = [
         {
@@ -264,9 +280,9 @@ def _import(kind: str, file: Path, skip_bad: bool, fmt: str, config: Path | None
 
 @import_app.command("samples")
 def import_samples(
-    file: Annotated[Path, typer.Argument(help="CSV time,host,source,device,power_w,energy_j or line protocol")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="CSV time,host,source,device,power_w,energy_j or line protocol")],
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="import the good rows, report the bad")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="auto | csv | lp")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="auto | csv | lp")] = "auto",
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
@@ -276,9 +292,11 @@ def import_samples(
 
 @import_app.command("markers")
 def import_markers(
-    file: Annotated[Path, typer.Argument(help="CSV time,host,run,scope,event,epoch,phase,arch,gpus or line protocol")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="CSV time,host,run,scope,event,epoch,phase,arch,gpus or line protocol")
+    ],
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="import the good rows, report the bad")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="auto | csv | lp")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="auto | csv | lp")] = "auto",
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:

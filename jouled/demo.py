@@ -12,9 +12,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from jouled.cli_common import ConfigOpt, StoreOpt, context
+from jouled.cli_common import ConfigOpt, context
 from jouled.errors import UserError
+from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
 from jouled.store.sqlite import sqlite_url
+from jouled.tables import WideOpt
 
 DEMO_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
@@ -26,20 +28,27 @@ def _free_port() -> int:
 
 
 def demo_command(
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="short epochs to train")] = 3,
-    arch: Annotated[str, typer.Option("--arch", help="NB201 cell (arch_str)")] = DEMO_ARCH,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, metavar="N", help="short epochs to train")] = 3,
+    arch: Annotated[str, typer.Option("--arch", metavar="ARCH", help="NB201 cell (arch_str)")] = DEMO_ARCH,
     # the demo's epochs last a fraction of a second: 100 Hz gives each one well over the 10 samples below
     # which a window is flagged `sparse` (the estimate source costs ~2 % of a core at this rate)
-    rate: Annotated[float, typer.Option("--rate", help="sampling rate of every source, Hz")] = 100.0,
-    dataset: Annotated[str, typer.Option("--dataset", help="auto | digits | synthetic | cifar10")] = "digits",
+    rate: Annotated[float, typer.Option("--rate", metavar="HZ", help="sampling rate of every source")] = 100.0,
+    dataset: Annotated[str, typer.Option("--dataset", metavar="NAME", help="auto | digits | synthetic | cifar10")] = "digits",
+    wide: WideOpt = False,
+    no_progress: NoProgressOpt = False,
     config: ConfigOpt = None,
-    store: StoreOpt = None,
+    store: Annotated[
+        str | None, typer.Option("--store", metavar="URL", help="where the demo logs (default: a new temporary SQLite file)")
+    ] = None,
 ) -> None:
     """Start the daemon with an embedded broker, train a small NB201 cell with markers, print energy per epoch."""
-    try:
-        import torch
-    except ImportError:
-        raise UserError("the demo trains with PyTorch — pip install 'jouled[trainer]'") from None
+    from jouled.extras import require
+
+    require("jouled demo", "trainer", "torch")
+    if dataset == "digits":
+        require("jouled demo --dataset digits", "trainer", "sklearn")
+    import torch
+
     from jouled.daemon.app import build_daemon
     from jouled.daemon.background import BackgroundDaemon
     from jouled.energy_cli import print_rows
@@ -77,8 +86,9 @@ def demo_command(
         client = MarkerClient(f"mqtt://127.0.0.1:{cfg.mqtt.embedded_port}", host=cfg.daemon.host,
                               spool_path=tmp / "spool")
         console.print(f"training {arch} on {data.name} for {epochs} epochs …")
-        result = train(net, data, epochs, "cpu", client, arch=arch, on_epoch=lambda m: console.print(
-            f"  epoch {m.epoch}: loss {m.train_loss:.3f}, eval acc {m.eval_accuracy:.3f}"))
+        with progress_bar("training (batches)", enabled=progress_enabled(no_progress)) as on_progress:
+            result = train(net, data, epochs, "cpu", client, arch=arch, on_progress=on_progress, on_epoch=lambda m: console.print(
+                f"  epoch {m.epoch}: loss {m.train_loss:.3f}, eval acc {m.eval_accuracy:.3f}"))
         if not client.close(timeout_s=10.0):
             raise UserError(f"demo: markers not delivered to the embedded broker — see the spool in {tmp / 'spool'}")
         expected = 2 + 6 * epochs  # run start/end, and per epoch: epoch + train + eval start/end
@@ -91,7 +101,7 @@ def demo_command(
     rows, problems = compute_rows(daemon.store, cfg, result.run_id, ("epoch", "phase"))
     for p in problems:
         console.print(f"[yellow]warning:[/] {p}")
-    print_rows(rows, f"energy per epoch and phase — run {result.run_id}")
+    print_rows(rows, f"energy per epoch and phase — run {result.run_id}", wide=wide)
     console.print(
         f"\nThe log stays at {store_url}. Try: jouled energy epochs --run {result.run_id} "
         f"--store {store_url} --format json"

@@ -20,15 +20,26 @@ from jouled.scheduler.carbon.trace import TraceProvider
 
 carbon_app = make_app(help="Grid carbon intensity: now, history, forecast.")
 
-ProviderOpt = Annotated[str | None, typer.Option("--provider", help=f"{' | '.join(PROVIDERS)} (default: [carbon] provider)")]
-ZoneOpt = Annotated[
-    str | None, typer.Option("--zone", help="zone/region, e.g. DE, GB, GB-13, CAISO_NORTH (default: [carbon] zone)")
+ProviderOpt = Annotated[
+    str | None, typer.Option("--provider", metavar="NAME", help=f"{' | '.join(PROVIDERS)} (default: [carbon] provider)")
 ]
-FormatOpt = Annotated[str, typer.Option("--format", help="table | json")]
-UrlOpt = Annotated[str | None, typer.Option("--url", help="provider base URL override (self-hosted SDK, a mirror)")]
-TraceOpt = Annotated[Path | None, typer.Option("--trace", help="replay this CSV trace (implies --provider trace)")]
-AtOpt = Annotated[str | None, typer.Option("--at", help="trace replay: the clock time, RFC 3339 (default: trace start)")]
-ColumnOpt = Annotated[str, typer.Option("--column", help="trace column: direct | lca (Electricity Maps exports)")]
+ZoneOpt = Annotated[
+    str | None,
+    typer.Option("--zone", metavar="ZONE", help="zone/region, e.g. DE, GB, GB-13, CAISO_NORTH (default: [carbon] zone)"),
+]
+FormatOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="table | json")]
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", metavar="URL", help="provider base URL override (self-hosted SDK, a mirror)")
+]
+TraceOpt = Annotated[
+    Path | None, typer.Option("--trace", metavar="FILE", help="replay this CSV trace (implies --provider trace)")
+]
+AtOpt = Annotated[
+    str | None, typer.Option("--at", metavar="TIME", help="trace replay: the clock time, RFC 3339 (default: trace start)")
+]
+ColumnOpt = Annotated[
+    str, typer.Option("--column", metavar="COLUMN", help="trace column: direct | lca (Electricity Maps exports)")
+]
 
 
 def _open(
@@ -141,8 +152,8 @@ def history_cmd(
     trace: TraceOpt = None,
     column: ColumnOpt = "direct",
     at: AtOpt = None,
-    start: Annotated[str | None, typer.Option("--start", help="RFC 3339 (default: end − 24 h)")] = None,
-    end: Annotated[str | None, typer.Option("--end", help="RFC 3339 (default: now)")] = None,
+    start: Annotated[str | None, typer.Option("--start", metavar="TIME", help="RFC 3339 (default: end − 24 h)")] = None,
+    end: Annotated[str | None, typer.Option("--end", metavar="TIME", help="RFC 3339 (default: now)")] = None,
     fmt: FormatOpt = "table",
     config: ConfigOpt = None,
     store: StoreOpt = None,

@@ -31,26 +31,31 @@ def _group() -> None:
 
 @markers_app.command("send")
 def send(
-    run: Annotated[str, typer.Option("--run", help="run id")],
-    scope: Annotated[str, typer.Option("--scope", help="run | epoch | phase")],
-    event: Annotated[str, typer.Option("--event", help="start | end")],
-    epoch: Annotated[int | None, typer.Option("--epoch", help="epoch number (scope epoch and phase)")] = None,
-    phase: Annotated[str | None, typer.Option("--phase", help="train | eval | sample | calibrate:idle | …")] = None,
+    run: Annotated[str, typer.Option("--run", metavar="RUN", help="run id")],
+    scope: Annotated[str, typer.Option("--scope", metavar="SCOPE", help="run | epoch | phase")],
+    event: Annotated[str, typer.Option("--event", metavar="EVENT", help="start | end")],
+    epoch: Annotated[int | None, typer.Option("--epoch", metavar="N", help="epoch number (scope epoch and phase)")] = None,
+    phase: Annotated[
+        str | None, typer.Option("--phase", metavar="PHASE", help="train | eval | sample | calibrate:idle | …")
+    ] = None,
     time_: Annotated[
-        str | None, typer.Option("--time", help="RFC 3339 or integer ns since the epoch, UTC (default: now)")
+        str | None, typer.Option("--time", metavar="TIME", help="RFC 3339 or integer ns since the epoch, UTC (default: now)")
     ] = None,
-    arch: Annotated[str | None, typer.Option("--arch", help="architecture of the run")] = None,
-    gpus: Annotated[str | None, typer.Option("--gpus", help="devices the run uses: gpu0,gpu1")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", metavar="ARCH", help="architecture of the run")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", metavar="DEVICES", help="devices the run uses: gpu0,gpu1")] = None,
     seq: Annotated[
-        int | None, typer.Option("--seq", help="sequence number (default: the run's persisted counter + 1)")
+        int | None, typer.Option("--seq", metavar="N", help="sequence number (default: the run's persisted counter + 1)")
     ] = None,
-    attrs: Annotated[str | None, typer.Option("--attrs", help='JSON object, e.g. {"loss": 0.3}')] = None,
-    host: Annotated[str | None, typer.Option("--host", help="host tag (default: [daemon] host)")] = None,
-    url: Annotated[str | None, typer.Option("--url", help="broker (default: [mqtt] url, else the embedded one)")] = None,
+    attrs: Annotated[str | None, typer.Option("--attrs", metavar="JSON", help='JSON object, e.g. {"loss": 0.3}')] = None,
+    host: Annotated[str | None, typer.Option("--host", metavar="HOST", help="host tag (default: [daemon] host)")] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", metavar="URL", help="broker (default: [mqtt] url, else the embedded one)")
+    ] = None,
     spool_dir: Annotated[
-        Path | None, typer.Option("--spool-dir", help="spool directory (default $JOULED_SPOOL_DIR or ~/.local/state)")
+        Path | None,
+        typer.Option("--spool-dir", metavar="DIR", help="spool directory (default $JOULED_SPOOL_DIR or ~/.local/state)"),
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait for the broker's PUBACK")] = 5.0,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help="seconds to wait for the broker's PUBACK")] = 5.0,
     require_delivery: Annotated[
         bool, typer.Option("--require-delivery", help="exit 1 when the marker could only be spooled")
     ] = False,

@@ -137,6 +137,15 @@ def _batches(loader: DataLoader[Any], max_batches: int | None) -> Iterator[Any]:
         yield batch
 
 
+def _batch_count(loader: DataLoader[Any], max_batches: int | None) -> int:
+    """Batches one pass yields (0 when the loader cannot tell: the bar then just counts)."""
+    try:
+        n = len(loader)
+    except TypeError:
+        return 0
+    return min(n, max_batches) if max_batches is not None else n
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader[Any],
@@ -144,8 +153,10 @@ def train_one_epoch(
     device: torch.device,
     max_batches: int | None = None,
     before_step: Callable[[], None] | None = None,
+    after_batch: Callable[[], None] | None = None,
 ) -> tuple[float, float, int]:
-    """One pass of SGD; (mean loss, accuracy, samples). before_step runs before each forward (path sampling)."""
+    """One pass of SGD; (mean loss, accuracy, samples). before_step runs before each forward (path sampling),
+    after_batch after each step (progress)."""
     model.train()
     criterion = nn.CrossEntropyLoss()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -163,6 +174,8 @@ def train_one_epoch(
         loss_sum += float(loss.detach()) * n
         correct += int((logits.detach().argmax(1) == y).sum())
         seen += n
+        if after_batch is not None:
+            after_batch()
     if seen == 0:
         return math.nan, math.nan, 0
     return loss_sum / seen, correct / seen, seen
@@ -170,9 +183,10 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: DataLoader[Any], device: torch.device, max_batches: int | None = None
+    model: nn.Module, loader: DataLoader[Any], device: torch.device, max_batches: int | None = None,
+    after_batch: Callable[[], None] | None = None,
 ) -> tuple[float, float, int]:
-    """(mean loss, accuracy, samples) in eval mode."""
+    """(mean loss, accuracy, samples) in eval mode; after_batch runs after each batch (progress)."""
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
     loss_sum, correct, seen = 0.0, 0, 0
@@ -182,6 +196,8 @@ def evaluate(
         loss_sum += float(criterion(logits, y))
         correct += int((logits.argmax(1) == y).sum())
         seen += int(y.shape[0])
+        if after_batch is not None:
+            after_batch()
     if seen == 0:
         return math.nan, math.nan, 0
     return loss_sum / seen, correct / seen, seen
@@ -237,12 +253,14 @@ def train(
     max_batches: int | None = None,
     gpus: list[str] | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train for `epochs` epochs, each a `train` then an `eval` phase inside run → epoch → phase markers.
 
     With `checkpoint`, the state is saved after every epoch; with `resume` and an existing
     checkpoint, training continues after its last finished epoch (same run id, same RNG state),
     so a worker can be moved at an epoch boundary without losing finished epochs.
+    `on_progress(done, total)` counts batches (train and eval) over the epochs still to run.
     """
     if epochs < 1:
         raise ValueError(f"epochs {epochs} must be ≥ 1")
@@ -282,17 +300,31 @@ def train(
     if start >= epochs:
         return result
 
+    per_epoch = _batch_count(data.train, max_batches) + _batch_count(data.eval, max_batches)
+    total_batches = per_epoch * (epochs - start)
+    done_batches = 0
+
+    def one_batch() -> None:
+        nonlocal done_batches
+        done_batches += 1
+        if on_progress is not None:
+            on_progress(done_batches, max(total_batches, done_batches))
+
+    if on_progress is not None:
+        on_progress(0, total_batches)
     with markers.run(rid, arch=arch, gpus=gpus if gpus is not None else gpu_names(dev)) as r:
         for ep in range(start, epochs):
             lr_now = float(optimizer.param_groups[0]["lr"])
             with r.epoch(ep):
                 t0 = time.perf_counter()
                 with r.phase("train"):
-                    tr_loss, tr_acc, tr_n = train_one_epoch(model, data.train, optimizer, dev, max_batches)
+                    tr_loss, tr_acc, tr_n = train_one_epoch(
+                        model, data.train, optimizer, dev, max_batches, after_batch=one_batch
+                    )
                     _sync(dev)
                 t1 = time.perf_counter()
                 with r.phase("eval"):
-                    ev_loss, ev_acc, ev_n = evaluate(model, data.eval, dev, max_batches)
+                    ev_loss, ev_acc, ev_n = evaluate(model, data.eval, dev, max_batches, after_batch=one_batch)
                     _sync(dev)
                 t2 = time.perf_counter()
             scheduler.step()

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from jouled.cli_common import ConfigOpt, FormatOpt, StoreOpt, context
+from jouled.cli_common import ConfigOpt, FormatOpt, UnusedStoreOpt, context, ignore_store
 from jouled.errors import UserError
+from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
+from jouled.tables import Column, WideOpt, print_table
 from jouled.trainer.nb201_arch import EXAMPLE_ARCH_STR
 
 if TYPE_CHECKING:
@@ -26,23 +27,23 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "—" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 
-def metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    for col in ("epoch", "lr", "train loss", "train acc", "eval loss", "eval acc", "train s", "samples/s", "eval s"):
-        table.add_column(col, justify="right")
-    for m in rows:
-        table.add_row(
-            str(m["epoch"]),
-            _fmt(m["lr"]),
-            _fmt(m["train_loss"]),
-            _fmt(m["train_accuracy"]),
-            _fmt(m["eval_loss"]),
-            _fmt(m["eval_accuracy"]),
-            _fmt(m["train_duration_s"], 2),
-            _fmt(m["train_samples_per_s"], 1),
+METRIC_COLUMNS = (
+    Column("epoch", 0, "right"), Column("lr", 3, "right"), Column("train loss", 0, "right"),
+    Column("train acc", 2, "right"), Column("eval loss", 1, "right"), Column("eval acc", 0, "right"),
+    Column("train s", 4, "right"), Column("samples/s", 2, "right"), Column("eval s", 5, "right"),
+)
+
+
+def print_metrics(rows: list[dict[str, Any]], title: str, *, wide: bool = False) -> None:
+    cells = [
+        [
+            str(m["epoch"]), _fmt(m["lr"]), _fmt(m["train_loss"]), _fmt(m["train_accuracy"]), _fmt(m["eval_loss"]),
+            _fmt(m["eval_accuracy"]), _fmt(m["train_duration_s"], 2), _fmt(m["train_samples_per_s"], 1),
             _fmt(m["eval_duration_s"], 2),
-        )
-    return table
+        ]
+        for m in rows
+    ]
+    print_table(title, METRIC_COLUMNS, cells, wide=wide)
 
 
 def _marker_client(cfg: Any, mqtt_url: str | None) -> MarkerClient | None:
@@ -60,33 +61,49 @@ def _marker_client(cfg: Any, mqtt_url: str | None) -> MarkerClient | None:
 
 
 def train_command(
-    arch: Annotated[str, typer.Option("--arch", help="NB201 cell as arch_str (used when --model is empty)")] = DEFAULT_ARCH,
+    arch: Annotated[
+        str, typer.Option("--arch", metavar="ARCH", help="NB201 cell as arch_str (used when --model is empty)")
+    ] = DEFAULT_ARCH,
     model: Annotated[
         str,
-        typer.Option("--model", help="nb201:<arch_str> | regnet_x_400mf | regnet:depth=D,w0=W,wa=A,wm=M,gw=G | torchvision name"),
+        typer.Option("--model", metavar="MODEL", show_default=False,
+                     help="nb201:ARCH_STR | regnet_x_400mf | regnet:depth=D,w0=W,wa=A,wm=M,gw=G | torchvision name "
+                     "(default: the NB201 cell of --arch)"),
     ] = "",
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 3,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
-    device: Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N")] = "cpu",
-    dataset: Annotated[str, typer.Option("--dataset", help="auto | cifar10 | digits | synthetic")] = "auto",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, metavar="N", help="epochs to train")] = 3,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="samples per batch")] = 64,
+    device: Annotated[str, typer.Option("--device", metavar="DEVICE", help="cpu | cuda | cuda:N")] = "cpu",
+    dataset: Annotated[str, typer.Option("--dataset", metavar="NAME", help="auto | cifar10 | digits | synthetic")] = "auto",
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="folder holding cifar-10-batches-py/ (never downloaded)")
+        Path | None,
+        typer.Option("--data-dir", metavar="DIR", help="folder holding cifar-10-batches-py/ (never downloaded; default: none)"),
     ] = None,
-    lr: Annotated[float, typer.Option("--lr", min=0.0)] = 0.1,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    run_id: Annotated[str | None, typer.Option("--run-id", help="marker run id (default: from the checkpoint, else new)")] = None,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, metavar="RATE", help="initial learning rate (cosine to 0)")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", metavar="N")] = 0,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", metavar="RUN", help="marker run id (default: from the checkpoint, else new)")
+    ] = None,
     checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="saved after every epoch; resumed from when it exists")
+        Path | None,
+        typer.Option("--checkpoint", metavar="FILE", help="saved after every epoch; resumed from when it exists (default: none)"),
     ] = None,
-    channels: Annotated[int, typer.Option("--channels", min=1, help="NB201 C (stem width)")] = 16,
-    cells: Annotated[int, typer.Option("--cells", min=1, help="NB201 N (cells per stage)")] = 5,
-    image_size: Annotated[int | None, typer.Option("--image-size", help="resize inputs (digits are 8×8)")] = None,
-    max_batches: Annotated[int | None, typer.Option("--max-batches", min=1, help="cap batches per phase")] = None,
+    channels: Annotated[int, typer.Option("--channels", min=1, metavar="N", help="NB201 C (stem width)")] = 16,
+    cells: Annotated[int, typer.Option("--cells", min=1, metavar="N", help="NB201 N (cells per stage)")] = 5,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", metavar="PIXELS", help="resize inputs (default: as loaded; digits are 8×8)")
+    ] = None,
+    max_batches: Annotated[
+        int | None, typer.Option("--max-batches", min=1, metavar="N", help="cap batches per phase (default: all)")
+    ] = None,
     markers: Annotated[bool, typer.Option("--markers/--no-markers", help="publish markers over MQTT")] = True,
     fmt: FormatOpt = "table",
+    wide: WideOpt = False,
+    no_progress: NoProgressOpt = False,
     config: ConfigOpt = None,
-    store: StoreOpt = None,
-    mqtt_url: Annotated[str | None, typer.Option("--mqtt-url", help="broker (default: [mqtt] url, else embedded)")] = None,
+    store: UnusedStoreOpt = None,
+    mqtt_url: Annotated[
+        str | None, typer.Option("--mqtt-url", metavar="URL", help="broker (default: [mqtt] url, else embedded)")
+    ] = None,
 ) -> None:
     """Train one model with run/epoch/phase markers, so the daemon can report energy per epoch."""
     from jouled.extras import require
@@ -102,7 +119,8 @@ def train_command(
 
     if fmt not in ("table", "json"):
         raise UserError(f"--format {fmt!r} is not supported — use table or json")
-    ctx = context(config, store)
+    ignore_store(store, "jouled train")
+    ctx = context(config, None)
     spec = model.strip() or f"nb201:{arch.strip()}"
     try:
         dev = resolve_device(device)
@@ -116,7 +134,6 @@ def train_command(
     label = getattr(net, "arch_str", None) or spec  # canonical arch_str for NB201 cells
     client = _marker_client(ctx.config, mqtt_url) if markers else None
     hooks: Markers = client if client is not None else NullMarkers()
-    console = Console()
     err = Console(stderr=True)
     if fmt == "table":
         err.print(
@@ -124,20 +141,22 @@ def train_command(
             f"{data.in_channels}×{data.image_size}×{data.image_size}) on {dev}"
         )
     try:
-        result = train(
-            net,
-            data,
-            epochs,
-            dev,
-            hooks,
-            run_id=run_id,
-            arch=label,
-            lr=lr,
-            seed=seed,
-            checkpoint=checkpoint,
-            max_batches=max_batches,
-            on_epoch=(lambda m: err.print(f"epoch {m.epoch}: train loss {m.train_loss:.4f}")) if fmt == "table" else None,
-        )
+        with progress_bar("training (batches)", enabled=progress_enabled(no_progress)) as on_progress:
+            result = train(
+                net,
+                data,
+                epochs,
+                dev,
+                hooks,
+                run_id=run_id,
+                arch=label,
+                lr=lr,
+                seed=seed,
+                checkpoint=checkpoint,
+                max_batches=max_batches,
+                on_progress=on_progress,
+                on_epoch=(lambda m: err.print(f"epoch {m.epoch}: train loss {m.train_loss:.4f}")) if fmt == "table" else None,
+            )
     except CheckpointError as e:
         raise UserError(str(e)) from None
     finally:
@@ -164,7 +183,7 @@ def train_command(
         typer.echo(json.dumps(out, allow_nan=False))
     else:
         resumed = f", resumed after epoch {result.start_epoch - 1}" if result.start_epoch else ""
-        console.print(metrics_table(rows, f"run {result.run_id}{resumed}"))
+        print_metrics(rows, f"run {result.run_id}{resumed}", wide=wide)
 
 
 def _nan_to_none(row: dict[str, Any]) -> dict[str, Any]:

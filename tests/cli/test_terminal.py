@@ -26,6 +26,7 @@ RUN = "resnet50-lr0.1-bs256-cosine-seed7-abcdef0"  # 40 characters
 GPU = "gpu0-nvidia-a100-sxm4-80gb-3b00"
 CPU = "package-0-intel-xeon-8480"
 T0 = 1_700_000_000 * S
+PYTHON_TYPE = re.compile(r"<[a-z][a-z_\[\], ]*>|\b(?:FLOAT|INTEGER|TEXT|PATH|BOOLEAN)\b(?! \(|/)")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -232,3 +233,103 @@ def test_nas_search_policy_is_a_deprecated_alias_of_method(tmp_path: Path) -> No
     assert "magic" in res.output
     help_text = runner.invoke(app, ["nas", "search", "-h"], env=ENV80).output
     assert "--method" in help_text and "--policy" not in help_text and "--devices" in help_text
+
+
+# ---------------------------------------------------------------- progress: callbacks count up; no bar when not a terminal
+
+
+def test_simulator_reports_progress_in_order(bench: object) -> None:
+    from jouled.scheduler.simulator import SimConfig, run_many
+
+    calls: list[tuple[int, int]] = []
+    trace = _trace_file()
+    run_many(["vanilla", "oneshot"], trace, bench, [0, 1], SimConfig(gpus=1, hours=1.0),  # type: ignore[arg-type]
+             on_progress=lambda d, t: calls.append((d, t)))
+    assert calls[0] == (0, 4) and calls[-1] == (4, 4)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 5
+
+
+def _trace_file():  # type: ignore[no-untyped-def]
+    from jouled.scheduler.carbon.trace import load_trace
+
+    src = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "carbon" / "electricitymaps" / "DE_2022_hourly.csv"
+    if not src.is_file():
+        pytest.skip(f"no trace at {src}")
+    return load_trace(src, "direct")
+
+
+def test_train_reports_batches_counting_up() -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from jouled.trainer.data import load_data
+    from jouled.trainer.models import build_model
+    from jouled.trainer.train import train
+
+    data = load_data("digits", None, 256, seed=0)
+    torch.manual_seed(0)
+    net = build_model("nb201:" + "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|skip_connect~0|none~1|none~2|",
+                      data.num_classes, data.in_channels, data.image_size, channels=4, cells_per_stage=1)
+    calls: list[tuple[int, int]] = []
+    train(net, data, 2, "cpu", max_batches=3, on_progress=lambda d, t: calls.append((d, t)))
+    total = 2 * (min(len(data.train), 3) + min(len(data.eval), 3))  # 2 epochs × (train + eval batches, at most 3)
+    assert total >= 8 and calls[0] == (0, total)
+    assert [d for d, _ in calls] == list(range(total + 1))
+    assert all(t == total for _, t in calls)
+
+
+def test_no_control_codes_without_a_terminal(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    for extra in ([], ["--no-progress"]):
+        res = runner.invoke(app, ["train", "--dataset", "digits", "--epochs", "1", "--channels", "4", "--cells", "1",
+                                  "--max-batches", "2", "--no-markers", *extra], env=ENV80)
+        assert res.exit_code == 0, res.output
+        assert not ANSI.search(res.output) and "\r" not in res.output, repr(res.output[:400])
+        _check_80(res.stdout)
+
+
+def test_progress_bar_is_off_when_stderr_is_not_a_terminal() -> None:
+    from jouled.progress import progress_bar, progress_enabled
+
+    assert progress_enabled() is False  # pytest captures stderr
+    assert progress_enabled(no_progress=True) is False
+    with progress_bar("x", enabled=False) as cb:
+        cb(1, 2)  # a no-op, not an error
+
+
+# ---------------------------------------------------------------- help: -h everywhere, defaults shown, types as words
+
+
+def _commands() -> list[list[str]]:
+    import typer.main
+
+    root = typer.main.get_command(app)
+    out: list[list[str]] = []
+
+    def walk(cmd, path: list[str]) -> None:  # type: ignore[no-untyped-def]
+        out.append(path)
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(root, [])
+    return out
+
+
+def test_every_command_has_short_help_and_no_python_types() -> None:
+    cmds = _commands()
+    assert ["nas", "simulate"] in cmds and ["energy", "epochs"] in cmds
+    for path in cmds:
+        res = runner.invoke(app, [*path, "-h"], env=ENV80)
+        assert res.exit_code == 0, (path, res.output)
+        assert "Usage:" in res.output
+        bad = PYTHON_TYPE.findall(res.output.replace("FILE <path>", "FILE"))  # typer prints an argument's type
+        assert not bad, (path, bad, res.output)
+
+
+def test_help_shows_defaults_and_unused_store_is_hidden() -> None:
+    out = runner.invoke(app, ["nas", "simulate", "-h"], env=ENV80).output
+    assert "[default: 8]" in out and "--gpus N" in out and "--store" not in out and "--no-progress" in out
+    out = runner.invoke(app, ["energy", "epochs", "-h"], env=ENV80).output
+    assert "--store URL" in out and "--config FILE" in out and "--run RUN" in out and "--wide" in out
+    out = runner.invoke(app, ["train", "-h"], env=ENV80).output
+    assert "--store" not in out and "--epochs N" in out and "default: 3" in out
