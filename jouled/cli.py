@@ -28,6 +28,7 @@ from jouled.demo import demo_command
 from jouled.energy_cli import energy_app
 from jouled.errors import UserError
 from jouled.export_cli import export_app
+from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
 from jouled.scheduler.carbon_cli import carbon_app
 from jouled.scheduler.nas_cli import nas_app
 from jouled.scheduler.search_cli import search_command
@@ -241,7 +242,9 @@ def status(
         raise typer.Exit(1)
 
 
-def _import(kind: str, file: Path, skip_bad: bool, fmt: str, config: Path | None, store: str | None) -> None:
+def _import(
+    kind: str, file: Path, skip_bad: bool, fmt: str, config: Path | None, store: str | None, no_progress: bool = False
+) -> None:
     from jouled.importers import parse_markers, parse_samples, summarize_errors
 
     if fmt not in ("auto", "csv", "lp"):
@@ -258,9 +261,11 @@ def _import(kind: str, file: Path, skip_bad: bool, fmt: str, config: Path | None
     except OSError as e:
         raise UserError(f"{file}: cannot read ({e.strerror}) — check its permissions") from None
     host = ctx.config.daemon.host
-    parsed = parse_samples(text, default_host=host, fmt=fmt) if kind == "samples" else parse_markers(
-        text, default_host=host, fmt=fmt
-    )
+    show = progress_enabled(no_progress)
+    with progress_bar(f"parsing {file.name} (lines)", enabled=show) as on_progress:
+        parsed = parse_samples(text, default_host=host, fmt=fmt, on_progress=on_progress) if kind == "samples" else (
+            parse_markers(text, default_host=host, fmt=fmt, on_progress=on_progress)
+        )
     if parsed.fatal:  # the file's shape is wrong: no row is readable, so --skip-bad would import nothing
         raise UserError(f"{file}: {parsed.fatal}")
     if parsed.errors and not skip_bad:
@@ -269,10 +274,12 @@ def _import(kind: str, file: Path, skip_bad: bool, fmt: str, config: Path | None
         what = f"all {len(parsed.errors)} rows are bad, first {parsed.errors[0]}" if parsed.errors else "it has no rows"
         raise UserError(f"{file}: nothing to import ({what}) — fix the rows, or check it is the {kind} file")
     st = open_store(ctx.store_url)
-    if kind == "samples":
-        n = st.write_samples(parsed.items)  # type: ignore[arg-type]
-    else:
-        n = st.write_markers(parsed.items)  # type: ignore[arg-type]
+    # one transaction (all or nothing), so no count to report: the bar only says it is still working
+    with progress_bar(f"writing {len(parsed.items)} {kind}", enabled=show and len(parsed.items) > 100_000):
+        if kind == "samples":
+            n = st.write_samples(parsed.items)  # type: ignore[arg-type]
+        else:
+            n = st.write_markers(parsed.items)  # type: ignore[arg-type]
     for bad in parsed.errors:
         typer.echo(f"{file}: skipped line {bad.line}: {bad.message}", err=True)
     typer.echo(f"imported {n} {kind} from {file} ({len(parsed.errors)} bad rows skipped) into {st.path}")
@@ -283,11 +290,12 @@ def import_samples(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="CSV time,host,source,device,power_w,energy_j or line protocol")],
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="import the good rows, report the bad")] = False,
     fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="auto | csv | lp")] = "auto",
+    no_progress: NoProgressOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Import samples; every row is validated and nothing is imported if one is bad (unless --skip-bad)."""
-    _import("samples", file, skip_bad, fmt, config, store)
+    _import("samples", file, skip_bad, fmt, config, store, no_progress)
 
 
 @import_app.command("markers")
@@ -297,11 +305,12 @@ def import_markers(
     ],
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="import the good rows, report the bad")] = False,
     fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="auto | csv | lp")] = "auto",
+    no_progress: NoProgressOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Import markers; every row is validated and nothing is imported if one is bad (unless --skip-bad)."""
-    _import("markers", file, skip_bad, fmt, config, store)
+    _import("markers", file, skip_bad, fmt, config, store, no_progress)
 
 
 def _version(value: bool) -> None:

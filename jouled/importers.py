@@ -6,7 +6,7 @@ import csv
 import io
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -16,6 +16,8 @@ from jouled.model import EVENTS, SCOPES, Marker, Sample
 SAMPLE_COLUMNS = ("time", "host", "source", "device", "power_w", "energy_j")
 MARKER_COLUMNS = ("time", "host", "run", "scope", "event", "epoch", "phase", "arch", "gpus")
 T = TypeVar("T")
+OnProgress = Callable[[int, int], None]  # (lines done, lines in the file)
+PROGRESS_EVERY = 10_000  # lines between progress calls: cheap next to parsing them
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -89,11 +91,13 @@ def sniff_format(text: str) -> str:
 # -- samples -------------------------------------------------------------------------------------
 
 
-def parse_samples(text: str, *, default_host: str, fmt: str = "auto") -> Parsed[Sample]:
+def parse_samples(text: str, *, default_host: str, fmt: str = "auto", on_progress: OnProgress | None = None) -> Parsed[Sample]:
+    """Samples from a log; `on_progress(lines done, lines)` now and then (a bar for big files)."""
     fmt = sniff_format(text) if fmt == "auto" else fmt
     if fmt == "csv":
-        return _parse_csv(text, SAMPLE_COLUMNS, ("time", "source", "device"), lambda r: _sample_row(r, default_host))
-    return _parse_lp(text, "power", lambda p: _sample_lp(p, default_host))
+        return _parse_csv(text, SAMPLE_COLUMNS, ("time", "source", "device"), lambda r: _sample_row(r, default_host),
+                          on_progress)
+    return _parse_lp(text, "power", lambda p: _sample_lp(p, default_host), on_progress)
 
 
 def _sample_row(r: dict[str, str], default_host: str) -> Sample:
@@ -126,12 +130,13 @@ def _sample_lp(p: LpPoint, default_host: str) -> Sample:
 # -- markers -------------------------------------------------------------------------------------
 
 
-def parse_markers(text: str, *, default_host: str, fmt: str = "auto") -> Parsed[Marker]:
+def parse_markers(text: str, *, default_host: str, fmt: str = "auto", on_progress: OnProgress | None = None) -> Parsed[Marker]:
     """Markers from a log. Rows carry no seq in CSV: it is assigned per run in file order."""
     fmt = sniff_format(text) if fmt == "auto" else fmt
     parsed: Parsed[Marker]
     if fmt == "csv":
-        parsed = _parse_csv(text, MARKER_COLUMNS, ("time", "run", "scope", "event"), lambda r: _marker_row(r, default_host))
+        parsed = _parse_csv(text, MARKER_COLUMNS, ("time", "run", "scope", "event"), lambda r: _marker_row(r, default_host),
+                            on_progress)
     else:
         parsed = _parse_lp(text, "marker", lambda p: _marker_lp(p, default_host))
     seqs: dict[str, int] = {}
@@ -195,8 +200,11 @@ def _marker_lp(p: LpPoint, default_host: str) -> Marker:
 # -- CSV and line-protocol readers ---------------------------------------------------------------
 
 
-def _parse_csv(text: str, known: tuple[str, ...], required: tuple[str, ...], row_fn: Any) -> Parsed[T]:
+def _parse_csv(
+    text: str, known: tuple[str, ...], required: tuple[str, ...], row_fn: Any, on_progress: OnProgress | None = None
+) -> Parsed[T]:
     reader = csv.reader(io.StringIO(text, newline=""))  # newline="": the csv module handles \r and \r\n itself
+    total_lines = text.count("\n") + 1
     items: list[T] = []
     errors: list[RowError] = []
     expected = f"the header row must name the columns {','.join(known)} (required: {','.join(required)})"
@@ -223,6 +231,8 @@ def _parse_csv(text: str, known: tuple[str, ...], required: tuple[str, ...], row
             errors.append(RowError(reader.line_num, f"not CSV ({e})"))
             break
         line = reader.line_num
+        if on_progress is not None and line % PROGRESS_EVERY == 0:
+            on_progress(line, total_lines)
         if not fields or all(not f.strip() for f in fields):
             continue
         rows += 1
@@ -272,11 +282,14 @@ def parse_lp_line(line: str) -> LpPoint:
     return LpPoint(meas, tags, fields, ts)
 
 
-def _parse_lp(text: str, measurement: str, point_fn: Any) -> Parsed[T]:
+def _parse_lp(text: str, measurement: str, point_fn: Any, on_progress: OnProgress | None = None) -> Parsed[T]:
     items: list[T] = []
     errors: list[RowError] = []
     rows = 0
-    for i, line in enumerate(text.splitlines(), start=1):
+    lines = text.splitlines()
+    for i, line in enumerate(lines, start=1):
+        if on_progress is not None and i % PROGRESS_EVERY == 0:
+            on_progress(i, len(lines))
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         rows += 1

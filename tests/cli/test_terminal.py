@@ -333,3 +333,25 @@ def test_help_shows_defaults_and_unused_store_is_hidden() -> None:
     assert "--store URL" in out and "--config FILE" in out and "--run RUN" in out and "--wide" in out
     out = runner.invoke(app, ["train", "-h"], env=ENV80).output
     assert "--store" not in out and "--epochs N" in out and "default: 3" in out
+
+
+def test_import_parsing_reports_lines_counting_up(tmp_path: Path) -> None:
+    from jouled.importers import parse_samples
+
+    n = 25_000
+    text = "time,host,source,device,power_w,energy_j\n" + "".join(
+        f"{T0 + i * S // 10},h1,nvml,gpu0,{100 + i % 5},\n" for i in range(n))
+    calls: list[tuple[int, int]] = []
+    parsed = parse_samples(text, default_host="h", fmt="csv", on_progress=lambda d, t: calls.append((d, t)))
+    assert len(parsed.items) == n and not parsed.errors
+    assert [d for d, _ in calls] == [10_000, 20_000] and all(t == n + 2 for _, t in calls)
+    lp = "".join(f"power,host=h1,source=nvml,device=gpu0 power_w={100 + i % 5} {T0 + i * S // 10}\n" for i in range(n))
+    calls.clear()
+    assert len(parse_samples(lp, default_host="h", fmt="lp", on_progress=lambda d, t: calls.append((d, t))).items) == n
+    assert [d for d, _ in calls] == [10_000, 20_000]
+    # the command, not a terminal: no bar, no control codes, everything imported
+    f = tmp_path / "big.csv"
+    f.write_text(text)
+    res = runner.invoke(app, ["import", "samples", str(f), "--store", sqlite_url(tmp_path / "i.db")], env=ENV80)
+    assert res.exit_code == 0, res.output
+    assert f"imported {n} samples" in res.output and not ANSI.search(res.output)
