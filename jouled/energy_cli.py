@@ -16,6 +16,7 @@ from rich.console import Console
 from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
 from jouled.energy import NO_SAMPLES, has_samples, run_totals
 from jouled.errors import UserError
+from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
 from jouled.query import compute_rows, epoch_rows, run_rows
 from jouled.store.sqlite import open_store
 from jouled.tables import Column, WideOpt, print_table
@@ -84,6 +85,7 @@ def epochs(
     ] = "",
     host_devices: Annotated[str, typer.Option("--host-devices", metavar="MODE", help="total | share | exclude")] = "total",
     wide: WideOpt = False,
+    no_progress: NoProgressOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
@@ -99,7 +101,8 @@ def epochs(
     ctx = context(config, store)
     st = open_store(ctx.store_url, readonly=True)
     scopes = ("epoch", "phase", "run") if scope == "all" else (scope,)
-    rows, problems = compute_rows(st, ctx.config, run, scopes, host_devices)
+    with progress_bar("energy per window", enabled=progress_enabled(no_progress)) as on_progress:
+        rows, problems = compute_rows(st, ctx.config, run, scopes, host_devices, on_progress=on_progress)
     for p in problems:
         typer.echo(f"warning: {p}", err=True)
     if fmt != "table":
@@ -148,6 +151,7 @@ def _print_by(rows: list[dict[str, Any]], by: str, *, wide: bool = False) -> Non
 def runs(
     fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="table | csv | json")] = "table",
     wide: WideOpt = False,
+    no_progress: NoProgressOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
@@ -156,7 +160,8 @@ def runs(
         raise UserError(f"--format {fmt!r}: choose table, csv or json")
     ctx = context(config, store)
     st = open_store(ctx.store_url, readonly=True)
-    rows, problems = compute_rows(st, ctx.config, None, ("run",))
+    with progress_bar("energy per run", enabled=progress_enabled(no_progress)) as on_progress:
+        rows, problems = compute_rows(st, ctx.config, None, ("run",), on_progress=on_progress)
     for p in problems:
         typer.echo(f"warning: {p}", err=True)
     totals = run_totals(rows)
