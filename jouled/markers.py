@@ -382,10 +382,25 @@ def marker_to_dict(m: Marker, *, sent_ns: int | None = None) -> dict[str, Any]:
     if m.gpus:
         d["gpus"] = list(m.gpus)
     if m.attrs:
-        d["attrs"] = m.attrs
+        d["attrs"] = _finite(m.attrs)
     if sent_ns is not None:
         d["sent"] = sent_ns
     return d
+
+
+def _finite(value: Any) -> Any:
+    """attrs as standard JSON: a NaN/inf value (a diverged loss) becomes the string "nan"/"inf"/"-inf".
+
+    The daemon rejects non-finite numbers (not_finite), and an epoch's end marker must not be lost
+    because the loss it carries blew up.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def marker_to_json(m: Marker, *, sent_ns: int | None = None) -> bytes:

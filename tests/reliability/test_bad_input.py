@@ -143,3 +143,11 @@ def test_bad_messages_never_stop_the_daemon_log(tmp_path: Path) -> None:
     assert status["store"]["write_errors"] == 0
     assert [m.seq for m in d.daemon.store.read_markers("r1")] == list(range(2 * len(BAD_PAYLOADS)))
     assert not d.daemon.store._conn().in_transaction
+
+
+def test_client_encodes_a_diverged_loss_so_the_daemon_keeps_the_marker() -> None:
+    from jouled.markers import marker_to_json
+
+    m = _m(1, host="testhost", event="end", attrs={"loss": float("nan"), "grad": [float("inf"), 1.0]})
+    got = parse_marker(marker_to_json(m), topic_host="testhost", now_ns=CLOCK.now_ns(), max_skew_s=300.0)
+    assert got.attrs == {"loss": "nan", "grad": ["inf", 1.0]}
