@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from jouled.clock import CLOCK
+from jouled.store.sqlite import SqliteStore
 
 TOPIC = "jouled/v1/testhost/markers"
 
@@ -83,3 +85,18 @@ def fill(path: Path) -> Path:
                     break
     os.sync()
     return f
+
+
+class PageCappedStore(SqliteStore):
+    """The real store, with SQLite's own page cap applied to every connection: a real SQLITE_FULL, no root needed."""
+
+    max_pages: int | None = None
+    _applied: dict[int, int | None]
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = super()._conn()
+        applied = self.__dict__.setdefault("_applied", {})
+        if applied.get(id(conn), -1) != self.max_pages:
+            conn.execute(f"PRAGMA max_page_count={self.max_pages or 4294967294}")
+            applied[id(conn)] = self.max_pages
+        return conn

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +10,10 @@ import pytest
 from jouled.daemon.background import BackgroundDaemon
 from jouled.daemon.recorder import attach_marker_recorder
 from jouled.daemon.service import Daemon
-from jouled.store.sqlite import SqliteStore
 from tests.brokers import free_port
 from tests.daemon.fakes import ScriptedSource
 from tests.daemon.harness import make_config, start_daemon
-from tests.reliability.helpers import fill, marker, publish, tiny_tmpfs, wait_for
+from tests.reliability.helpers import PageCappedStore, fill, marker, publish, tiny_tmpfs, wait_for
 
 N_MARKERS = 40
 
@@ -69,21 +67,6 @@ def test_disk_full_on_a_real_tiny_filesystem_loses_no_marker(tmp_path: Path) -> 
     assert d.daemon.recorder.stats.duplicates == 5
     assert d.daemon.recorder.stats.failed == 0
     assert not d.daemon.recorder.stats.warnings  # every start met its end: pairing saw them in order
-
-
-class PageCappedStore(SqliteStore):
-    """The real store, with SQLite's own page cap applied to every connection: a real SQLITE_FULL, no root needed."""
-
-    max_pages: int | None = None
-    _applied: dict[int, int | None]
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = super()._conn()
-        applied = self.__dict__.setdefault("_applied", {})
-        if applied.get(id(conn), -1) != self.max_pages:
-            conn.execute(f"PRAGMA max_page_count={self.max_pages or 4294967294}")
-            applied[id(conn)] = self.max_pages
-        return conn
 
 
 def test_store_full_by_page_cap_loses_no_marker(tmp_path: Path) -> None:
