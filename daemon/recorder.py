@@ -160,6 +160,8 @@ class MarkerRecorder:
         # counters first, so the window edge sits on a fresh counter reading
         self.daemon.sampler.snapshot()
         self._enqueue(m, len(payload))
+        if self._store_error:  # the store is failing: the retry loop writes the queue at its cadence, not per message
+            return None
         stored = await self.flush_pending()
         return m if any(s is m for s in stored) else None
 

@@ -47,7 +47,7 @@ def test_pending_markers_are_not_acknowledged_and_redeliveries_are_recognised(tm
         assert await rec.handle(TOPIC, _payload(0, epoch=7)) is None  # same seq, other content: refused
         assert rec.stats.rejected == {"duplicate_seq": 1}
         assert await rec.handle(TOPIC, _payload(1, "end")) is None
-        assert rec.daemon.store_health.write_errors >= 2
+        assert rec.stats.pending == 2 and rec.daemon.store_health.write_errors == 1  # no write per message while failing
         assert "database or disk is full" in rec.daemon.store_health.last_error
         store.max_pages = None
         stored = await rec.flush_pending()
