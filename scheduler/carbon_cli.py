@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
 from jouled.errors import UserError
 from jouled.scheduler.carbon.base import CarbonProvider, CarbonReading, ManualClock, NotOffered, ProviderError
 from jouled.scheduler.carbon.factory import PROVIDERS, make_provider
 from jouled.scheduler.carbon.trace import TraceProvider
+from jouled.tables import Column, WideOpt, print_table
 
 carbon_app = make_app(help="Grid carbon intensity: now, history, forecast.")
 
@@ -93,18 +92,23 @@ def reading_dict(r: CarbonReading) -> dict[str, Any]:
     }
 
 
-def _emit(readings: list[CarbonReading], fmt: str, title: str) -> None:
+CARBON_COLUMNS = (
+    Column("time (UTC)"), Column("zone", 2), Column("provider", 3), Column("gCO2eq/kWh", 0, "right"),
+    Column("age", 1, "right"), Column("flags", 1, fit="wrap"), Column("note", 4, fit="wrap"),
+)
+
+
+def _emit(readings: list[CarbonReading], fmt: str, title: str, wide: bool = False) -> None:
     if fmt == "json":
         typer.echo(json.dumps([reading_dict(r) for r in readings], indent=2))
         return
-    t = Table(title=title)
-    for c in ("time (UTC)", "zone", "provider", "gCO2eq/kWh", "age", "flags", "note"):
-        t.add_column(c, justify="right" if c in ("gCO2eq/kWh", "age") else "left")
+    cells = []
     for r in readings:
         value = f"{r.intensity_g_per_kwh:.1f}" if r.intensity_g_per_kwh is not None else f"index {r.percentile:g}/100"
         flags = ",".join(f for f, on in (("forecast", r.forecast), ("estimated", r.estimated), ("stale", r.stale)) if on)
-        t.add_row(f"{r.time:%Y-%m-%d %H:%M}", r.zone, r.provider, value, "" if r.forecast else f"{r.age_s:.0f} s", flags, r.note)
-    Console().print(t)
+        cells.append([f"{r.time:%Y-%m-%d %H:%M}", r.zone, r.provider, value, "" if r.forecast else f"{r.age_s:.0f} s",
+                      flags, r.note])
+    print_table(title, CARBON_COLUMNS, cells, wide=wide)
 
 
 def _call(p: CarbonProvider, what: str, fn: Any) -> list[CarbonReading]:
@@ -126,12 +130,13 @@ def now_cmd(
     column: ColumnOpt = "direct",
     at: AtOpt = None,
     fmt: FormatOpt = "table",
+    wide: WideOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """The current intensity, with its age."""
     p, z = _open(config, store, provider, zone, url, trace, column, fmt, at)
-    _emit(_call(p, "current value", lambda: p.current(z)), fmt, f"carbon intensity now ({p.name})")
+    _emit(_call(p, "current value", lambda: p.current(z)), fmt, f"carbon intensity now ({p.name})", wide)
 
 
 def _parse_time(opt: str, v: str | None) -> datetime | None:
@@ -155,6 +160,7 @@ def history_cmd(
     start: Annotated[str | None, typer.Option("--start", metavar="TIME", help="RFC 3339 (default: end − 24 h)")] = None,
     end: Annotated[str | None, typer.Option("--end", metavar="TIME", help="RFC 3339 (default: now)")] = None,
     fmt: FormatOpt = "table",
+    wide: WideOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
@@ -185,7 +191,7 @@ def history_cmd(
             err=True,
         )
         raise typer.Exit(1)
-    _emit(readings, fmt, f"carbon intensity history ({p.name})")
+    _emit(readings, fmt, f"carbon intensity history ({p.name})", wide)
 
 
 @carbon_app.command("forecast")
@@ -197,9 +203,10 @@ def forecast_cmd(
     column: ColumnOpt = "direct",
     at: AtOpt = None,
     fmt: FormatOpt = "table",
+    wide: WideOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """The provider's forecast (a trace gives perfect foresight, flagged in the note)."""
     p, z = _open(config, store, provider, zone, url, trace, column, fmt, at)
-    _emit(_call(p, "forecast", lambda: p.forecast(z)), fmt, f"carbon intensity forecast ({p.name})")
+    _emit(_call(p, "forecast", lambda: p.forecast(z)), fmt, f"carbon intensity forecast ({p.name})", wide)

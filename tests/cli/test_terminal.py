@@ -355,3 +355,17 @@ def test_import_parsing_reports_lines_counting_up(tmp_path: Path) -> None:
     res = runner.invoke(app, ["import", "samples", str(f), "--store", sqlite_url(tmp_path / "i.db")], env=ENV80)
     assert res.exit_code == 0, res.output
     assert f"imported {n} samples" in res.output and not ANSI.search(res.output)
+
+
+def test_carbon_tables_fit_and_keep_time_and_value() -> None:
+    trace = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "carbon" / "electricitymaps" / "DE_2022_hourly.csv"
+    if not trace.is_file():
+        pytest.skip(f"no trace at {trace}")
+    base = ["--trace", str(trace), "--at", "2022-03-01T00:00:00Z"]
+    for cmd in (["carbon", "history"], ["carbon", "forecast"], ["carbon", "now"]):
+        res = runner.invoke(app, [*cmd, *base], env=ENV80)
+        assert res.exit_code == 0, res.output
+        _check_80(res.output)
+        assert re.search(r"│ 2022-0[23]-\d\d \d\d:00 │", res.output), res.output[:600]  # a time on one line
+        doc = json.loads(runner.invoke(app, [*cmd, *base, "--format", "json"], env=ENV80).output)
+        assert f"{doc[0]['intensity_g_per_kwh']:.1f}" in res.output
