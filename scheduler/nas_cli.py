@@ -216,7 +216,8 @@ def simulate_cmd(
     if plot_out is not None:
         names = " + ".join(Path(z.path).name for z in zones)
         plot_runs(runs, plot_out, f"{names}: {gpus} GPUs per zone, {hours:g} h, {seeds} seeds")
-        typer.echo(f"plot written to {plot_out}", err=True)
+        if fmt == "table":  # JSON output stays the only thing printed
+            typer.echo(f"plot written to {plot_out}", err=True)
     if fmt == "json":
         typer.echo(json.dumps(doc, indent=2))
     else:
