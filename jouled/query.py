@@ -255,7 +255,7 @@ class RunRow(_Row):
     end_ns: int
     duration_s: float
     energy_j_by_device: Mapping[str, float | None]  # "source:device" → J
-    energy_j: float  # the devices in total_devices, each counted once
+    energy_j: float | None  # the devices in total_devices, each counted once; None: nothing was measured
     total_devices: tuple[str, ...]
     wall_j: float | None  # a wall meter, beside the total, never added to it
     carbon_g: float | None
@@ -452,7 +452,7 @@ def measure_window(
         tot = run_totals(rows)[0]
         m.energy_j_by_device = dict(tot["energy_j_by_device"])
         m.total_devices = tuple(tot["total_devices"])
-        m.energy_j = float(tot["energy_j"]) if m.total_devices else None
+        m.energy_j = None if not m.total_devices or tot["energy_j"] is None else float(tot["energy_j"])
         m.wall_j = tot["wall_j"]
         m.carbon_g = tot["carbon_g"]
         m.flags = tuple(tot["flags"])

@@ -17,6 +17,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from jouled.cli_common import make_app
 from jouled.trainer.nb201 import EXAMPLE_ARCH_STR
 from jouled.trainer.train_cli import train_command
 
@@ -25,7 +26,7 @@ FAST = ["--channels", "4", "--cells", "1", "--max-batches", "2", "--batch-size",
 
 
 def _app() -> typer.Typer:
-    app = typer.Typer(pretty_exceptions_enable=False)
+    app = make_app()  # jouled's group: a UserError is one line and exit 2, as when mounted in jouled
     app.command("train")(train_command)
 
     @app.command("noop")
