@@ -39,7 +39,7 @@ def test_python_blocks_run_as_written(api_store: str, tmp_path: Path) -> None:
     measure = [b for b in blocks if "with jouled.measure(" in b]
     assert len(query) == 1 and len(measure) == 1
     out = _run(query[0], env)
-    assert out.startswith("r1 2100.0 J ('nvml:gpu0', 'rapl:package-0')")  # the store of tests/api/conftest.py
+    assert out.startswith("r1 2100.0 ('nvml:gpu0', 'rapl:package-0')")  # the store of tests/api/conftest.py
     assert "'scope': 'epoch'" in out
     out = _run(measure[0], env)
     energy = float(out.split()[0])
