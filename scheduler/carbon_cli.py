@@ -28,10 +28,12 @@ ZoneOpt = Annotated[
 ]
 FormatOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="table | json")]
 UrlOpt = Annotated[
-    str | None, typer.Option("--url", metavar="URL", help="provider base URL override (self-hosted SDK, a mirror)")
+    str | None, typer.Option("--url", metavar="URL",
+            help="provider base URL override (self-hosted SDK, a mirror; default: the provider's own)")
 ]
 TraceOpt = Annotated[
-    Path | None, typer.Option("--trace", metavar="FILE", help="replay this CSV trace (implies --provider trace)")
+    Path | None, typer.Option("--trace", metavar="FILE",
+            help="replay this CSV trace (implies --provider trace; default: [carbon] trace_file)")
 ]
 AtOpt = Annotated[
     str | None, typer.Option("--at", metavar="TIME", help="trace replay: the clock time, RFC 3339 (default: trace start)")

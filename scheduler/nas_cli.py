@@ -129,7 +129,7 @@ def plot_target(path: Path) -> Path:
     return path
 
 
-_PLOT_HELP = f"write HV/carbon plots to this .png file (an existing folder: {PLOT_FILE_NAME} inside it)"
+_PLOT_HELP = f"write HV/carbon plots to this .png file (an existing folder: {PLOT_FILE_NAME} inside it; default: no plot)"
 _TRACE_HELP = (
     "carbon trace CSV (Electricity Maps export or time,intensity_g_per_kwh); repeat for several zones "
     "(then --gpus is per zone and evaluation goes to the cleanest zone first)"

@@ -54,7 +54,7 @@ _PROVIDER_HELP = "electricitymaps | watttime | ukci | carbonaware | trace | cons
 
 _METHOD_HELP = "cenas | static:F | threshold[:P] | forecast[:D] | random"
 _GPUS_HELP = "how many worker slots: the first N GPUs (default: every GPU found, else 2 CPU slots)"
-_DEVICES_HELP = "the worker slots themselves instead of --gpus: GPU ids 0,1,… or cpu:N / cpu0,cpu1"
+_DEVICES_HELP = "the worker slots themselves instead of --gpus: GPU ids 0,1,… or cpu:N / cpu0,cpu1 (default: from --gpus)"
 
 
 def search_command(
@@ -66,7 +66,8 @@ def search_command(
     method: Annotated[str, typer.Option("--method", metavar="METHOD", help=_METHOD_HELP)] = "cenas",
     policy: Annotated[str | None, typer.Option("--policy", hidden=True, help="deprecated: --method")] = None,
     executor: Annotated[str, typer.Option("--executor", metavar="NAME", help="local | ray")] = "local",
-    trace: Annotated[Path | None, typer.Option("--trace", metavar="FILE", help="trace CSV for --provider trace")] = None,
+    trace: Annotated[Path | None, typer.Option("--trace", metavar="FILE",
+            help="trace CSV for --provider trace (default: [carbon] trace_file)")] = None,
     speedup: Annotated[
         float, typer.Option("--speedup", metavar="FACTOR", help="trace replay speed (virtual seconds per second)")
     ] = 1.0,

@@ -34,19 +34,23 @@ def send(
     run: Annotated[str, typer.Option("--run", metavar="RUN", help="run id")],
     scope: Annotated[str, typer.Option("--scope", metavar="SCOPE", help="run | epoch | phase")],
     event: Annotated[str, typer.Option("--event", metavar="EVENT", help="start | end")],
-    epoch: Annotated[int | None, typer.Option("--epoch", metavar="N", help="epoch number (scope epoch and phase)")] = None,
+    epoch: Annotated[int | None, typer.Option("--epoch", metavar="N",
+            help="epoch number (scope epoch and phase; default: none)")] = None,
     phase: Annotated[
-        str | None, typer.Option("--phase", metavar="PHASE", help="train | eval | sample | calibrate:idle | …")
+        str | None, typer.Option("--phase", metavar="PHASE",
+                help="train | eval | sample | calibrate:idle | … (scope phase; default: none)")
     ] = None,
     time_: Annotated[
         str | None, typer.Option("--time", metavar="TIME", help="RFC 3339 or integer ns since the epoch, UTC (default: now)")
     ] = None,
-    arch: Annotated[str | None, typer.Option("--arch", metavar="ARCH", help="architecture of the run")] = None,
-    gpus: Annotated[str | None, typer.Option("--gpus", metavar="DEVICES", help="devices the run uses: gpu0,gpu1")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", metavar="ARCH", help="architecture of the run (default: none)")] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", metavar="DEVICES",
+            help="devices the run uses: gpu0,gpu1 (default: none)")] = None,
     seq: Annotated[
         int | None, typer.Option("--seq", metavar="N", help="sequence number (default: the run's persisted counter + 1)")
     ] = None,
-    attrs: Annotated[str | None, typer.Option("--attrs", metavar="JSON", help='JSON object, e.g. {"loss": 0.3}')] = None,
+    attrs: Annotated[str | None, typer.Option("--attrs", metavar="JSON",
+            help='JSON object, e.g. {"loss": 0.3} (default: none)')] = None,
     host: Annotated[str | None, typer.Option("--host", metavar="HOST", help="host tag (default: [daemon] host)")] = None,
     url: Annotated[
         str | None, typer.Option("--url", metavar="URL", help="broker (default: [mqtt] url, else the embedded one)")
