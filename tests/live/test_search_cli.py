@@ -48,7 +48,7 @@ def test_search_command_runs_with_its_own_daemon(tmp_path: Path, trace_file: Pat
     db = tmp_path / "search.db"
     res = runner.invoke(app, [
         "nas", "search", "--provider", "trace", "--trace", str(trace_file), "--zone", "DE", "--devices", "cpu:2",
-        "--hours", "1", "--speedup", "600", "--epochs", "2", "--max-batches", "2", "--channels", "4", "--cells", "1",
+        "--hours", "1", "--speedup", "150", "--epochs", "2", "--max-batches", "2", "--channels", "4", "--cells", "1",
         "--max-evaluations", "1", "--data", str(nas_data), "--work-dir", str(tmp_path / "work"),
         "--store", f"sqlite:///{db}", "--format", "json",
     ], env={"JOULED_CONFIG": "", "XDG_DATA_HOME": str(tmp_path)})
