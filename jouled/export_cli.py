@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -80,7 +81,7 @@ def samples(
     slices = iter_slices(st, lo, hi, hosts=hosts, extras=fmt == "line-protocol")
     if fmt == "parquet":
         assert output is not None
-        write_parquet(slices, output)
+        _report(write_parquet(slices, output), lo, hi, st.path, output)
         return
     with ExitStack() as stack:
         out: IO[str] = sys.stdout
@@ -91,10 +92,33 @@ def samples(
                 raise UserError(f"-o {output}: cannot write ({e.strerror}) — choose a writable path") from None
         try:
             if fmt == "csv":
-                write_csv(slices, out, rfc3339=time_fmt == "rfc3339")
+                n = write_csv(slices, out, rfc3339=time_fmt == "rfc3339")
             else:
-                write_line_protocol(slices, out)
+                n = write_line_protocol(slices, out)
             out.flush()
         except BrokenPipeError:
             # the reader went away (| head): stop quietly like other Unix tools, no traceback at exit's flush
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
+    _report(n, lo, hi, st.path, output)
+
+
+def _report(n: int, lo_ns: int, hi_ns: int, store: Path, output: Path | None) -> None:
+    """A count on stderr (stdout carries the data); an export of nothing is not a success."""
+    span = f"{_iso(lo_ns)} … {_iso(hi_ns)}"
+    if n == 0:
+        raise NothingExported(
+            f"no samples between {span} in {store} — check the span (jouled energy runs shows when runs were) "
+            "or whether the daemon was running"
+        )
+    typer.echo(f"exported {n} samples ({span}){f' to {output}' if output else ''}", err=True)
+
+
+def _iso(t_ns: int) -> str:
+    return datetime.fromtimestamp(t_ns / 1e9, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class NothingExported(UserError):
+    """The export matched no sample: exit 1 (the command ran, but there was nothing to give)."""
+
+    exit_code = 1

@@ -116,3 +116,18 @@ def test_parquet(api_store: str, tmp_path: Path) -> None:
     assert t.column_names == ["time", "host", "source", "device", "power_w", "energy_j"]
     csv_rows = runner.invoke(app, ["export", "samples", "--run", "r1", "--store", api_store]).stdout.splitlines()[1:]
     assert t.num_rows == len(csv_rows)
+
+
+def test_an_export_of_nothing_says_so_and_exits_1(api_store: str) -> None:
+    res = runner.invoke(app, ["export", "samples", "--from", "0", "--to", "1", "--store", api_store])
+    assert res.exit_code == 1, res.output
+    assert res.stdout == "time,host,source,device,power_w,energy_j\n"  # the header alone: still valid CSV
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: no samples between 1970-01-01T00:00:00Z")
+
+
+def test_the_count_goes_to_stderr(api_store: str) -> None:
+    res = runner.invoke(app, ["export", "samples", "--run", "r1", "--store", api_store])
+    assert res.exit_code == 0, res.output
+    n = len(res.stdout.splitlines()) - 1
+    assert res.stderr.startswith(f"exported {n} samples (") and n > 0
