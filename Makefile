@@ -12,11 +12,12 @@ ARGS ?=
 # extra: its wheels here are CUDA builds that do not import over a CPU torch.)
 TORCH_PINS := torch==2.13.0
 
-.PHONY: run run-sim test lint bench install-test clean help
+.PHONY: run run-sim demo test lint bench install-test clean help
 
 help:
 	@echo "make run        set up .venv and run the daemon in the foreground (CONFIG=file.toml ARGS='--duration 60')"
 	@echo "make run-sim    the same with the simulated Yokogawa WT310 meter (pyvisa-sim)"
+	@echo "make demo       add the trainer extra (CPU torch) and run \`jouled demo\`: daemon + a short training + energy per epoch"
 	@echo "make test       set up everything the tests need (venv, mosquitto), lint, type-check and run them"
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      run the benchmarks, results in bench/results/"
@@ -49,6 +50,18 @@ run-sim: $(VENV)/.run-installed
 	@echo "==> starting the daemon with a simulated WT310 meter"
 	$(JOULED) run --config systemd/jouled-wt310-sim.toml $(ARGS)
 
+$(VENV)/.trainer-installed: pyproject.toml | $(VENV)/.run-installed
+	@echo "==> installing $(TORCH_PINS) (CPU) and jouled[visa,trainer] (log: $(LOG))"
+	@$(PIP) install -q $(TORCH_PINS) $(QUIET)
+	@$(PIP) install -q -e '.[visa,trainer]' $(QUIET)
+	@echo "==> checking the install"
+	@{ $(JOULED) --version && $(PY) -c 'import torch, sklearn'; } $(QUIET)
+	@touch $@
+
+demo: $(VENV)/.trainer-installed
+	@echo "==> jouled demo"
+	$(JOULED) demo $(ARGS)
+
 $(VENV)/.test-installed: pyproject.toml | $(VENV)/.created
 	@echo "==> installing $(TORCH_PINS) (CPU) (log: $(LOG))"
 	@$(PIP) install -q $(TORCH_PINS) $(QUIET)
@@ -56,7 +69,7 @@ $(VENV)/.test-installed: pyproject.toml | $(VENV)/.created
 	@$(PIP) install -q -e '.[all,dev]' $(QUIET)
 	@echo "==> checking the install"
 	@{ $(JOULED) --version && $(JOULED) sources && $(PY) -c 'import torch, sklearn, scipy, matplotlib, ray, pyvisa, pytest'; } $(QUIET)
-	@touch $@ $(VENV)/.run-installed
+	@touch $@ $(VENV)/.run-installed $(VENV)/.trainer-installed
 
 install-test: $(VENV)/.test-installed
 	@echo "==> system packages for the tests (mosquitto, influxdb)"
