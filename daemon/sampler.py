@@ -1,8 +1,14 @@
-"""Per-source sampling threads on absolute deadlines, with health statistics and retry with backoff."""
+"""Per-source sampling threads on absolute deadlines, with health statistics and retry with backoff.
+
+A read that fails is retried with a short capped backoff (BACKOFF_MAX_S, jittered), so a meter that answers
+again is back within seconds; a source that cannot open at start is re-probed (every ABSENT_RETRY_S, or the
+source's own ``open_retry_s``; None: never) while the others keep their rate.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -20,7 +26,8 @@ from jouled.model import Reading
 log = logging.getLogger("jouled.sampler")
 
 BACKOFF_MIN_S = 0.5
-BACKOFF_MAX_S = 30.0
+BACKOFF_MAX_S = 2.0  # a meter that answers again is read within this (plus its open); the issue's goal is 5 s
+ABSENT_RETRY_S = 30.0  # a source absent at start (no driver, no device) is re-probed this often
 REOPEN_AFTER_FAILURES = 3
 JITTER_WINDOW = 4096  # recent ticks kept for the p50/p99 jitter in status
 
@@ -33,6 +40,7 @@ class SourceHealth:
     kind: str = "measured"
     state: str = "starting"  # starting | sampling | retrying | unavailable | stopped
     reason: str = ""
+    next_try_mono_ns: int = 0  # when a retrying or unavailable source tries again (0: it does not)
     devices: list[str] = field(default_factory=list)
     period_s: float = 0.1
     scheduled: int = 0
@@ -69,7 +77,18 @@ class SourceHealth:
             "jitter_p99_ms": float(np.percentile(j, 99)) / 1e6,
             "last_sample_age_s": (now_ns - self.last_sample_ns) / 1e9 if self.last_sample_ns else None,
             "counter_snapshots": self.counter_snapshots,
+            "next_try_s": (
+                max(0.0, (self.next_try_mono_ns - time.monotonic_ns()) / 1e9)
+                if self.next_try_mono_ns and self.state in ("retrying", "unavailable") else None
+            ),
         }
+
+
+def backoff_s(failures: int, min_s: float = BACKOFF_MIN_S, max_s: float = BACKOFF_MAX_S) -> float:
+    """Delay before retry number ``failures`` (1, 2, …): doubling from min_s, capped at max_s, "equal jitter"
+    (half fixed, half random) so sources that failed together do not retry in lockstep; never above max_s."""
+    d = min(max_s, min_s * 2 ** max(failures - 1, 0))
+    return d / 2 + random.uniform(0.0, d / 2)
 
 
 class SourceRunner(threading.Thread):
@@ -94,14 +113,34 @@ class SourceRunner(threading.Thread):
     def _open(self) -> bool:
         try:
             self.info = self.source.open()
-        except SourceUnavailable as e:
+        except Exception as e:  # SourceUnavailable, or a driver error: either way the source is off until a re-probe
+            reason = str(e) if isinstance(e, SourceUnavailable) else f"{type(e).__name__}: {e}".splitlines()[0]
+            if reason != self.health.reason:  # once per distinct reason, not at every re-probe
+                log.warning("source %s unavailable: %s", self.source.name, reason)
             self.health.state = "unavailable"
-            self.health.reason = str(e)
-            log.warning("source %s unavailable: %s", self.source.name, e)
+            self.health.reason = reason
             return False
         self.health.devices = list(self.info.devices)
         self.health.state = "sampling"
         self.health.reason = ""
+        self.health.next_try_mono_ns = 0
+        return True
+
+    def _open_until_stopped(self) -> bool:
+        """Open; when that fails, re-probe at the source's interval until it opens or the daemon stops."""
+        retry_s: float | None = getattr(self.source, "open_retry_s", ABSENT_RETRY_S)
+        tries = 0
+        while not self._open():
+            tries += 1
+            if retry_s is None:  # the source says retrying cannot help (e.g. nothing configured)
+                return False
+            # short sources (a configured meter) back off up to their interval; absent ones wait it whole
+            delay = backoff_s(tries, min(BACKOFF_MIN_S, retry_s), retry_s) if retry_s <= 5 else retry_s
+            self.health.next_try_mono_ns = time.monotonic_ns() + int(delay * 1e9)
+            if self.stop_event.wait(delay):
+                return False
+        if tries:
+            log.info("source %s: opened after %d failed attempts; sampling", self.source.name, tries)
         return True
 
     def request_snapshot(self) -> None:
@@ -126,14 +165,28 @@ class SourceRunner(threading.Thread):
             log.warning("source %s: read failed (%s); retrying with backoff", self.source.name, msg)
         self.health.last_error = msg
         self.health.state = "retrying"
-        return float(min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** (failures - 1)))
+        delay = backoff_s(failures, BACKOFF_MIN_S, BACKOFF_MAX_S)
+        self.health.next_try_mono_ns = time.monotonic_ns() + int(delay * 1e9)
+        return delay
 
     def run(self) -> None:
-        if not self._open():
+        if not self._open_until_stopped():
             return
         failures = 0
+        reopen = False
         next_ns = time.monotonic_ns()
         while not self.stop_event.is_set():
+            if reopen:
+                # after the backoff, not before it: a device that came back during the wait is reopened and read now
+                reopen = False
+                err = self._reopen()
+                if err is not None:  # still gone: that is this attempt's error (a read would only say "closed")
+                    failures += 1
+                    reopen = True
+                    if self.stop_event.wait(self._fail(err, failures)):
+                        break
+                    continue
+                next_ns = time.monotonic_ns()
             now = time.monotonic_ns()
             wait_ns = next_ns - now
             if wait_ns > 0:
@@ -172,8 +225,7 @@ class SourceRunner(threading.Thread):
             except Exception as e:
                 failures += 1
                 backoff = self._fail(e, failures)
-                if failures >= REOPEN_AFTER_FAILURES:
-                    self._reopen()
+                reopen = failures >= REOPEN_AFTER_FAILURES
                 if self.stop_event.wait(backoff):
                     break
                 next_ns = time.monotonic_ns()
@@ -181,7 +233,9 @@ class SourceRunner(threading.Thread):
             if failures:
                 log.info("source %s: reading again after %d failed attempts", self.source.name, failures)
                 failures = 0
+            if self.health.state != "sampling":  # also after a failed snapshot, which counts no failure
                 self.health.state = "sampling"
+                self.health.next_try_mono_ns = 0
             self.health.delivered += 1
             self._emit(readings)
             next_ns += self.period_ns
@@ -190,18 +244,18 @@ class SourceRunner(threading.Thread):
         finally:
             self.health.state = "stopped"
 
-    def _reopen(self) -> None:
+    def _reopen(self) -> Exception | None:
+        """Close and open the source again; the error when it cannot open (None: open)."""
         try:
             self.source.close()
         except Exception:  # closing a broken device may fail too; reopening is what matters
             pass
         try:
             self.info = self.source.open()
-            self.health.devices = list(self.info.devices)
-        except SourceUnavailable as e:
-            self.health.reason = str(e)
-        except Exception as e:
-            self.health.reason = f"{type(e).__name__}: {e}".splitlines()[0]
+        except Exception as e:  # SourceUnavailable names the fix; anything else is a driver error, retried alike
+            return e
+        self.health.devices = list(self.info.devices)
+        return None
 
 
 class Sampler:

@@ -22,6 +22,7 @@ from jouled.daemon.sampler import Sampler
 from jouled.daemon.sources.base import Source
 from jouled.errors import UserError
 from jouled.model import Reading, Sample
+from jouled.statusfile import beside_store_path, default_status_path
 from jouled.store.sqlite import SqliteStore, batches_from_samples
 
 log = logging.getLogger("jouled.daemon")
@@ -126,6 +127,12 @@ class Daemon:
         self._pending: list[Sample] = []
         self._stop = asyncio.Event()
         self.started_ns = CLOCK.now_ns()
+        # the status lives in a runtime dir (writable when the store's disk is full); a copy stays beside the log,
+        # where tools found it before, whenever that disk takes it
+        self.status_copy: Path | None = None
+        if not self.config.daemon.status_path and self.status_path == default_status_path(self.store.path):
+            self.status_copy = beside_store_path(self.store.path)
+        self._status_errors: dict[Path, str] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -221,17 +228,34 @@ class Daemon:
         return out
 
     def write_status(self) -> None:
-        write_json_atomic(self.status_path, self.status())
+        """Write the status file (and its copy beside the log); raise OSError only when the status file itself fails."""
+        st = self.status()
+        primary_error: OSError | None = None
+        for path in (self.status_path, self.status_copy):
+            if path is None:
+                continue
+            try:
+                write_json_atomic(path, st)
+            except OSError as e:
+                if path == self.status_path:
+                    primary_error = e
+                msg = e.strerror or str(e)
+                if self._status_errors.get(path) != msg:  # once per distinct error, not every second
+                    log.warning("status file %s: cannot write (%s)", path, msg)
+                self._status_errors[path] = msg
+            else:
+                if self._status_errors.pop(path, None):
+                    log.info("status file %s: writing again", path)
+        if primary_error is not None:
+            raise primary_error
 
     async def _status_loop(self) -> None:
         period = self.config.daemon.health_interval_s
         wd = sdnotify.watchdog_interval_s()
         last_wd = 0.0
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(OSError):  # logged by write_status, once per distinct error
                 await asyncio.to_thread(self.write_status)
-            except OSError as e:
-                log.warning("status file %s: cannot write (%s)", self.status_path, e.strerror)
             if wd is not None and time.monotonic() - last_wd >= wd:
                 sdnotify.notify("WATCHDOG=1")  # from the loop itself: a stuck loop stops the pings
                 last_wd = time.monotonic()
@@ -304,5 +328,10 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write then rename, so `jouled status` never reads half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, default=str))
+        os.replace(tmp, path)
+    except OSError:  # a full disk: leave no half-written temp file behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

@@ -33,6 +33,7 @@ from jouled.scheduler.carbon_cli import carbon_app
 from jouled.scheduler.nas_cli import nas_app
 from jouled.scheduler.search_cli import search_command
 from jouled.service_cli import service_app
+from jouled.statusfile import freshest
 from jouled.store.sqlite import open_store, parse_store_url
 from jouled.tables import Column, WideOpt, make_console, print_table
 from jouled.trainer.markers_cli import markers_app
@@ -227,7 +228,9 @@ def status(
     """
     _check_format(fmt)
     ctx = context(config, store)
-    path = ctx.config.status_path(parse_store_url(ctx.store_url))
+    store_path = parse_store_url(ctx.store_url)
+    # the daemon may run in another environment (the service): the freshest of the files it may have written
+    path = freshest(ctx.config.status_paths(store_path)) or ctx.config.status_path(store_path)
     st = _read_status(path)
     if fmt == "json":
         typer.echo(json.dumps(st, indent=2))

@@ -22,7 +22,7 @@ class _Section(BaseModel):
 
 class DaemonConfig(_Section):
     host: str = Field(default_factory=socket.gethostname)
-    status_path: str = ""  # empty: next to the store, "<store>.status.json"
+    status_path: str = ""  # empty: the runtime dir, "<store stem>-<hash>.status.json" (jouled.statusfile)
     flush_interval_s: float = Field(0.5, gt=0)
     health_interval_s: float = Field(1.0, gt=0)
 
@@ -147,10 +147,22 @@ class Config(_Section):
         return default_store_path()
 
     def status_path(self, store_path: Path | None = None) -> Path:
-        """The daemon's status file: [daemon] status_path, else beside the store it logs to."""
+        """The daemon's status file: [daemon] status_path, else in the runtime dir (jouled.statusfile), so it
+        stays writable when the store's disk is full."""
         if self.daemon.status_path:
             return Path(self.daemon.status_path).expanduser()
-        return (store_path or self.store_path()).with_suffix(".status.json")
+        from jouled.statusfile import default_status_path
+
+        return default_status_path(store_path or self.store_path())
+
+    def status_paths(self, store_path: Path | None = None) -> list[Path]:
+        """Every file `jouled status` looks in (a daemon started elsewhere, the copy beside the log); it reads the
+        freshest. Only [daemon] status_path when that is set."""
+        if self.daemon.status_path:
+            return [Path(self.daemon.status_path).expanduser()]
+        from jouled.statusfile import status_candidates
+
+        return status_candidates(store_path or self.store_path())
 
 
 def default_store_path() -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 
@@ -26,10 +27,15 @@ class PartialRead(Exception):
 
 @dataclass
 class Backoff:
-    """Exponential retry delay for one failing device (monotonic seconds)."""
+    """Exponential retry delay for one failing device (monotonic seconds), capped and jittered.
+
+    The cap is short (5 s): a device that answers again is back within seconds, and one retry every few seconds
+    of a lost device costs nothing. Jitter (half the delay random) keeps devices lost together from retrying in step.
+    """
 
     initial_s: float = 0.5
-    max_s: float = 30.0
+    max_s: float = 5.0
+    jitter: bool = True
     failures: int = 0
     retry_at_s: float = 0.0
     last_error: str = ""
@@ -37,6 +43,8 @@ class Backoff:
     def fail(self, message: str, now_s: float | None = None) -> float:
         now_s = time.monotonic() if now_s is None else now_s
         delay_s = min(self.max_s, self.initial_s * (2**self.failures))
+        if self.jitter:
+            delay_s = delay_s / 2 + random.uniform(0.0, delay_s / 2)
         self.failures += 1
         self.retry_at_s = now_s + delay_s
         self.last_error = message

@@ -34,6 +34,7 @@ WT_RATES: tuple[tuple[float, str], ...] = (
     (5.0, "5S"),
 )
 NOT_A_VALUE = 9.9e37  # Yokogawa and ZES report "no data" / overrange as 9.91E+37
+OPEN_RETRY_S = 5.0  # a configured meter that cannot be opened (off, unplugged, booting) is tried again this often
 
 
 class MeterError(RuntimeError):
@@ -207,6 +208,12 @@ class VisaSource:
         self._energy = MonotoneCounter()  # an integrator reset under us restarts at zero
         self._lock = threading.Lock()
         self.timeout_ms = self.cfg.timeout_ms
+
+    @property
+    def open_retry_s(self) -> float | None:
+        """How often the sampler re-probes a meter that failed to open: soon when one is configured (it may be
+        booting or unplugged for a moment), never when none is (only a config change helps)."""
+        return OPEN_RETRY_S if self.cfg.resource else None
 
     def _load(self) -> Any:
         if self._visa_injected is not None:
