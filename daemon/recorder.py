@@ -20,10 +20,11 @@ from urllib.parse import urlparse
 
 from jouled.clock import CLOCK
 from jouled.config import MqttConfig
-from jouled.daemon.broker import EmbeddedBroker, port_in_use
+from jouled.daemon.broker import EmbeddedBroker, check_embedded_bind
 from jouled.errors import UserError
 from jouled.markers import QOS, TOPIC_WILDCARD, MarkerError, MarkerTracker, host_from_topic, parse_marker
 from jouled.model import Marker
+from jouled.secrets import MqttAuth, mqtt_auth, redact_url
 from jouled.store.sqlite import MarkerRowError
 
 if TYPE_CHECKING:
@@ -42,19 +43,25 @@ class BrokerEndpoint:
     hostname: str
     port: int
     tls: bool
-    url: str
+    url: str  # redacted: safe to log and to write in the status file
 
 
 def parse_mqtt_url(url: str) -> BrokerEndpoint:
-    u = urlparse(url)
-    if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:
-        raise UserError(f"[mqtt] url {url!r}: use mqtt://host:1883 or mqtts://host:8883")
+    """Where the broker is; the URL's user:password are taken by ``jouled.secrets.mqtt_auth``, never kept here."""
+    shown = redact_url(url)
+    try:
+        u = urlparse(url)
+        hostname = u.hostname
+    except ValueError:
+        raise UserError(f"[mqtt] url {shown!r}: not a URL — use mqtt://host:1883 or mqtts://host:8883") from None
+    if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not hostname:
+        raise UserError(f"[mqtt] url {shown!r}: use mqtt://host:1883 or mqtts://host:8883")
     tls = u.scheme in ("mqtts", "ssl")
     try:
         port = u.port or (8883 if tls else 1883)
     except ValueError:
-        raise UserError(f"[mqtt] url {url!r}: the port is not a number — use mqtt://host:1883") from None
-    return BrokerEndpoint(u.hostname, port, tls, url)
+        raise UserError(f"[mqtt] url {shown!r}: the port is not a number — use mqtt://host:1883") from None
+    return BrokerEndpoint(hostname, port, tls, shown)
 
 
 def daemon_client_id(host: str, store_path: Path) -> str:
@@ -65,13 +72,29 @@ def daemon_client_id(host: str, store_path: Path) -> str:
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=cfg.tls_ca or None)
+    """TLS for mqtts://: [mqtt] tls_ca (system CAs when empty), tls_cert + tls_key (client certificate), tls_insecure."""
+    try:
+        ctx = ssl.create_default_context(cafile=cfg.tls_ca or None)
+    except (OSError, ssl.SSLError) as e:
+        raise UserError(f"[mqtt] tls_ca {cfg.tls_ca}: cannot load it ({_ssl_why(e)}) — name a PEM CA bundle") from None
     if cfg.tls_cert:
-        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key or None)
+        try:
+            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key or None)
+        except (OSError, ssl.SSLError) as e:
+            raise UserError(
+                f"[mqtt] tls_cert {cfg.tls_cert} / tls_key {cfg.tls_key or '(in the cert file)'}: cannot load them "
+                f"({_ssl_why(e)}) — name a PEM certificate and its unencrypted key"
+            ) from None
+    elif cfg.tls_key:
+        raise UserError("[mqtt] tls_key without tls_cert — set tls_cert to the client certificate, or drop tls_key")
     if cfg.tls_insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def _ssl_why(e: Exception) -> str:
+    return getattr(e, "strerror", None) or getattr(e, "reason", None) or str(e) or type(e).__name__
 
 
 @dataclass
@@ -115,6 +138,19 @@ class MarkerRecorder:
         self._pending_bytes = 0
         self._write_lock = asyncio.Lock()
         self._store_error = ""
+        self.embedded = not self.cfg.url
+        # credentials and TLS resolved before the daemon starts, so a missing password file or a bad
+        # certificate is one line at `jouled run`, not a reconnect loop
+        self.auth: MqttAuth = mqtt_auth(daemon.config, create=True)
+        self.endpoint = (
+            parse_mqtt_url(self.cfg.url) if self.cfg.url
+            else BrokerEndpoint("127.0.0.1", self.cfg.embedded_port, False, f"mqtt://127.0.0.1:{self.cfg.embedded_port}")
+        )
+        self.tls = tls_context(self.cfg) if self.endpoint.tls else None
+        if self.embedded:
+            if self.cfg.embedded_auth and not self.auth.password:
+                raise UserError("[mqtt] embedded_auth = true but no password — set [mqtt] password_file")
+            check_embedded_bind(self.cfg.embedded_host, self.cfg.embedded_port, self.cfg.embedded_auth)
 
     def seed_from_store(self) -> None:
         """After a restart, remember what is stored so redeliveries and open windows are recognised."""
@@ -231,27 +267,23 @@ class MarkerRecorder:
         import aiomqtt
 
         embedded: EmbeddedBroker | None = None
-        if self.cfg.url:
-            ep = parse_mqtt_url(self.cfg.url)
-        else:
-            port = self.cfg.embedded_port
-            if port_in_use("127.0.0.1", port):
-                log.warning(
-                    "embedded broker: 127.0.0.1:%d is already in use — using the broker listening there; "
-                    "set [mqtt] url to choose a broker, or [mqtt] embedded_port for another port", port,
-                )
-            else:
-                embedded = EmbeddedBroker(port)
-                try:
-                    await embedded.start()
-                    self.stats.embedded = True
-                except Exception as e:
-                    log.error("embedded broker on 127.0.0.1:%d failed to start (%s); markers are off", port, e)
-                    return
-            ep = BrokerEndpoint("127.0.0.1", port, False, f"mqtt://127.0.0.1:{port}")
+        ep = self.endpoint
+        if self.embedded:
+            host, port = self.cfg.embedded_host, self.cfg.embedded_port
+            users = {self.auth.username or "": self.auth.password or ""} if self.cfg.embedded_auth else None
+            embedded = EmbeddedBroker(port, host, users)
+            try:
+                await embedded.start()
+                self.stats.embedded = True
+            except Exception as e:  # e.g. the port was taken after the check at start
+                log.error("embedded broker on %s:%d failed to start (%s); markers are off", host, port, e)
+                return
+            if users:
+                log.info("embedded broker on %s:%d: password auth on (user %s, password from %s)",
+                         host, port, self.auth.username, self.auth.origin)
         self.stats.broker = ep.url
         await asyncio.to_thread(self.seed_from_store)
-        tls = tls_context(self.cfg) if ep.tls else None
+        tls = self.tls
         backoff = RECONNECT_MIN_S
         retry = asyncio.create_task(self._retry_loop(), name="marker-retry")
         try:
@@ -259,7 +291,7 @@ class MarkerRecorder:
                 try:
                     async with aiomqtt.Client(
                         hostname=ep.hostname, port=ep.port,
-                        username=self.cfg.username or None, password=self.cfg.password or None,
+                        username=self.auth.username, password=self.auth.password,
                         tls_context=tls, identifier=daemon_client_id(self.daemon.host, self.daemon.store.path),
                         clean_session=False,  # QoS-1 markers published while we reconnect are kept for us
                     ) as client:

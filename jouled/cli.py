@@ -66,6 +66,9 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from jouled.secrets import install_log_redaction
+
+    install_log_redaction()  # URL passwords, tokens and every secret jouled read are masked in every log line
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -39,22 +40,26 @@ class InfluxConfig(_Section):
     api: Literal["v1", "v2"] = "v1"
     database: str = "jouled"
     username: str = ""
-    password: str = ""
+    password: str = ""  # prefer password_file, or the systemd credential influx-password
+    password_file: str = ""
     org: str = ""
     bucket: str = "jouled"
-    token_file: str = ""
+    token_file: str = ""  # v2 token: token_file, else the systemd credential influx-token, else $JOULED_INFLUX_TOKEN
     batch_size: int = Field(5000, gt=0)
 
 
 class MqttConfig(_Section):
     url: str = ""  # empty: embedded broker on 127.0.0.1:1883
     username: str = ""
-    password: str = ""
+    password: str = ""  # kept for compatibility: prefer password_file (or the systemd credential mqtt-password)
+    password_file: str = ""  # first line = the MQTT password (jouled.secrets: file > credential > password > URL)
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
     tls_insecure: bool = False
     embedded_port: int = Field(1883, ge=0, le=65535)
+    embedded_host: str = "127.0.0.1"  # the embedded broker binds loopback; anything else only with embedded_auth
+    embedded_auth: bool = False  # the embedded broker accepts only username (default "jouled") + password
     max_clock_skew_s: float = Field(300.0, gt=0)
 
 
@@ -317,7 +322,25 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     cfg.source_file = str(cfg_path or "")
     if cfg_path is not None:
         _resolve_relative_paths(cfg, cfg_path.parent)
+        _warn_inline_secrets(data, cfg_path)
     return cfg
+
+
+_INLINE_SECRETS = (("mqtt", "password"), ("influx", "password"), ("carbon", "password"))
+_warned_inline: set[str] = set()
+
+
+def _warn_inline_secrets(data: dict[str, Any], cfg_path: Path) -> None:
+    """A password written in a config file others can read: say so once (a <key>_file of mode 0640 is the fix)."""
+    inline = [f"[{s}] {k}" for s, k in _INLINE_SECRETS if isinstance(data.get(s), dict) and data[s].get(k)]
+    if not inline or str(cfg_path) in _warned_inline:
+        return
+    from jouled.secrets import exposure_warning
+
+    warning = exposure_warning(cfg_path, f"config holding {' and '.join(inline)}")
+    if warning:
+        _warned_inline.add(str(cfg_path))
+        logging.getLogger("jouled.config").warning("%s, or move it to a password_file of mode 0640", warning)
 
 
 def _resolve_relative_paths(cfg: Config, base: Path) -> None:
@@ -327,7 +350,10 @@ def _resolve_relative_paths(cfg: Config, base: Path) -> None:
         sim = Path(v.backend[:-4])
         if not sim.is_absolute():
             v.backend = f"{(base / sim).resolve()}@sim"
-    for sect, key in (("carbon", "trace_file"), ("carbon", "token_file"), ("influx", "token_file")):
+    for sect, key in (
+        ("carbon", "trace_file"), ("carbon", "token_file"), ("influx", "token_file"), ("influx", "password_file"),
+        ("mqtt", "password_file"), ("mqtt", "tls_ca"), ("mqtt", "tls_cert"), ("mqtt", "tls_key"),
+    ):
         obj = getattr(cfg, sect)
         val = getattr(obj, key)
         if val and not Path(val).is_absolute() and (base / val).exists():

@@ -35,6 +35,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +58,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from jouled.markers import QOS, marker_to_json, parse_broker_url, topic_for
 from jouled.model import Marker
+from jouled.secrets import make_private_dir, redact_url
 
 if TYPE_CHECKING:
     from jouled.query import Measurement
@@ -76,6 +78,18 @@ def default_spool_dir() -> Path:
     return Path(base) / "jouled" / "spool"
 
 
+def safe_file_name(name: str, max_len: int = 160) -> str:
+    """``name`` as one file name: every byte but [A-Za-z0-9_.~-] percent-escaped (so no '/', no NUL, never '.' or
+    '..' alone), and a long one cut and suffixed with a hash of the whole, under the file system's 255-byte limit."""
+    q = quote(name, safe="", errors="surrogatepass")  # a lone surrogate is escaped too, never an error
+    if q in ("", ".", ".."):
+        q = q.replace(".", "%2E") or "%00empty"
+    if len(q) > max_len:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        q = f"{q[: max_len - 17]}~{digest}"
+    return q
+
+
 class SeqAllocator:
     """Per-run sequence numbers persisted in ``<spool>/seq/<run>.seq`` (flock'ed: safe across processes)."""
 
@@ -83,10 +97,10 @@ class SeqAllocator:
         self.dir = Path(spool_dir) / "seq"
 
     def _path(self, run: str) -> Path:
-        return self.dir / f"{quote(run, safe='')}.seq"
+        return self.dir / f"{safe_file_name(run)}.seq"
 
     def _update(self, run: str, fn: Any) -> int:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.dir)
         fd = os.open(self._path(run), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -181,8 +195,8 @@ class _Spool:
 
     def __init__(self, spool_dir: Path, host: str) -> None:
         self.dir = spool_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        name = f"{quote(host, safe='')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        make_private_dir(self.dir)
+        name = f"{safe_file_name(host, 64)}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
         self.path = self.dir / name
         self.cursor_path = self.dir / f"{name}.acked"
         self.f = self.path.open("ab")
@@ -344,6 +358,7 @@ class MarkerClient:
     ) -> None:
         self.address = parse_broker_url(url)
         self.url = url
+        self.shown_url = redact_url(url)  # what messages and logs say: never the password
         self.host = host or socket.gethostname()
         self.topic = topic_for(self.host)
         self.username = username if username is not None else self.address.username
@@ -394,12 +409,19 @@ class MarkerClient:
     @classmethod
     def from_config(cls, cfg: Any, **kwargs: Any) -> MarkerClient:
         """A client for a ``jouled.config.Config``: ``[mqtt]`` url/credentials/TLS, ``[daemon] host``."""
+        from jouled.secrets import mqtt_auth
+
         m = cfg.mqtt
         url = m.url or f"mqtt://127.0.0.1:{m.embedded_port}"
         kwargs.setdefault("host", cfg.daemon.host)
+        # the daemon's own resolution: password_file > systemd credential > [mqtt] password > the URL's; with
+        # embedded_auth the password the daemon generated beside the store (readable by its group)
+        auth = mqtt_auth(cfg, m.url)
+        kwargs.setdefault("username", auth.username)
+        kwargs.setdefault("password", auth.password)
         client = cls(
-            url, username=m.username or None, password=m.password or None, tls_ca=m.tls_ca or None,
-            tls_cert=m.tls_cert or None, tls_key=m.tls_key or None, tls_insecure=m.tls_insecure, **kwargs,
+            url, tls_ca=m.tls_ca or None, tls_cert=m.tls_cert or None, tls_key=m.tls_key or None,
+            tls_insecure=m.tls_insecure, **kwargs,
         )
         client.config = cfg
         return client
@@ -549,7 +571,7 @@ class MarkerClient:
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if getattr(reason, "is_failure", False):
-            self._stats.last_error = f"broker {self.url} refused the connection: {reason}"
+            self._stats.last_error = f"broker {self.shown_url} refused the connection: {reason}"
             self._stats.connect_failures += 1
             self._lost = True
             return
@@ -597,7 +619,7 @@ class MarkerClient:
                     sock.close()
         if why:
             self._stats.last_error = why
-            log.info("marker broker %s: %s; markers are spooled in %s", self.url, why, self._spool.path)
+            log.info("marker broker %s: %s; markers are spooled in %s", self.shown_url, why, self._spool.path)
         self._mqtt = None
         self._connected = False
         self._lost = False
@@ -612,7 +634,7 @@ class MarkerClient:
             c.connect(self.address.host, self.address.port, keepalive=self.keepalive_s)
         except (OSError, ValueError) as e:
             self._stats.connect_failures += 1
-            self._stats.last_error = f"cannot reach broker {self.url}: {e}"
+            self._stats.last_error = f"cannot reach broker {self.shown_url}: {e}"
             return False
         self._mqtt = c
         self._lost = False
@@ -654,7 +676,7 @@ class MarkerClient:
                     backoff_s = min(backoff_s * 2, 2.0)
             if self._mqtt is not None and not self._connected and now - self._connect_started > self.connect_timeout_s:
                 self._lost = True
-                self._stats.last_error = f"broker {self.url} did not answer CONNECT in {self.connect_timeout_s:g} s"
+                self._stats.last_error = f"broker {self.shown_url} did not answer CONNECT in {self.connect_timeout_s:g} s"
             if self._lost:
                 self._drop_connection(self._stats.last_error or "connection lost")
                 next_connect = max(next_connect, now + backoff_s)
@@ -700,7 +722,7 @@ class MarkerClient:
                 self._lost = True
         except (OSError, ValueError) as e:
             self._lost = True
-            self._stats.last_error = f"connection to {self.url} failed: {e}"
+            self._stats.last_error = f"connection to {self.shown_url} failed: {e}"
 
     def _shutdown(self) -> None:
         self._drain_inbox()

@@ -19,6 +19,7 @@ import typer
 from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
 from jouled.errors import UserError
 from jouled.markers import MarkerError, parse_broker_url, parse_time_ns, validate_marker
+from jouled.secrets import mqtt_auth, redact_text, redact_url
 from jouled.trainer.markers import MarkerClient, SeqAllocator, default_spool_dir
 
 markers_app = make_app(help="Epoch/phase markers over MQTT.")
@@ -74,7 +75,7 @@ def send(
     try:
         parse_broker_url(broker_url)
     except ValueError as e:
-        raise UserError(f"--url / [mqtt] url: {e}") from None
+        raise UserError(redact_text(f"--url / [mqtt] url: {e}")) from None
     if timeout <= 0:
         raise UserError(f"--timeout {timeout}: must be > 0 seconds")
     try:
@@ -109,8 +110,9 @@ def send(
         alloc.observe(run, seq)
 
     m = cfg.mqtt
+    auth = mqtt_auth(cfg, broker_url)  # the daemon's resolution: password_file, systemd credential, password, URL
     client = MarkerClient(
-        broker_url, host=host, spool_path=spool, username=m.username or None, password=m.password or None,
+        broker_url, host=host, spool_path=spool, username=auth.username, password=auth.password,
         tls_ca=m.tls_ca or None, tls_cert=m.tls_cert or None, tls_key=m.tls_key or None,
         tls_insecure=m.tls_insecure, connect_timeout_s=min(timeout, 3.0),
     )
@@ -126,7 +128,7 @@ def send(
     what = f"{run} {scope}{'' if epoch is None else f' {epoch}'}{f' {phase}' if phase else ''} {event} seq={seq}"
     if delivered:
         extra = f" (and {stats.adopted} spooled earlier)" if stats.adopted else ""
-        typer.echo(f"sent {what} to {broker_url}{extra}")
+        typer.echo(f"sent {what} to {redact_url(broker_url)}{extra}")
         return
     reason = stats.last_error or f"no PUBACK within {timeout:g} s"
     print(

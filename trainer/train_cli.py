@@ -52,12 +52,13 @@ def _marker_client(cfg: Any, mqtt_url: str | None) -> MarkerClient | None:
         from jouled.trainer.markers import MarkerClient
     except ImportError:
         return None
+    from jouled.secrets import redact_text
     try:
         if mqtt_url:
             return MarkerClient(mqtt_url, host=cfg.daemon.host)
         return MarkerClient.from_config(cfg)  # [mqtt] url; empty → the embedded broker on 127.0.0.1:embedded_port
     except ValueError as e:
-        raise UserError(f"--mqtt-url / [mqtt] url: {e}") from None
+        raise UserError(redact_text(f"--mqtt-url / [mqtt] url: {e}")) from None
 
 
 def train_command(
@@ -166,7 +167,7 @@ def train_command(
                 from jouled.daemon.spool import SCAN_PERIOD_S
 
                 err.print(
-                    f"[yellow]markers not yet delivered to {client.url}; they stay spooled in {client.spool_dir}: "
+                    f"[yellow]markers not yet delivered to {client.shown_url}; they stay spooled in {client.spool_dir}: "
                     f"a `jouled run` daemon of this user records them within {SCAN_PERIOD_S:g} s (at its start, then "
                     f"every {SCAN_PERIOD_S:g} s), and the next marker client on this host sends them[/]"
                 )
