@@ -32,6 +32,7 @@ from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
 from jouled.scheduler.carbon_cli import carbon_app
 from jouled.scheduler.nas_cli import nas_app
 from jouled.scheduler.search_cli import search_command
+from jouled.secrets import redact_url
 from jouled.service_cli import service_app
 from jouled.statusfile import freshest
 from jouled.store.sqlite import open_store, parse_store_url
@@ -213,7 +214,7 @@ def _print_status_table(st: dict[str, Any], wide: bool = False) -> None:
     mk = st.get("markers")
     if mk:
         console.print(
-            f"markers via {mk.get('broker')}: {mk.get('received', 0)} received, {mk.get('stored', 0)} stored, "
+            f"markers via {redact_url(str(mk.get('broker')))}: {mk.get('received', 0)} received, {mk.get('stored', 0)} stored, "
             f"{mk.get('duplicates', 0)} duplicates, {sum(mk.get('rejected', {}).values())} rejected"
         )
 
