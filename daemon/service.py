@@ -22,6 +22,7 @@ from jouled.daemon.sampler import Sampler
 from jouled.daemon.sources.base import Source
 from jouled.errors import UserError
 from jouled.model import Reading, Sample
+from jouled.secrets import make_private_dir, write_private_file
 from jouled.statusfile import beside_store_path, default_status_path
 from jouled.store.sqlite import SqliteStore, batches_from_samples
 
@@ -64,8 +65,8 @@ class StoreLock:
         if self._fd is not None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            make_private_dir(self.path.parent)  # the store's folder: 0750 when jouled creates it
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
         except OSError as e:
             raise UserError(
                 f"store {self.store_path}: cannot create its lock file {self.path} ({e.strerror}) — "
@@ -326,10 +327,10 @@ class Daemon:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write then rename, so `jouled status` never reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)  # 0750: the status names paths and errors; the owner and its group read it
     tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(data, default=str))
+        write_private_file(tmp, json.dumps(data, default=str), 0o640)
         os.replace(tmp, path)
     except OSError:  # a full disk: leave no half-written temp file behind
         with contextlib.suppress(OSError):

@@ -261,7 +261,9 @@ def write_private_file(path: str | Path, text: str, mode: int = PRIVATE_FILE_MOD
     fd = os.open(p, flags, mode)
     try:
         os.fchmod(fd, mode)  # the umask, or an existing file's old mode
-        os.write(fd, text.encode())
+        data = memoryview(text.encode())
+        while data:  # os.write may write less than asked (a filling disk): the rest, or the error
+            data = data[os.write(fd, data):]
     finally:
         os.close(fd)
     return p
@@ -363,3 +365,21 @@ def _generate_password(path: Path) -> None:
             f"embedded broker password {path}: cannot create it ({e.strerror}) — set [mqtt] password_file"
         ) from None
     log.info("embedded broker: generated its password in %s (mode 0640); marker clients with this config read it", path)
+
+
+# -- InfluxDB (for the forwarder and influx:// stores) ------------------------------------------------------------
+
+
+def influx_token(cfg: Config, environ: Mapping[str, str] | None = None) -> str | None:
+    """The v2 token: ``[influx] token_file`` > systemd credential ``influx-token`` > ``$JOULED_INFLUX_TOKEN``; else None.
+
+    Never from the command line or the config file itself (DESIGN.md).
+    """
+    return read_secret("[influx] token_file", file=cfg.influx.token_file, credential=INFLUX_TOKEN,
+                       env_var="JOULED_INFLUX_TOKEN", environ=environ)
+
+
+def influx_password(cfg: Config, environ: Mapping[str, str] | None = None) -> str | None:
+    """The v1 password: ``[influx] password_file`` > systemd credential ``influx-password`` > ``[influx] password``."""
+    return read_secret("[influx] password_file", file=cfg.influx.password_file, credential=INFLUX_PASSWORD,
+                       value=cfg.influx.password, environ=environ)

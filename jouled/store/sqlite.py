@@ -24,6 +24,7 @@ import numpy as np
 
 from jouled.errors import UserError
 from jouled.model import Allocation, CarbonPoint, Marker, Sample
+from jouled.secrets import make_private_dir
 
 log = logging.getLogger("jouled.store")
 
@@ -204,7 +205,7 @@ class SqliteStore:
         self._lock = threading.Lock()
         if not readonly and create:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                make_private_dir(self.path.parent)  # 0750 when jouled creates it: the log is nobody else's business
             except OSError as e:
                 raise UserError(
                     f"store {self.path}: cannot create its folder ({e.strerror}) — choose a writable --store or [store] path"

@@ -24,8 +24,15 @@ PROVIDERS = ("electricitymaps", "watttime", "ukci", "carbonaware", "trace", "con
 
 
 def read_token(cfg: CarbonConfig, environ: Mapping[str, str] | None = None) -> str:
-    """The API token: ``token_file`` (first line) wins, else $JOULED_CARBON_TOKEN, else ''."""
+    """The API token: ``token_file`` (first line) wins, else the systemd credential ``carbon-token``, else
+    $JOULED_CARBON_TOKEN, else ''."""
+    from jouled.secrets import CARBON_TOKEN, credential_path, read_secret_file, remember_secret
+
     env = os.environ if environ is None else environ
+    cred = None if cfg.token_file else credential_path(CARBON_TOKEN, env)
+    if cred is not None:
+        return read_secret_file(cred, f"carbon token (systemd credential {CARBON_TOKEN})")
+    remember_secret(env.get("JOULED_CARBON_TOKEN", "").strip())  # masked in every log line
     if cfg.token_file:
         p = Path(cfg.token_file).expanduser()
         try:
