@@ -44,7 +44,7 @@ class InfluxConfig(_Section):
     password_file: str = ""
     org: str = ""
     bucket: str = "jouled"
-    token_file: str = ""  # v2 token: token_file, else the systemd credential influx-token, else $JOULED_INFLUX_TOKEN
+    token_file: str = ""  # v2 token (jouled.secrets: systemd credential influx-token > token_file > $JOULED_INFLUX_TOKEN)
     batch_size: int = Field(5000, gt=0)
 
 
@@ -52,7 +52,7 @@ class MqttConfig(_Section):
     url: str = ""  # empty: embedded broker on 127.0.0.1:1883
     username: str = ""
     password: str = ""  # kept for compatibility: prefer password_file (or the systemd credential mqtt-password)
-    password_file: str = ""  # first line = the MQTT password (jouled.secrets: file > credential > password > URL)
+    password_file: str = ""  # first line = the MQTT password (jouled.secrets: credential > file > password > URL)
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""

@@ -2,9 +2,9 @@
 
 Where a secret comes from, first found wins:
 
-1. a file named in the config (``[mqtt] password_file``, ``[influx] token_file``, ``[carbon] token_file``): its first line;
-2. a systemd credential, ``$CREDENTIALS_DIRECTORY/<name>`` (``LoadCredential=<name>:/path`` in the unit), under the
-   names in ``CREDENTIAL_NAMES``;
+1. a systemd credential, ``$CREDENTIALS_DIRECTORY/<name>`` (``LoadCredential=<name>:/path`` in the unit), under the
+   names in ``CREDENTIAL_NAMES``: it exists only inside the service, where systemd (root) read the file for it;
+2. a file named in the config (``[mqtt] password_file``, ``[influx] token_file``, ``[carbon] token_file``): its first line;
 3. an environment variable (``JOULED_INFLUX_TOKEN``, ``JOULED_CARBON_TOKEN``), never a command-line option;
 4. the value written in the config itself (``[mqtt] password``: kept for compatibility, warned about when the file is
    readable by others) or in a URL's ``user:password@``.
@@ -187,14 +187,14 @@ def read_secret(
     value: str = "",
     environ: Mapping[str, str] | None = None,
 ) -> str | None:
-    """The first of: ``file``'s first line, the systemd credential ``credential``, ``$env_var``, ``value``; else None."""
+    """The first of: the systemd credential ``credential``, ``file``'s first line, ``$env_var``, ``value``; else None."""
     env = os.environ if environ is None else environ
-    if file:
-        return read_secret_file(file, what)
     if credential:
         p = credential_path(credential, env)
         if p is not None:
             return read_secret_file(p, f"{what} (systemd credential {credential})")
+    if file:
+        return read_secret_file(file, what)
     if env_var and env.get(env_var, "").strip():
         v = env[env_var].strip()
         remember_secret(v)
@@ -311,7 +311,7 @@ def mqtt_auth(
 ) -> MqttAuth:
     """The credentials for ``url`` (default: [mqtt] url, empty = the embedded broker), the same for every component.
 
-    Password: ``[mqtt] password_file`` > systemd credential ``mqtt-password`` > ``[mqtt] password`` > the URL's.
+    Password: systemd credential ``mqtt-password`` > ``[mqtt] password_file`` > ``[mqtt] password`` > the URL's.
     User name: ``[mqtt] username`` > the URL's > ``jouled`` for the embedded broker with auth. With
     ``[mqtt] embedded_auth`` and no password anywhere, the password generated beside the store is read
     (``create``: the daemon makes it on first start, mode 0640).
@@ -330,7 +330,8 @@ def mqtt_auth(
     password = read_secret("[mqtt] password_file", file=m.password_file, credential=MQTT_PASSWORD, environ=environ)
     origin = ""
     if password is not None:
-        origin = f"password_file {m.password_file}" if m.password_file else f"systemd credential {MQTT_PASSWORD}"
+        cred = credential_path(MQTT_PASSWORD, environ)
+        origin = f"systemd credential {MQTT_PASSWORD}" if cred is not None else f"password_file {m.password_file}"
     elif m.password:
         password, origin = m.password, "[mqtt] password"
         remember_secret(password)
@@ -371,7 +372,7 @@ def _generate_password(path: Path) -> None:
 
 
 def influx_token(cfg: Config, environ: Mapping[str, str] | None = None) -> str | None:
-    """The v2 token: ``[influx] token_file`` > systemd credential ``influx-token`` > ``$JOULED_INFLUX_TOKEN``; else None.
+    """The v2 token: systemd credential ``influx-token`` > ``[influx] token_file`` > ``$JOULED_INFLUX_TOKEN``; else None.
 
     Never from the command line or the config file itself (DESIGN.md).
     """
@@ -380,6 +381,6 @@ def influx_token(cfg: Config, environ: Mapping[str, str] | None = None) -> str |
 
 
 def influx_password(cfg: Config, environ: Mapping[str, str] | None = None) -> str | None:
-    """The v1 password: ``[influx] password_file`` > systemd credential ``influx-password`` > ``[influx] password``."""
+    """The v1 password: systemd credential ``influx-password`` > ``[influx] password_file`` > ``[influx] password``."""
     return read_secret("[influx] password_file", file=cfg.influx.password_file, credential=INFLUX_PASSWORD,
                        value=cfg.influx.password, environ=environ)

@@ -16,12 +16,16 @@ import typer
 
 from jouled.cli_common import make_app
 from jouled.errors import UserError
+from jouled.secrets import new_password
 
 service_app = make_app(help="Install or remove jouled as a systemd service.")
 
 UNIT = "etc/systemd/system/jouled.service"
 CONFIG = "etc/jouled/jouled.toml"
 TMPFILES = "etc/tmpfiles.d/jouled-rapl.conf"
+# The embedded broker's password (the config's [mqtt] password_file, the unit's LoadCredential=mqtt-password):
+# generated once, kept across reinstalls (clients configured with it keep working), 0640 root:jouled like the config
+MQTT_PASSWORD = "etc/jouled/mqtt-passwd"
 # The config can hold secrets ([mqtt] password, InfluxDB credentials): readable by root and the service's group
 # (the unit runs as User=jouled, Group=jouled), by nobody else.
 CONFIG_MODE = 0o640
@@ -70,6 +74,7 @@ def plan_install(root: Path, force: bool) -> list[Planned]:
         Planned(root / UNIT, render_unit(jouled_binary()), PUBLIC_MODE, "write"),
         Planned(cfg, asset("jouled.toml"), CONFIG_MODE, "write" if force or not cfg.exists() else "keep"),
         Planned(root / TMPFILES, asset("jouled-rapl.conf"), PUBLIC_MODE, "write"),
+        Planned(root / MQTT_PASSWORD, new_password() + "\n", CONFIG_MODE, "keep" if (root / MQTT_PASSWORD).exists() else "write"),
     ]
 
 
@@ -116,7 +121,8 @@ def install(
     if dry_run:
         for p in plan:
             if p.action == "keep":
-                typer.echo(f"would keep {p.path} (exists; --force overwrites it)")
+                why = "exists; --force overwrites it" if p.path.name != "mqtt-passwd" else "exists: the broker password is kept"
+                typer.echo(f"would keep {p.path} ({why})")
             else:
                 typer.echo(f"would write {p.path} (mode {p.mode:04o}, {len(p.text.splitlines())} lines)")
         typer.echo("  " + next(line for line in plan[0].text.splitlines() if line.startswith("ExecStart=")))
@@ -142,12 +148,12 @@ def install(
 @service_app.command("uninstall")
 def uninstall(
     root: Annotated[Path, typer.Option("--root", metavar="DIR", help="the root it was installed under")] = Path("/"),
-    purge: Annotated[bool, typer.Option("--purge", help="also remove /etc/jouled/jouled.toml")] = False,
+    purge: Annotated[bool, typer.Option("--purge", help="also remove /etc/jouled/jouled.toml and mqtt-passwd")] = False,
 ) -> None:
     """Stop and remove the unit and the tmpfiles rule (the config and the log stay unless --purge)."""
     _systemctl("disable", "--now", "jouled.service", root=root)
     removed = []
-    for rel in (UNIT, TMPFILES, *((CONFIG,) if purge else ())):
+    for rel in (UNIT, TMPFILES, *((CONFIG, MQTT_PASSWORD) if purge else ())):
         p = root / rel
         try:
             p.unlink()

@@ -414,7 +414,7 @@ class MarkerClient:
         m = cfg.mqtt
         url = m.url or f"mqtt://127.0.0.1:{m.embedded_port}"
         kwargs.setdefault("host", cfg.daemon.host)
-        # the daemon's own resolution: password_file > systemd credential > [mqtt] password > the URL's; with
+        # the daemon's own resolution: systemd credential > password_file > [mqtt] password > the URL's; with
         # embedded_auth the password the daemon generated beside the store (readable by its group)
         auth = mqtt_auth(cfg, m.url)
         kwargs.setdefault("username", auth.username)

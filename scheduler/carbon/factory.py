@@ -24,21 +24,23 @@ PROVIDERS = ("electricitymaps", "watttime", "ukci", "carbonaware", "trace", "con
 
 
 def read_token(cfg: CarbonConfig, environ: Mapping[str, str] | None = None) -> str:
-    """The API token: ``token_file`` (first line) wins, else the systemd credential ``carbon-token``, else
-    $JOULED_CARBON_TOKEN, else ''."""
+    """The API token: the systemd credential ``carbon-token`` (inside the service), else ``token_file`` (first line),
+    else $JOULED_CARBON_TOKEN, else ''."""
     from jouled.secrets import CARBON_TOKEN, credential_path, read_secret_file, remember_secret
 
     env = os.environ if environ is None else environ
-    cred = None if cfg.token_file else credential_path(CARBON_TOKEN, env)
+    cred = credential_path(CARBON_TOKEN, env)
     if cred is not None:
         return read_secret_file(cred, f"carbon token (systemd credential {CARBON_TOKEN})")
     remember_secret(env.get("JOULED_CARBON_TOKEN", "").strip())  # masked in every log line
     if cfg.token_file:
         p = Path(cfg.token_file).expanduser()
         try:
-            return p.read_text(encoding="utf-8").strip().splitlines()[0].strip() if p.stat().st_size else ""
+            token = p.read_text(encoding="utf-8").strip().splitlines()[0].strip() if p.stat().st_size else ""
         except OSError as e:
             raise UserError(f"carbon token_file {p}: cannot read ({e.strerror}) — fix the path or its permissions") from None
+        remember_secret(token)
+        return token
     return env.get("JOULED_CARBON_TOKEN", "").strip()
 
 
