@@ -24,7 +24,7 @@ import numpy as np
 
 from jouled.errors import UserError
 from jouled.model import Allocation, CarbonPoint, Marker, Sample
-from jouled.secrets import make_private_dir
+from jouled.secrets import make_private_dir, redact_url
 
 log = logging.getLogger("jouled.store")
 
@@ -118,7 +118,8 @@ def parse_store_url(url: str) -> Path:
     if "://" not in url:
         return Path(url)
     scheme = url.split("://", 1)[0]
-    raise UserError(f"store URL {url!r}: scheme '{scheme}' cannot be read here — use sqlite:///path.db")
+    shown = redact_url(url)  # an influx://user:password@host URL: the message is printed, never the password
+    raise UserError(f"store URL {shown!r}: scheme '{scheme}' cannot be read here — use sqlite:///path.db")
 
 
 def sqlite_url(path: str | Path) -> str:

@@ -122,3 +122,21 @@ def test_jouled_run_with_url_password_stores_markers_and_never_shows_it(tmp_path
     for p in tmp_path.rglob("*"):
         if p.is_file() and p.parent != tmp_path / "spool":
             assert SECRET.encode() not in p.read_bytes(), p
+
+
+def test_store_url_with_credentials_never_echoed() -> None:
+    from typer.testing import CliRunner
+
+    from jouled.cli import app
+
+    res = CliRunner().invoke(app, ["energy", "runs", "--store", f"influx://u:{SECRET}@127.0.0.1:8086/db"])
+    assert res.exit_code == 2
+    assert SECRET not in res.output and "influx://u:***@127.0.0.1:8086/db" in res.output
+
+
+def test_broker_url_errors_never_echo_the_password() -> None:
+    from jouled.markers import parse_broker_url
+
+    with pytest.raises(ValueError) as e:
+        parse_broker_url(f"http://alice:{SECRET}@broker:1883")
+    assert SECRET not in str(e.value) and "alice:***@" in str(e.value)
