@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from jouled.model import CarbonPoint, Marker
+from jouled.timefmt import format_time_ns  # re-exported: energy rows' times are RFC 3339
 
 Method = Literal["counter", "integral", "none"]
 HostDevicesPolicy = Literal["total", "exclude", "share"]
@@ -649,12 +649,6 @@ def normalise_gpu(name: str) -> str:
     if s.isdigit():
         return f"gpu{int(s)}"
     return s
-
-
-def format_time_ns(t_ns: int) -> str:
-    """RFC 3339 UTC with nanoseconds (exact: no float)."""
-    sec, ns = divmod(int(t_ns), 1_000_000_000)
-    return datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
 
 
 def energy_rows(

@@ -11,8 +11,8 @@ from typing import IO
 
 import numpy as np
 
-from jouled.energy import format_time_ns
 from jouled.store.sqlite import SeriesKey, SqliteStore
+from jouled.timefmt import format_time_ns
 
 SLICE_NS = 600 * 1_000_000_000  # 10 min of every series at a time: memory stays bounded on a month-long log
 CSV_COLUMNS = ("time", "host", "source", "device", "power_w", "energy_j")  # what `jouled import samples` reads

@@ -14,8 +14,8 @@ import typer
 from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
 from jouled.errors import UserError
 from jouled.export import iter_slices, write_csv, write_line_protocol, write_parquet
-from jouled.importers import parse_time_ns
 from jouled.query import MissingModule, UnknownRun, open_readonly
+from jouled.timefmt import parse_time_arg_ns
 
 export_app = make_app(help="Take data out of the log: raw samples as CSV, line protocol or parquet.")
 FORMATS = ("csv", "line-protocol", "parquet")
@@ -25,7 +25,7 @@ def _time(value: str | None, option: str) -> int | None:
     if value is None:
         return None
     try:
-        return parse_time_ns(value)
+        return parse_time_arg_ns(value)  # ns-exact; a time without an offset is UTC
     except ValueError:
         raise UserError(f"{option} {value!r}: not a time — give RFC 3339 (2024-05-01T12:00:00Z) or integer ns") from None
 

@@ -8,10 +8,10 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from jouled.model import EVENTS, SCOPES, Marker, Sample
+from jouled.timefmt import TimeFormatError, parse_rfc3339_ns
 
 SAMPLE_COLUMNS = ("time", "host", "source", "device", "power_w", "energy_j")
 MARKER_COLUMNS = ("time", "host", "run", "scope", "event", "epoch", "phase", "arch", "gpus")
@@ -41,18 +41,14 @@ class Parsed(Generic[T]):
 
 
 def parse_time_ns(value: str) -> int:
-    """RFC 3339 (with zone; naive means UTC) or integer nanoseconds since the epoch."""
+    """RFC 3339 (ns-exact; naive means UTC) or integer nanoseconds since the epoch (jouled.timefmt)."""
     v = value.strip()
     if re.fullmatch(r"-?\d+", v):
         return _int64(v, "time")
     try:
-        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"time {value!r} is neither RFC 3339 nor integer ns") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    # integer arithmetic, so microseconds survive exactly
-    return _int64(int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000, "time")
+        return parse_rfc3339_ns(v, naive_utc=True)
+    except TimeFormatError as e:
+        raise ValueError(f"time {e}") from None
 
 
 def _int64(value: str | int, name: str, *, min_value: int = INT64_MIN) -> int:

@@ -32,10 +32,10 @@ import re
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
 from jouled.model import EVENTS, SCOPES, Marker
+from jouled.timefmt import TimeFormatError, parse_rfc3339_ns
 
 TOPIC_PREFIX = "jouled/v1"
 TOPIC_WILDCARD = f"{TOPIC_PREFIX}/+/markers"
@@ -81,10 +81,6 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _DEPTH_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
 
 _NS_PER_S = 1_000_000_000
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9})\d*)?([Zz]|[+-]\d{2}:\d{2})$"
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class MarkerError(ValueError):
@@ -123,29 +119,12 @@ def parse_time_ns(value: object, field: str = "time") -> int:
         if value > INT64_MAX:
             raise MarkerError("out_of_range", field, "beyond int64 nanoseconds (after 2262)")
         return value
-    m = _RFC3339.match(value.strip())
-    if m is None:
-        raise MarkerError("bad_time", field, f"{value!r} is not RFC 3339 (e.g. 2024-05-01T12:00:00.5Z)")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    frac, off = m.group(7), m.group(8)
-    if off in ("Z", "z"):
-        tz = UTC
-    else:
-        sign = -1 if off[0] == "-" else 1
-        tz = timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[4:6])))
     try:
-        # a leap second (:60) is folded onto the next second, as most clocks do
-        leap = second == 60
-        dt = datetime(year, month, day, hour, minute, 59 if leap else second, tzinfo=tz)
-    except ValueError as e:
-        raise MarkerError("bad_time", field, f"{value!r}: {e}") from None
-    delta = dt - _EPOCH
-    whole_s = delta.days * 86400 + delta.seconds + (1 if leap else 0)
-    ns = whole_s * _NS_PER_S + (int(frac.ljust(9, "0")) if frac else 0)
+        ns = parse_rfc3339_ns(value)  # the one ns-exact parser: offsets, t/z, leap seconds (jouled.timefmt)
+    except TimeFormatError as e:
+        raise MarkerError("bad_time", field, str(e)) from None
     if ns < 0:
         raise MarkerError("bad_time", field, f"{value!r} is before 1970")
-    if ns > INT64_MAX:
-        raise MarkerError("bad_time", field, f"{value!r} is after 2262 (beyond int64 nanoseconds)")
     return ns
 
 

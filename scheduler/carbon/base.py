@@ -6,10 +6,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from jouled.model import CarbonPoint
+from jouled.timefmt import TimeFormatError, parse_rfc3339_ns
 
 # WattTime reports marginal emissions (MOER) in lbs CO2 per MWh; 1 lb = 0.45359237 kg, so lbs/MWh × 0.45359237 = g/kWh.
 LBS_PER_MWH_TO_G_PER_KWH = 0.45359237
@@ -153,11 +154,22 @@ def dt_to_ns(t: datetime) -> int:
     """An aware datetime (naive = UTC) → ns since the epoch."""
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
-    return round(t.timestamp() * 1e6) * 1000
+    return (t - _EPOCH) // timedelta(microseconds=1) * 1000  # integers: exact to the µs a datetime holds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_iso_ns(text: str) -> int:
-    """RFC 3339 / ISO 8601 as the providers write it ('2024-01-01T00:00:00.000Z', '2018-01-20T12:00Z') → ns."""
+    """RFC 3339 / ISO 8601 as the providers write it ('2024-01-01T00:00:00.000Z', '2018-01-20T12:00Z') → ns.
+
+    RFC 3339 (naive = UTC) goes through jouled's one ns-exact parser; the other ISO 8601 shapes providers
+    write (no seconds, basic format) through datetime.
+    """
+    try:
+        return parse_rfc3339_ns(text, naive_utc=True)
+    except TimeFormatError:
+        pass
     s = text.strip()
     if s.endswith("Z") or s.endswith("z"):
         s = s[:-1] + "+00:00"

@@ -20,6 +20,7 @@ from jouled.scheduler.carbon.base import (
     TimeSource,
     VirtualClock,
     dt_to_ns,
+    parse_iso_ns,
 )
 
 COLUMNS = ("direct", "lca")
@@ -152,10 +153,7 @@ def _parse_time_s(p: Path, line: int, raw: str, *, seconds: bool = False) -> flo
         if re.fullmatch(r"\d{2}/\d{2}/\d{4} \d{2}:\d{2}", s):
             # spreadsheet-edited Electricity Maps exports write DD/MM/YYYY HH:MM (still UTC)
             return datetime.strptime(s, "%d/%m/%Y %H:%M").replace(tzinfo=UTC).timestamp()
-        if s.endswith(("Z", "z")):
-            s = s[:-1] + "+00:00"
-        t = datetime.fromisoformat(s)
-        return dt_to_ns(t) / 1e9
+        return parse_iso_ns(s) / 1e9  # RFC 3339 (naive = UTC) exact, other ISO 8601 shapes via datetime
     except ValueError:
         raise _fix(p, line, f"time {raw!r} is not a date", "write YYYY-MM-DD HH:MM:SS (UTC), RFC 3339 or integer ns") from None
 
