@@ -83,8 +83,8 @@ def demo_command(
         torch.manual_seed(0)
         net = build_model(f"nb201:{arch}", data.num_classes, data.in_channels, data.image_size,
                           channels=8, cells_per_stage=1)
-        client = MarkerClient(f"mqtt://127.0.0.1:{cfg.mqtt.embedded_port}", host=cfg.daemon.host,
-                              spool_path=tmp / "spool")
+        # from_config: the demo's broker on its free port, with the daemon's credentials when embedded_auth is on
+        client = MarkerClient.from_config(cfg, spool_path=tmp / "spool")
         console.print(f"training {arch} on {data.name} for {epochs} epochs …")
         with progress_bar("training (batches)", enabled=progress_enabled(no_progress)) as on_progress:
             result = train(net, data, epochs, "cpu", client, arch=arch, on_progress=on_progress, on_epoch=lambda m: console.print(

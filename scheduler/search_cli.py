@@ -173,6 +173,16 @@ def search_command(
         bg = BackgroundDaemon(daemon).start()
         broker = f"mqtt://127.0.0.1:{cfg.mqtt.embedded_port}"
         err.print(f"daemon: logging to {ctx.store_url}, broker {broker}")
+        from urllib.parse import quote
+
+        from jouled.secrets import mqtt_auth
+
+        # embedded_auth on: the workers' clients present the daemon's credentials, in the URL handed to them in
+        # memory (never a command line; redacted wherever a URL is shown)
+        auth = mqtt_auth(cfg)
+        if auth.password:
+            user, pw = quote(auth.username or "", safe=""), quote(auth.password, safe="")
+            broker = f"mqtt://{user}:{pw}@127.0.0.1:{cfg.mqtt.embedded_port}"
     settings = WorkerSettings(dataset=dataset, channels=channels, cells_per_stage=cells,
                               max_batches=max_batches or None, seed=seed, broker_url=broker, host=cfg.daemon.host,
                               spool_dir=str(work / "spool"))
