@@ -22,6 +22,7 @@ from jouled.daemon.sources.base import Source, SourceInfo
 from jouled.daemon.sources.common import PartialRead
 from jouled.errors import SourceUnavailable
 from jouled.model import Reading
+from jouled.series import SeriesMeta
 
 log = logging.getLogger("jouled.sampler")
 
@@ -108,6 +109,9 @@ class SourceRunner(threading.Thread):
         self.stop_event = threading.Event()
         self.snapshot_event = threading.Event()
         self.info: SourceInfo | None = None
+        # bumped at every successful open: the daemon then (re)declares this source's series metadata
+        self.meta_generation = 0
+        self.opened_ns = 0
 
     # The open step runs in the thread too, so a slow device (a meter's handshake) delays no one.
     def _open(self) -> bool:
@@ -121,6 +125,7 @@ class SourceRunner(threading.Thread):
             self.health.reason = reason
             return False
         self.health.devices = list(self.info.devices)
+        self._opened()
         self.health.state = "sampling"
         self.health.reason = ""
         self.health.next_try_mono_ns = 0
@@ -255,7 +260,18 @@ class SourceRunner(threading.Thread):
         except Exception as e:  # SourceUnavailable names the fix; anything else is a driver error, retried alike
             return e
         self.health.devices = list(self.info.devices)
+        self._opened()
         return None
+
+    def _opened(self) -> None:
+        self.opened_ns = CLOCK.now_ns()
+        self.meta_generation += 1
+
+    def series_meta(self) -> dict[str, SeriesMeta]:
+        """The source's declared metadata per device, TICK periods replaced by this runner's period."""
+        tick_s = self.period_ns / 1e9
+        declared: dict[str, SeriesMeta] = getattr(self.info, "series", None) or {}  # a third-party SourceInfo may lack it
+        return {dev: m.resolved(tick_s) for dev, m in declared.items()}
 
 
 class Sampler:

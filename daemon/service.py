@@ -23,8 +23,9 @@ from jouled.daemon.sources.base import Source
 from jouled.errors import UserError
 from jouled.model import Reading, Sample
 from jouled.secrets import make_private_dir, write_private_file
+from jouled.series import SeriesMeta, default_meta
 from jouled.statusfile import beside_store_path, default_status_path
-from jouled.store.sqlite import SqliteStore, batches_from_samples
+from jouled.store.sqlite import ChunkBatch, SeriesKey, SqliteStore, batches_from_samples
 
 log = logging.getLogger("jouled.daemon")
 
@@ -126,6 +127,9 @@ class Daemon:
         self.host = self.config.daemon.host
         self.store_health = StoreHealth(path=str(self.store.path))
         self._pending: list[Sample] = []
+        # series whose metadata this daemon has stored, with the source's open generation it came from
+        self._declared: dict[SeriesKey, int] = {}
+        self._runners = {r.source.name: r for r in self.sampler.runners}
         self._stop = asyncio.Event()
         self.started_ns = CLOCK.now_ns()
         # the status lives in a runtime dir (writable when the store's disk is full); a copy stays beside the log,
@@ -150,8 +154,13 @@ class Daemon:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, []
+        batches = batches_from_samples(batch)
+        declare = self._declarations(batches)
         try:
-            n = await asyncio.to_thread(self.store.write_batches, batches_from_samples(batch))
+            n = await asyncio.to_thread(
+                self.store.write_batches, batches, declare={k: m for k, (m, _g, _t) in declare.items()},
+                since_ns=min((t for _m, _g, t in declare.values()), default=0),
+            )
         except Exception as e:
             self._pending = batch + self._pending
             h = self.store_health
@@ -166,6 +175,8 @@ class Daemon:
                 h.dropped += drop
             h.pending = len(self._pending)
             return 0
+        for key, (_m, gen, _t) in declare.items():
+            self._declared[key] = gen
         h = self.store_health
         h.written += n
         h.flushes += 1
@@ -175,6 +186,25 @@ class Daemon:
             log.info("store %s: writing again", h.path)
             h.last_error = ""
         return n
+
+    def _declarations(self, batches: list[ChunkBatch]) -> dict[SeriesKey, tuple[SeriesMeta, int, int]]:
+        """Metadata of the series in `batches` not yet stored since their source (re)opened: (meta, generation, since).
+
+        What the source declared (periods resolved to its sampler period), else the default from the source name
+        with the sampler's period. Costs a dict lookup per batch; the store adds a row only when a declaration changed.
+        """
+        out: dict[SeriesKey, tuple[SeriesMeta, int, int]] = {}
+        for b in batches:
+            runner = self._runners.get(b.key.source)
+            gen = runner.meta_generation if runner is not None else 0
+            if self._declared.get(b.key) == gen:
+                continue
+            meta = runner.series_meta().get(b.key.device) if runner is not None else None
+            if meta is None:
+                tick_s = runner.period_ns / 1e9 if runner is not None else None
+                meta = default_meta(b.key.source, b.key.device, tick_s)
+            out[b.key] = (meta, gen, runner.opened_ns if runner is not None and runner.opened_ns else CLOCK.now_ns())
+        return out
 
     async def _flush_loop(self) -> None:
         period = self.config.daemon.flush_interval_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from jouled.model import CarbonPoint, Marker
+from jouled.series import SeriesMeta, choose_totals, default_meta
 from jouled.timefmt import format_time_ns  # re-exported: energy rows' times are RFC 3339
 
 Method = Literal["counter", "integral", "none"]
@@ -23,8 +25,9 @@ IntArray = npt.NDArray[np.int64]
 SPARSE_BELOW_SAMPLES = 10  # the energy-benchmark study: SMI gave < 10 samples in 39 % of epochs
 GAP_PERIODS = 5.0  # a hole longer than this many sample periods is flagged `gap`
 
-# Sources that report per-GPU devices, attributed to a run through its `gpus`;
-# every other source (rapl, visa, estimate, ...) is a host-wide total.
+# What a series is (role `gpu` → attributed to a run through its `gpus`; every other role is a host device;
+# `host_wide` → flagged `host-wide`) comes from its metadata (jouled.series), declared by the source and
+# stored with the data. These name sets are the defaults for series nobody declared (jouled.series.default_meta).
 GPU_SOURCES: frozenset[str] = frozenset({"nvml", "smi"})
 
 J_PER_KWH = 3.6e6
@@ -55,7 +58,11 @@ class SeriesArrays:
 
     `power_w` and `energy_j` have the length of `time_ns`; a missing field is NaN. The arrays
     need not be sorted and may repeat timestamps: the energy functions normalise them.
-    `period_s` is the nominal sample period (0 or NaN: inferred from the data).
+    `period_s` is the nominal period of the power field, `counter_period_s` that of the energy
+    counter (NVML reads power at 10 Hz and its counter at 2 Hz): each window is judged against
+    the period of the field its energy comes from. 0 or NaN: `counter_period_s` is `period_s` when
+    the series has no power field, and any unknown period is the median spacing of that field's
+    own samples. `meta` says what the series is (jouled.series; None: the default from the source name).
     """
 
     time_ns: IntArray
@@ -65,6 +72,8 @@ class SeriesArrays:
     device: str
     period_s: float
     estimated: bool = False
+    counter_period_s: float = float("nan")
+    meta: SeriesMeta | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,10 +282,11 @@ class PreparedSeries:
     counter: _Track
     power: _Track
     any_t_s: FloatArray  # times with any finite field (for windows with no usable method)
-    period_s: float
+    period_s: float  # of the power field
     estimated: bool
     source: str = ""
     device: str = ""
+    counter_period_s: float = float("nan")  # of the counter field
 
 
 def prepare(series: SeriesArrays) -> PreparedSeries:
@@ -284,10 +294,18 @@ def prepare(series: SeriesArrays) -> PreparedSeries:
     t_ns, (p, e) = _dedup_mean(series.time_ns, series.power_w, series.energy_j)
     ref_ns = int(t_ns[0]) if t_ns.size else 0
     t_s = (t_ns - ref_ns).astype(np.float64) * 1e-9
-    period_s = float(series.period_s)
-    if not np.isfinite(period_s) or period_s <= 0:
-        period_s = infer_period_s(t_ns)
-    any_ok = np.isfinite(p) | np.isfinite(e)
+    p_ok = np.isfinite(p)
+    e_ok = np.isfinite(e)
+    period_s = _known(series.period_s)
+    counter_period_s = _known(series.counter_period_s)
+    if np.isnan(counter_period_s) and not bool(p_ok.any()):
+        counter_period_s = period_s  # one period given for a counter-only series: it is the counter's
+    # each field's own spacing, not the union of both: a 2 Hz counter between 10 Hz power reads is not 10 Hz
+    if np.isnan(period_s):
+        period_s = infer_period_s(t_ns[p_ok]) if bool(p_ok.any()) else infer_period_s(t_ns)
+    if np.isnan(counter_period_s):
+        counter_period_s = infer_period_s(t_ns[e_ok])
+    any_ok = p_ok | e_ok
     return PreparedSeries(
         ref_ns=ref_ns,
         counter=_counter_track(t_s, e),
@@ -297,7 +315,16 @@ def prepare(series: SeriesArrays) -> PreparedSeries:
         estimated=bool(series.estimated),
         source=series.source,
         device=series.device,
+        counter_period_s=counter_period_s,
     )
+
+
+def _known(period_s: float | None) -> float:
+    """A usable nominal period, else NaN (unknown: inferred from the data)."""
+    if period_s is None:
+        return float("nan")
+    p = float(period_s)
+    return p if np.isfinite(p) and p > 0 else float("nan")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -417,9 +444,19 @@ def window_energy_many(
         samples[m] = s
         gap[m] = g
         flags[m] |= np.where(edge, F_EDGE, 0)
-    flags |= np.where(samples < SPARSE_BELOW_SAMPLES, F_SPARSE, 0)
-    if np.isfinite(prep.period_s) and prep.period_s > 0:
-        flags |= np.where(gap > GAP_PERIODS * prep.period_s, F_GAP, 0)
+        # each method judged against the period of the field it used
+        period = prep.counter_period_s if code == _M_COUNTER else prep.period_s
+        if code == _M_NONE and not np.isfinite(period):
+            period = prep.counter_period_s
+        if code == _M_COUNTER and np.isfinite(period):
+            # a counter is exact whatever its rate (DESIGN "Energy of a window"): sparse only when it delivered
+            # fewer than half the reads its own period promises (capped at the integral's 10)
+            need = np.minimum(SPARSE_BELOW_SAMPLES, np.floor(0.5 * (bm - am) / period))
+            flags[m] |= np.where(s < need, F_SPARSE, 0)
+        else:
+            flags[m] |= np.where(s < SPARSE_BELOW_SAMPLES, F_SPARSE, 0)
+        if np.isfinite(period):
+            flags[m] |= np.where(g > GAP_PERIODS * period, F_GAP, 0)
     if prep.estimated:
         flags |= F_ESTIMATED
     flags |= np.where((samples == 0) & np.isnan(energy), F_NO_SAMPLES, 0)
@@ -664,11 +701,14 @@ def energy_rows(
     names none). Host-wide sources are host totals: `total` reports them whole, `exclude`
     leaves them out, `share` gives the run the fraction of the host's GPUs it uses
     (len(gpus)/GPU count; the whole when either is unknown) and adds `share` to the row.
-    Rows of HOST_WIDE_SOURCES are flagged `host-wide`. A window no device has samples for
+    What a series is comes from its `meta` (else `default_meta(source, device)`): role `gpu` is attributed
+    through `gpus`, every other role is a host device; `host_wide` series are flagged `host-wide`; each row
+    carries its series' `role`. A window no device has samples for
     (the daemon was not running) still gets one row: no source or device, energy_j null,
     flagged `no-samples` — never a silent gap or a 0.
     """
-    gpu_devices = sorted({dev for (src, dev) in series if src in GPU_SOURCES})
+    metas = {key: s.meta if s.meta is not None else default_meta(*key) for key, s in series.items()}
+    gpu_devices = sorted({m.for_device(dev) for (src, dev), m in metas.items() if m.role == "gpu"})
     n_gpus = len(gpu_devices)
     starts = np.array([w.start_ns for w in windows], dtype=np.int64)
     ends = np.array([w.end_ns for w in windows], dtype=np.int64)
@@ -680,7 +720,8 @@ def energy_rows(
     all_idx = list(range(len(windows)))
     rows: list[tuple[int, int, dict[str, Any]]] = []
     for key_i, ((src, dev), s) in enumerate(sorted(series.items())):
-        is_gpu = src in GPU_SOURCES
+        meta = metas[(src, dev)]
+        is_gpu = meta.role == "gpu"
         if not is_gpu and host_devices == "exclude":
             continue
         if is_gpu and any_gpus:
@@ -696,7 +737,8 @@ def energy_rows(
         samples = batch.samples.tolist()
         gaps = batch.max_gap_s.tolist()
         methods = [_METHODS[m] for m in batch.method.tolist()]
-        extra = F_HOST_WIDE if src in HOST_WIDE_SOURCES else 0
+        extra = F_HOST_WIDE if meta.host_wide else 0
+        role = meta.role
         flag_lists = [list(flag_names(f | extra)) for f in batch.flags.tolist()]  # a fresh list per row
         grams = (
             window_carbon_many(prep, carbon, starts[sel], ends[sel], batch.method).tolist()
@@ -718,6 +760,7 @@ def energy_rows(
                 "host": w.host,
                 "source": src,
                 "device": dev,
+                "role": role,
                 "start": win_start[i],
                 "end": win_end[i],
                 "start_ns": w.start_ns,
@@ -748,7 +791,7 @@ def _no_samples_row(w: Window, start: str, end: str, with_carbon: bool) -> dict[
     duration_s = (w.end_ns - w.start_ns) * 1e-9
     row: dict[str, Any] = {
         "run": w.run, "scope": w.scope, "epoch": w.epoch, "phase": w.phase, "arch": w.arch, "host": w.host,
-        "source": "", "device": "", "start": start, "end": end, "start_ns": w.start_ns, "end_ns": w.end_ns,
+        "source": "", "device": "", "role": "", "start": start, "end": end, "start_ns": w.start_ns, "end_ns": w.end_ns,
         "duration_s": duration_s, "energy_j": None, "method": "none", "samples": 0, "max_gap_s": duration_s,
         "flags": [NO_SAMPLES],
     }
@@ -762,21 +805,10 @@ def has_samples(rows: Iterable[Mapping[str, Any]]) -> bool:
     return any(r.get("energy_j") is not None for r in rows)
 
 
-# Which rows make up a run's total: GPUs (nvml preferred to smi), CPU packages and DRAM
-# (rapl preferred to a model estimate). A wall meter measures all of it plus PSU losses, so it
-# is reported beside the total (`wall_j`), never added to it; RAPL sub-zones such as `core`
-# lie inside `package` and are left out of the total.
-_TOTAL_PREFERENCE: tuple[tuple[str, ...], ...] = (("nvml", "smi"), ("rapl", "estimate"))
-_WALL_SOURCES = frozenset({"visa"})
-
-
-def _counts_in_total(device: str, source: str) -> bool:
-    if source in GPU_SOURCES:
-        return True
-    if source in _WALL_SOURCES:
-        return False
-    # psys (whole SoC) would double-count the packages; core/uncore lie inside a package
-    return device.startswith(("package", "dram")) or device == "cpu"
+# Which rows make up a run's total is chosen by role (jouled.series.choose_totals): each GPU once (NVML preferred
+# to nvidia-smi), CPU packages and DRAM (a model estimate only without them); core/uncore lie inside the package
+# and psys contains it, so neither is added; a wall meter measures all of it plus PSU losses and is reported
+# beside the total (`wall_j`), never added to it.
 
 
 @dataclass
@@ -790,12 +822,16 @@ class _RunAcc:
     unknown: set[str] = field(default_factory=set)
 
 
-def run_totals(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def run_totals(
+    rows: Sequence[Mapping[str, Any]], metas: Mapping[tuple[str, str], SeriesMeta] | None = None
+) -> list[dict[str, Any]]:
     """One row per run: start, end, duration, energy per device (`source:device`) and total, carbon.
 
     A run's figures come from its `run`-scope window when there is one, else from the sum
-    of its epoch windows (else its phase windows); `basis` says which.
+    of its epoch windows (else its phase windows); `basis` says which. `metas` (by (source, device))
+    says what each series is; a series without one takes its row's `role` over the default from its name.
     """
+    metas = _metas_with_row_roles(rows, metas)
     scopes_by_run: dict[str, set[str]] = {}
     for r in rows:
         scopes_by_run.setdefault(str(r["run"]), set()).add(str(r["scope"]))
@@ -824,10 +860,11 @@ def run_totals(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             a.carbon_by_device[key] = a.carbon_by_device.get(key, 0.0) + float(r["carbon_g"])
     out = []
     for run, a in acc.items():
-        total_keys = _total_keys(a.by_device)
+        choice = choose_totals(a.by_device, metas)
+        total_keys = list(choice.total)
         known = [k for k in total_keys if k not in a.unknown]
         carbon_known = bool(a.carbon_by_device) and all(k in a.carbon_by_device for k in total_keys)
-        wall = [k for k in a.by_device if k.split(":", 1)[0] in _WALL_SOURCES]
+        wall = list(choice.wall)
         out.append(
             {
                 "run": run,
@@ -850,17 +887,14 @@ def run_totals(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _total_keys(by_device: Mapping[str, float]) -> list[str]:
-    """The `source:device` entries that add up to the run total, one source per device."""
-    chosen: list[str] = []
-    for prefs in _TOTAL_PREFERENCE:
-        devices: dict[str, str] = {}
-        for key in by_device:
-            src, dev = key.split(":", 1)
-            if src not in prefs or not _counts_in_total(dev, src):
-                continue
-            cur = devices.get(dev)
-            if cur is None or prefs.index(src) < prefs.index(cur.split(":", 1)[0]):
-                devices[dev] = key
-        chosen.extend(devices[d] for d in sorted(devices))
-    return chosen
+def _metas_with_row_roles(
+    rows: Sequence[Mapping[str, Any]], metas: Mapping[tuple[str, str], SeriesMeta] | None
+) -> dict[tuple[str, str], SeriesMeta]:
+    out = dict(metas or {})
+    for r in rows:
+        key = (str(r["source"]), str(r["device"]))
+        role = r.get("role")
+        if key not in out and key[0] and role:
+            d = default_meta(*key)
+            out[key] = d if d.role == role else dataclasses.replace(d, role=str(role))
+    return out

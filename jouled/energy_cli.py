@@ -14,10 +14,10 @@ import typer
 from rich.console import Console
 
 from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
-from jouled.energy import NO_SAMPLES, has_samples, run_totals
+from jouled.energy import NO_SAMPLES, has_samples
 from jouled.errors import UserError
 from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
-from jouled.query import compute_rows, epoch_rows, run_rows
+from jouled.query import compute_rows, epoch_rows, run_rows, run_totals
 from jouled.store.sqlite import open_store
 from jouled.tables import Column, WideOpt, print_table
 
@@ -164,7 +164,7 @@ def runs(
         rows, problems = compute_rows(st, ctx.config, None, ("run",), on_progress=on_progress)
     for p in problems:
         typer.echo(f"warning: {p}", err=True)
-    totals = run_totals(rows)
+    totals = run_totals(rows, st)  # chosen by the series' stored roles (jouled.series)
     if fmt == "json":
         _emit(run_rows(totals).to_dicts(), fmt, [])  # the Python API's rows: one contract (jouled.query)
         _say_runs_without_samples(totals, st.path)

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from jouled.config import Config, load_config
-from jouled.energy import CarbonSeries, SeriesArrays, Window, energy_rows, run_totals, windows_from_markers
+from jouled.energy import CarbonSeries, SeriesArrays, Window, energy_rows, windows_from_markers
+from jouled.energy import run_totals as _energy_run_totals
 from jouled.errors import UserError
+from jouled.series import SeriesMeta, meta_or_default, period_or_nan
 from jouled.store.sqlite import SqliteStore, open_store, sqlite_url
 
-ESTIMATED_SOURCES = frozenset({"estimate"})
 SCOPES = ("epoch", "phase", "run", "all")
 HOST_DEVICES = ("total", "share", "exclude")
 
@@ -69,23 +70,49 @@ class MissingModule(UserError):
 def load_series(
     store: SqliteStore, host: str | None, start_ns: int, end_ns: int, config: Config | None = None
 ) -> dict[tuple[str, str], SeriesArrays]:
-    """Every series of `host` over [start, end], padded by a margin so edge interpolation has neighbours."""
+    """Every series of `host` over [start, end], padded by a margin so edge interpolation has neighbours.
+
+    What each series is — role, measured or estimated, the nominal period of each field — is what its source
+    declared when the data was taken (the declaration in force at `start_ns`), stored with the data; a series
+    nobody declared (imported samples, an older log) takes `default_meta(source, device)`, whose unknown periods
+    are judged against the median spacing of each field's samples. `config` is no longer read (kept for callers).
+    """
     out: dict[tuple[str, str], SeriesArrays] = {}
     for key in store.series():
         if host is not None and key.host != host:
             continue
-        period_s = 0.0
-        if config is not None:
-            section = getattr(config.sources, key.source, None)
-            period_s = 1.0 / section.rate_hz if section is not None else 0.0
-        margin_ns = int(max(period_s, 1.0) * 5e9)  # a few periods either side: the samples around each edge
+        meta = key.meta
+        if meta is not None and store.series_meta_history(key)[-1][0] > start_ns:  # re-declared since: take the older one
+            meta = store.series_meta_at(key, start_ns)
+        meta = meta_or_default(meta, key.source, key.device)
+        periods = [p for p in (meta.power_period_s, meta.counter_period_s) if p is not None]
+        margin_ns = int(max([*periods, 1.0]) * 5e9)  # a few periods either side: the samples around each edge
         d = store.read_series(key, start_ns - margin_ns, end_ns + margin_ns)
         if len(d) == 0:
             continue
         out[(key.source, key.device)] = SeriesArrays(
-            d.time_ns, d.power_w, d.energy_j, key.source, key.device, period_s, key.source in ESTIMATED_SOURCES
+            d.time_ns, d.power_w, d.energy_j, key.source, key.device, period_or_nan(meta.power_period_s), meta.estimated,
+            counter_period_s=period_or_nan(meta.counter_period_s), meta=meta,
         )
     return out
+
+
+def series_metas(store: SqliteStore, host: str | None = None) -> dict[tuple[str, str], SeriesMeta]:
+    """What each (source, device) of `host` (None: any host) is: its latest declaration, else the default."""
+    return {
+        (k.source, k.device): meta_or_default(k.meta, k.source, k.device)
+        for k in store.series() if host is None or k.host == host
+    }
+
+
+def run_totals(rows: Sequence[Mapping[str, Any]], store: SqliteStore | None = None) -> list[dict[str, Any]]:
+    """One dict per run (the fields of `jouled energy runs --format json`), totals chosen by the series' roles.
+
+    Each GPU counts once (NVML preferred to nvidia-smi), CPU packages and DRAM are added (core/uncore lie inside
+    the package, psys contains it), a wall meter is `wall_j` beside the total. `store`: where the series'
+    declared metadata comes from (None: each row's `role`, else the default from the source name).
+    """
+    return _energy_run_totals(rows, series_metas(store) if store is not None else None)
 
 
 def carbon_for(store: SqliteStore, config: Config, start_ns: int, end_ns: int) -> CarbonSeries | None:
@@ -225,6 +252,7 @@ class EpochRow(_Row):
     host: str
     source: str
     device: str
+    role: str  # what the series is (jouled.series): gpu, package, dram, core, uncore, psys, wall, cpu-estimate, other
     start: str  # RFC 3339 UTC, ns
     end: str
     start_ns: int
@@ -327,7 +355,7 @@ class Query:
     def runs(self, on_progress: ProgressFn | None = None) -> Rows[RunRow]:
         """One row per run (the fields of `jouled energy runs --format json`)."""
         rows, _problems = self._rows(None, ("run",), "total", on_progress)
-        return run_rows(run_totals(rows))
+        return run_rows(run_totals(rows, self.store))
 
     def epochs(
         self, run: str, scope: str = "epoch", host_devices: str = "total", on_progress: ProgressFn | None = None
@@ -449,7 +477,7 @@ def measure_window(
     if not m.sources:
         m.sources = tuple(sorted({src for src, _dev in series}))
     if rows:
-        tot = run_totals(rows)[0]
+        tot = _energy_run_totals(rows, {k: s.meta for k, s in series.items() if s.meta is not None})[0]
         m.energy_j_by_device = dict(tot["energy_j_by_device"])
         m.total_devices = tuple(tot["total_devices"])
         m.energy_j = None if not m.total_devices or tot["energy_j"] is None else float(tot["energy_j"])

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from jouled.model import Reading, SourceKind
+from jouled.series import SeriesMeta
 
 
 @dataclass
@@ -20,6 +21,9 @@ class SourceInfo:
     period_s: float = 0.1
     notes: list[str] = field(default_factory=list)  # fallbacks in use, MIG, …
     counter: bool = False  # offers a cumulative energy counter
+    # what each device's series is (jouled.series): role, measured/estimated, periods (TICK: the sampler's period);
+    # the daemon stores it with the data. A device left out gets jouled.series.default_meta from the source name.
+    series: dict[str, SeriesMeta] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ from jouled.clock import CLOCK
 from jouled.config import EstimateConfig
 from jouled.errors import SourceUnavailable
 from jouled.model import Reading, SourceKind
+from jouled.series import TICK, SeriesMeta
 
 from . import rapl
 from .base import SourceInfo
@@ -192,6 +193,9 @@ class EstimateSource:
             period_s=1.0 / self.cfg.rate_hz,
             notes=notes,
             counter=True,
+            # a model of the whole host's CPU power: estimated, host-wide; its own integral is the counter
+            series={"cpu": SeriesMeta(role="cpu-estimate", device="cpu", kind="estimated", host_wide=True,
+                                      power_period_s=TICK, counter_period_s=TICK)},
         )
 
     def read(self) -> list[Reading]:

@@ -11,6 +11,7 @@ from jouled.clock import CLOCK
 from jouled.config import NvmlConfig
 from jouled.errors import SourceUnavailable
 from jouled.model import Reading, SourceKind
+from jouled.series import TICK, SeriesMeta
 
 from .base import SourceInfo
 from .common import Backoff, PartialRead
@@ -152,6 +153,15 @@ class NvmlSource:
             period_s=1.0 / self.cfg.rate_hz,
             notes=notes,
             counter=any(g.counter for g in gpus),
+            series={g.device: self._meta(g) for g in gpus},
+        )
+
+    def _meta(self, g: _Gpu) -> SeriesMeta:
+        # power on every tick; the counter (mJ) at counter_rate_hz: the energy math judges each against its own period
+        return SeriesMeta(
+            role="gpu", device=g.device, power_period_s=TICK,
+            counter_period_s=1.0 / self.cfg.counter_rate_hz if g.counter else None,
+            counter_resolution_j=1e-3 if g.counter else None,
         )
 
     def _probe_gpu(self, nv: Any, index: int, dev: str, notes: list[str]) -> _Gpu | None:

@@ -12,6 +12,7 @@ from jouled.clock import CLOCK
 from jouled.config import RaplConfig
 from jouled.errors import SourceUnavailable
 from jouled.model import Reading, SourceKind
+from jouled.series import TICK, SeriesMeta, rapl_role
 
 from .base import SourceInfo
 from .common import MonotoneCounter
@@ -148,6 +149,12 @@ class RaplSource:
             period_s=1.0 / self.cfg.rate_hz,
             notes=notes,
             counter=True,
+            # energy_uj is read on every tick (power is the difference between reads); the file counts µJ
+            series={
+                z.device: SeriesMeta(role=rapl_role(z.device), device=z.device, power_period_s=TICK, counter_period_s=TICK,
+                                     counter_resolution_j=1e-6)
+                for z in opened
+            },
         )
 
     def read(self) -> list[Reading]:

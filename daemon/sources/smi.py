@@ -15,6 +15,7 @@ from jouled.clock import CLOCK
 from jouled.config import SmiConfig
 from jouled.errors import SourceUnavailable
 from jouled.model import Reading, SourceKind
+from jouled.series import SeriesMeta
 
 from .base import SourceInfo
 
@@ -167,6 +168,10 @@ class SmiSource:
             period_s=self.period_ms / 1000.0,
             notes=notes,
             counter=False,
+            # the same GPUs NVML reads, seen through nvidia-smi's own -lms loop: power only, at its period; a
+            # comparison series, counted in a total only where no NVML series of that GPU exists
+            series={d: SeriesMeta(role="gpu", device=d, power_period_s=self.period_ms / 1000.0, comparison=True)
+                    for d in devices},
         )
 
     def _child_output(self, proc: subprocess.Popen[str]) -> str:

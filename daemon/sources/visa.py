@@ -13,6 +13,7 @@ from jouled.clock import CLOCK
 from jouled.config import VisaConfig
 from jouled.errors import SourceUnavailable
 from jouled.model import Reading, SourceKind
+from jouled.series import SeriesMeta
 
 from .base import SourceInfo
 from .common import MonotoneCounter
@@ -292,6 +293,9 @@ class VisaSource:
             period_s=profile.period_s,
             notes=notes,
             counter=profile.has_energy,
+            # reads block until the meter's next update: both fields come at its update interval
+            series={"wall": SeriesMeta(role="wall", device="wall", power_period_s=profile.period_s,
+                                       counter_period_s=profile.period_s if profile.has_energy else None)},
         )
 
     def read(self) -> list[Reading]:
@@ -330,10 +334,34 @@ class VisaSource:
 
     def _clear(self) -> None:
         """After a timeout a late answer would pair with the next query: clear the device's buffers."""
+        if self._raw_socket():
+            self._drain()
+            return
         try:
             self._inst.clear()
         except Exception:  # not every interface supports a device clear; the next read then resyncs
             pass
+
+    def _raw_socket(self) -> bool:
+        """A raw TCP socket through pyvisa-py, whose clear() spins forever once the meter closed the connection
+        (select says readable, recv returns nothing): such a session is drained with short reads instead."""
+        return self.cfg.resource.upper().endswith("::SOCKET") and self.cfg.backend.strip() in ("@py", "@py-py", "")
+
+    def _drain(self, attempts: int = 3, timeout_ms: int = 50) -> None:
+        """Read and drop whatever late answer is buffered, each read bounded by ``timeout_ms``."""
+        inst = self._inst
+        old = inst.timeout
+        try:
+            inst.timeout = timeout_ms
+            for _ in range(attempts):
+                inst.read_raw()
+        except Exception:  # the expected end: a timeout once nothing is left (or the connection is gone)
+            pass
+        finally:
+            try:
+                inst.timeout = old
+            except Exception:
+                pass
 
     def _read_locked(self) -> Reading:
         p = self.profile

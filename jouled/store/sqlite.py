@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ import numpy as np
 from jouled.errors import UserError
 from jouled.model import Allocation, CarbonPoint, Marker, Sample
 from jouled.secrets import make_private_dir, redact_url
+from jouled.series import SeriesMeta
 
 log = logging.getLogger("jouled.store")
 
@@ -73,15 +74,35 @@ MIGRATIONS: list[str] = [
     CREATE INDEX allocation_time ON allocation (search, time_ns);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # v2: series metadata declared by the sources (jouled.series.SeriesMeta), one row per declaration: a source
+    # reopened with another rate adds a row from `since_ns`, so older samples keep the periods they were taken at
+    """
+    CREATE TABLE series_meta (
+        series_id INTEGER NOT NULL REFERENCES series(id),
+        since_ns INTEGER NOT NULL,
+        role TEXT NOT NULL, device TEXT NOT NULL DEFAULT '', kind TEXT NOT NULL, host_wide INTEGER NOT NULL,
+        power_period_s REAL, counter_period_s REAL, counter_resolution_j REAL,
+        comparison INTEGER NOT NULL DEFAULT 0, origin TEXT NOT NULL,
+        PRIMARY KEY (series_id, since_ns)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+_META_COLS = "role, device, kind, host_wide, power_period_s, counter_period_s, counter_resolution_j, comparison, origin"
 
 
 @dataclass(frozen=True)
 class SeriesKey:
+    """One series' identity (host, source, device); `meta` rides along (not part of the identity) where read back.
+
+    `meta` is the latest declaration (`SeriesMeta`), or None when nobody declared one (imported samples, a log
+    written before schema v2): readers then use `jouled.series.default_meta(source, device)`.
+    """
+
     host: str
     source: str
     device: str
+    meta: SeriesMeta | None = field(default=None, compare=False, hash=False, repr=False)
 
 
 @dataclass
@@ -320,17 +341,91 @@ class SqliteStore:
         return sid
 
     def series(self) -> list[SeriesKey]:
-        rows = self._conn().execute("SELECT host, source, device FROM series ORDER BY source, device, host").fetchall()
-        return [SeriesKey(*r) for r in rows]
+        """Every series, each with its latest declared metadata (None where none was declared)."""
+        conn = self._conn()
+        rows = conn.execute("SELECT id, host, source, device FROM series ORDER BY source, device, host").fetchall()
+        latest = {sid: metas[-1][1] for sid, metas in self._meta_rows(conn).items()}
+        return [SeriesKey(h, src, dev, latest.get(sid)) for sid, h, src, dev in rows]
+
+    def series_meta_history(self, key: SeriesKey) -> list[tuple[int, SeriesMeta]]:
+        """(since_ns, meta) of every declaration of one series, oldest first (empty: never declared)."""
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT id FROM series WHERE host=? AND source=? AND device=?", (key.host, key.source, key.device)
+        ).fetchone()
+        return [] if row is None else self._meta_rows(conn, int(row[0])).get(int(row[0]), [])
+
+    def series_meta_at(self, key: SeriesKey, t_ns: int) -> SeriesMeta | None:
+        """The declaration in force at t_ns: the latest made at or before it, else the first one (None: never declared)."""
+        hist = self.series_meta_history(key)
+        if not hist:
+            return None
+        before = [m for since, m in hist if since <= t_ns]
+        return before[-1] if before else hist[0][1]
+
+    def _meta_rows(self, conn: sqlite3.Connection, series_id: int | None = None) -> dict[int, list[tuple[int, SeriesMeta]]]:
+        if not self._has_meta_table(conn):  # a read-only view of a v1 log: nothing was declared
+            return {}
+        q = f"SELECT series_id, since_ns, {_META_COLS} FROM series_meta"
+        args: tuple[Any, ...] = ()
+        if series_id is not None:
+            q += " WHERE series_id=?"
+            args = (series_id,)
+        out: dict[int, list[tuple[int, SeriesMeta]]] = defaultdict(list)
+        for sid, since, *cols in conn.execute(q + " ORDER BY series_id, since_ns", args):
+            out[int(sid)].append((int(since), _meta_from_row(cols)))
+        return out
+
+    def _has_meta_table(self, conn: sqlite3.Connection) -> bool:
+        if getattr(self, "_meta_table", None) is None:
+            self._meta_table = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='series_meta'"
+            ).fetchone() is not None
+        return bool(self._meta_table)
+
+    def declare_series(self, metas: Mapping[SeriesKey, SeriesMeta], since_ns: int) -> int:
+        """Record what each series is (from `since_ns`); a declaration equal to the latest one adds nothing.
+
+        Returns the number of declarations written. Cheap: the daemon calls it once per source open.
+        """
+        if not metas:
+            return 0
+        with self._transaction() as conn:
+            return self._declare(conn, metas, since_ns)
+
+    def _declare(self, conn: sqlite3.Connection, metas: Mapping[SeriesKey, SeriesMeta], since_ns: int) -> int:
+        n = 0
+        for key, meta in metas.items():
+            sid = self._series_id(conn, key)
+            row = conn.execute(
+                f"SELECT since_ns, {_META_COLS} FROM series_meta WHERE series_id=? ORDER BY since_ns DESC LIMIT 1", (sid,)
+            ).fetchone()
+            if row is not None and _meta_from_row(row[1:]) == meta:
+                continue  # the usual case: the daemon restarted with the same configuration
+            since = since_ns if row is None else max(since_ns, int(row[0]) + 1)  # keeps declarations in order
+            conn.execute(
+                f"INSERT INTO series_meta(series_id, since_ns, {_META_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (sid, since, *_meta_row(meta)),
+            )
+            n += 1
+        return n
 
     # -- writes ----------------------------------------------------------------------------------
 
     def write_samples(self, samples: Iterable[Sample]) -> int:
         return self.write_batches(batches_from_samples(samples))
 
-    def write_batches(self, batches: Sequence[ChunkBatch], *, res_s: float = 0.0) -> int:
-        """Store each batch as one chunk, all in one transaction. Returns the number of samples."""
+    def write_batches(
+        self, batches: Sequence[ChunkBatch], *, res_s: float = 0.0,
+        declare: Mapping[SeriesKey, SeriesMeta] | None = None, since_ns: int = 0,
+    ) -> int:
+        """Store each batch as one chunk, all in one transaction. Returns the number of samples.
+
+        `declare`: series metadata to record in the same transaction (from `since_ns`; see `declare_series`).
+        """
         with self._transaction() as conn:
+            if declare:
+                self._declare(conn, declare, since_ns)
             return self._insert_batches(conn, batches, res_s)
 
     def _insert_batches(self, conn: sqlite3.Connection, batches: Sequence[ChunkBatch], res_s: float) -> int:
@@ -700,6 +795,22 @@ def _decode_chunks(key: SeriesKey, chunks: list[tuple[Any, ...]], *, extras: boo
         t_all, p_all, e_all = t_all[order], p_all[order], e_all[order]
         ex_all = {k: v[order] for k, v in ex_all.items()}
     return SeriesData(key, t_all, p_all, e_all, ex_all)
+
+
+def _meta_row(m: SeriesMeta) -> tuple[Any, ...]:
+    return (
+        m.role, m.device, m.kind, int(m.host_wide), m.power_period_s, m.counter_period_s, m.counter_resolution_j,
+        int(m.comparison), m.origin,
+    )
+
+
+def _meta_from_row(cols: Sequence[Any]) -> SeriesMeta:
+    role, device, kind, host_wide, power_p, counter_p, res, comparison, origin = cols
+    return SeriesMeta(
+        role=str(role), device=str(device), kind="estimated" if kind == "estimated" else "measured",
+        host_wide=bool(host_wide), power_period_s=power_p, counter_period_s=counter_p, counter_resolution_j=res,
+        comparison=bool(comparison), origin=str(origin),
+    )
 
 
 def _split_sql(script: str) -> list[str]:
