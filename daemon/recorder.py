@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import random
 import ssl
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jouled.markers")
 
-RECONNECT_MIN_S = 0.5
-RECONNECT_MAX_S = 15.0
+RECONNECT_MIN_S = 0.1  # short: with a persistent broker a 2 s restart then loses nothing (the session queues)
+RECONNECT_MAX_S = 2.0
+PERSISTENCE_HINT = "enable persistence on the broker (mosquitto: persistence true)"
 MAX_PENDING_MARKERS = 100_000  # held while the store cannot be written (a marker is ≤ 64 KiB, most ~300 B)
 MAX_PENDING_MARKER_BYTES = 64 * 1024 * 1024
 
@@ -112,9 +114,18 @@ class MarkerStats:
     dropped: int = 0  # pending markers dropped because the queue was full
     store_errors: int = 0
     failed: int = 0  # unexpected errors in handling (a bug if ever non-zero)
+    # whether the broker keeps this daemon's session (subscription + queued QoS-1 markers) across its restarts:
+    # "unknown" until a reconnect tells (the CONNACK's session-present flag), "persistent", "not persistent",
+    # or "embedded" (the broker lives and dies with the daemon; clients spool meanwhile)
+    session: str = "unknown"
+    session_present: bool | None = None  # the last CONNACK's flag
+    connects: int = 0
+    outages: int = 0  # connections lost and not back at the first retry
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "session": self.session, "session_present": self.session_present, "connects": self.connects,
+            "outages": self.outages,
             "broker": self.broker, "embedded": self.embedded, "connected": self.connected,
             "received": self.received, "stored": self.stored, "duplicates": self.duplicates,
             "rejected": dict(self.rejected), "warnings": dict(self.warnings), "last_error": self.last_error,
@@ -263,6 +274,20 @@ class MarkerRecorder:
             if self._pending:
                 await self.flush_pending()
 
+    def _judge_session(self, present: bool | None, broker_was_down: bool) -> None:
+        """After each connect: did the broker keep our session? (see ``session_verdict``)."""
+        s = self.stats
+        s.session_present = present
+        before = s.session
+        s.session = session_verdict(s.session, reconnect=s.connects > 0, broker_was_down=broker_was_down,
+                                    present=bool(present))
+        s.connects += 1
+        if s.session == "not persistent" and before != "not persistent":
+            log.warning("markers: broker %s lost this daemon's session while it was away — markers sent while the "
+                        "daemon reconnects may be lost; %s", s.broker, PERSISTENCE_HINT)
+        elif s.session == "persistent" and before != "persistent":
+            log.info("markers: broker %s kept this daemon's session across an outage (persistent)", s.broker)
+
     async def run(self) -> None:
         import aiomqtt
 
@@ -285,17 +310,23 @@ class MarkerRecorder:
         await asyncio.to_thread(self.seed_from_store)
         tls = self.tls
         backoff = RECONNECT_MIN_S
+        failed_tries = 0  # connection attempts failed since the last connect: > 0 means the broker was down
+        client_class = session_client_class()
+        if self.stats.embedded:
+            self.stats.session = "embedded"
         retry = asyncio.create_task(self._retry_loop(), name="marker-retry")
         try:
             while True:
                 try:
-                    async with aiomqtt.Client(
+                    async with client_class(
                         hostname=ep.hostname, port=ep.port,
                         username=self.auth.username, password=self.auth.password,
                         tls_context=tls, identifier=daemon_client_id(self.daemon.host, self.daemon.store.path),
                         clean_session=False,  # QoS-1 markers published while we reconnect are kept for us
                     ) as client:
                         await client.subscribe(TOPIC_WILDCARD, qos=QOS)
+                        self._judge_session(client.session_present, failed_tries > 0)
+                        failed_tries = 0
                         self.stats.connected = True
                         self.stats.last_error = ""
                         backoff = RECONNECT_MIN_S
@@ -309,12 +340,17 @@ class MarkerRecorder:
                                 self.stats.last_error = f"{type(e).__name__}: {e}"
                                 log.exception("marker handling failed: %s", self.stats.last_error)
                 except aiomqtt.MqttError as e:
+                    if not self.stats.connected:
+                        failed_tries += 1
+                        if failed_tries == 1 and self.stats.connects:
+                            self.stats.outages += 1
                     self.stats.connected = False
                     err = f"{e}".splitlines()[0]
                     if err != self.stats.last_error:
                         log.warning("markers: broker %s unreachable (%s); retrying", ep.url, err)
                     self.stats.last_error = err
-                    await asyncio.sleep(backoff)
+                    # equal jitter: half fixed, half random, so daemons behind one broker do not retry in step
+                    await asyncio.sleep(backoff / 2 + random.uniform(0.0, backoff / 2))
                     backoff = min(RECONNECT_MAX_S, backoff * 2)
         finally:
             self.stats.connected = False
@@ -327,6 +363,36 @@ class MarkerRecorder:
                 log.error("store: %d markers could not be written at shutdown", len(self._pending))
             if embedded is not None:
                 await embedded.stop()
+
+
+def session_verdict(state: str, *, reconnect: bool, broker_was_down: bool, present: bool) -> str:
+    """What a CONNACK says about the broker's sessions (clean_session=False, a fixed client id).
+
+    The first connect of this process says nothing about broker restarts (no session yet, or one kept while only
+    the daemon restarted). On a reconnect, no session means the broker lost it (not persistent: markers published
+    before we resubscribed went nowhere); a session kept across an outage where the broker refused connections
+    means it persists. A session kept across a blip with no refusal proves nothing new.
+    """
+    if state == "embedded" or not reconnect:
+        return state
+    if not present:
+        return "not persistent"
+    return "persistent" if broker_was_down else state
+
+
+def session_client_class() -> type[Any]:
+    """aiomqtt.Client that remembers the CONNACK's session-present flag (aiomqtt does not expose it)."""
+    import aiomqtt
+
+    class SessionClient(aiomqtt.Client):
+        session_present: bool | None = None
+
+        def _on_connect(self, *args: Any, **kwargs: Any) -> None:
+            flags = args[2] if len(args) > 2 else kwargs.get("flags")
+            self.session_present = bool(getattr(flags, "session_present", False))
+            super()._on_connect(*args, **kwargs)
+
+    return SessionClient
 
 
 def attach_marker_recorder(daemon: Daemon) -> MarkerRecorder:

@@ -202,9 +202,9 @@ def _print_status_table(st: dict[str, Any], wide: bool = False) -> None:
     # an error message is a sentence: whole, under the table, not squeezed into a cell
     for s in st.get("sources", []):
         if s.get("last_error") and s["state"] == "retrying":
-            console.print(f"[yellow]{s['name']} retrying:[/] {escape(s['last_error'])}", highlight=False)
+            console.print(f"[yellow]{s['name']} retrying:[/] {escape(s['last_error'])}{_next_try(s)}", highlight=False)
     for s in off:
-        console.print(f"[dim]{s['name']} unavailable: {escape(s['reason'])}[/]", highlight=False)
+        console.print(f"[dim]{s['name']} unavailable: {escape(s['reason'])}{_next_try(s)}[/]", highlight=False)
     sto = st.get("store", {})
     console.print(
         f"store {sto.get('path')}: {sto.get('written', 0)} samples written, {sto.get('pending', 0)} pending, "
@@ -217,6 +217,25 @@ def _print_status_table(st: dict[str, Any], wide: bool = False) -> None:
             f"markers via {redact_url(str(mk.get('broker')))}: {mk.get('received', 0)} received, {mk.get('stored', 0)} stored, "
             f"{mk.get('duplicates', 0)} duplicates, {sum(mk.get('rejected', {}).values())} rejected"
         )
+        session = SESSION_WORDS.get(str(mk.get("session")))
+        if session:
+            warn = mk.get("session") == "not persistent"
+            console.print(f"broker session: {session}", style="yellow" if warn else None, highlight=False)
+
+
+# what the daemon's marker recorder learned about the broker's sessions (daemon/recorder.py session_verdict)
+SESSION_WORDS = {
+    "persistent": "persistent (kept across a broker restart: nothing is lost while the daemon reconnects)",
+    "not persistent": "not persistent — markers sent while the daemon reconnects may be lost; enable persistence "
+                      "on the broker (mosquitto: persistence true)",
+    "unknown": "not known yet (told at the broker's first restart; it must have persistence on)",
+    "embedded": "embedded broker (runs inside the daemon; marker clients spool while it is down)",
+}
+
+
+def _next_try(s: dict[str, Any]) -> str:
+    nxt = s.get("next_try_s")
+    return "" if nxt is None else f" — next try in {nxt:.0f} s"
 
 
 @app.command()

@@ -26,6 +26,7 @@ or unknown fields (``too_many_fields``), attrs over MAX_ATTRS_BYTES (``too_large
 from __future__ import annotations
 
 import hashlib
+import hashlib
 import json
 import math
 import re
@@ -434,15 +435,22 @@ def marker_digest(m: Marker) -> bytes:
     return hashlib.blake2b(json.dumps(d, sort_keys=True, default=str).encode(), digest_size=8).digest()
 
 
-def track(m: Marker) -> Tracked:
-    return Tracked(m.run, m.scope, m.epoch, m.phase, m.event, m.seq, m.time_ns, marker_digest(m))
+_CANON = {s: s for s in (*SCOPES, *EVENTS)}
+MAX_CANON_PHASES = 1024  # phase names shared between tracked markers (a hostile client cannot grow this further)
 
 
-# Bytes one tracked marker and one run cost in memory (CPython 3.11, measured with tracemalloc: ~190 B per
-# marker — the record, its digest, the dict slot — plus its strings; ~700 B per run). Deliberately rounded up.
-TRACKED_BYTES = 240
+# Bytes one tracked marker and one run cost in memory (CPython 3.11, tracemalloc: ~235 B per marker — the record,
+# its digest, the dict slot; its strings are shared — and ~700 B per run). Rounded up.
+TRACKED_BYTES = 260
 RUN_BYTES = 800
-DEFAULT_BUDGET_BYTES = 32 * 1024 * 1024  # ~140,000 markers: months of epochs for the runs a host does at once
+DEFAULT_BUDGET_BYTES = 32 * 1024 * 1024  # ~130,000 markers: months of epochs for the runs a host does at once
+
+
+@dataclass(slots=True)
+class _RunState:
+    name: str  # the one copy of the run's name every tracked marker of it points to
+    seqs: dict[int, Tracked]
+    bytes: int
 
 
 class MarkerTracker:
@@ -458,26 +466,24 @@ class MarkerTracker:
     def __init__(self, max_runs: int = 1000, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
         self.max_runs = max_runs
         self.budget_bytes = budget_bytes
-        self._seen: OrderedDict[str, dict[int, Tracked]] = OrderedDict()
+        self._seen: OrderedDict[str, _RunState] = OrderedDict()
         self._open: dict[WindowKey, Tracked] = {}
-        self._run_bytes: dict[str, int] = {}
+        self._phases: dict[str, str] = {}
         self.bytes = 0  # the estimate of what the tracked state holds
         self.evicted_runs = 0
         self.accepted = 0
         self.redeliveries = 0
         self.problems: Counter[str] = Counter()
 
-    def _run_state(self, run: str) -> dict[int, Tracked]:
-        seqs = self._seen.get(run)
-        if seqs is None:
-            seqs = self._seen[run] = {}
-            cost = RUN_BYTES + len(run)
-            self._run_bytes[run] = cost
-            self.bytes += cost
+    def _run_state(self, run: str) -> _RunState:
+        st = self._seen.get(run)
+        if st is None:
+            st = self._seen[run] = _RunState(run, {}, RUN_BYTES + len(run))
+            self.bytes += st.bytes
             self._evict(keep=run)
         else:
             self._seen.move_to_end(run)
-        return seqs
+        return st
 
     def _evict(self, keep: str) -> None:
         """Forget least recently seen runs (never ``keep``) until within max_runs and the byte budget."""
@@ -486,18 +492,26 @@ class MarkerTracker:
             if old_run == keep:
                 self._seen.move_to_end(old_run)
                 continue
-            del self._seen[old_run]
-            self.bytes -= self._run_bytes.pop(old_run, 0)
+            self.bytes -= self._seen.pop(old_run).bytes
             self.evicted_runs += 1
             for key in [k for k in self._open if k[0] == old_run]:
                 del self._open[key]
 
-    def _remember(self, seqs: dict[int, Tracked], t: Tracked) -> None:
-        if t.seq not in seqs:
-            cost = TRACKED_BYTES + len(t.phase or "")
-            self._run_bytes[t.run] = self._run_bytes.get(t.run, 0) + cost
-            self.bytes += cost
-        seqs[t.seq] = t
+    def _track(self, st: _RunState, m: Marker) -> Tracked:
+        """The compact record, its strings shared with the run and the other markers (one copy each)."""
+        phase = m.phase
+        if phase is not None:
+            phase = self._phases.get(phase, phase)
+            if len(self._phases) < MAX_CANON_PHASES:
+                self._phases.setdefault(phase, phase)
+        return Tracked(st.name, _CANON.get(m.scope, m.scope), m.epoch, phase, _CANON.get(m.event, m.event), m.seq,
+                       m.time_ns, marker_digest(m))
+
+    def _remember(self, st: _RunState, t: Tracked) -> None:
+        if t.seq not in st.seqs:
+            st.bytes += TRACKED_BYTES
+            self.bytes += TRACKED_BYTES
+        st.seqs[t.seq] = t
         if self.bytes > self.budget_bytes:
             self._evict(keep=t.run)
 
@@ -515,8 +529,9 @@ class MarkerTracker:
 
     def seed(self, m: Marker) -> None:
         """Record a marker already stored (no counting, no problems)."""
-        t = track(m)
-        self._remember(self._run_state(m.run), t)
+        st = self._run_state(m.run)
+        t = self._track(st, m)
+        self._remember(st, t)
         self._pair(t)
 
     def check(self, m: Marker) -> TrackResult:
@@ -525,8 +540,8 @@ class MarkerTracker:
         The daemon checks, stores, and only then ``ack``s: a marker whose write failed is not remembered,
         so its redelivery is stored rather than dropped as a duplicate.
         """
-        seqs = self._seen.get(m.run)
-        prev = None if seqs is None else seqs.get(m.seq)
+        st = self._seen.get(m.run)
+        prev = None if st is None else st.seqs.get(m.seq)
         if prev is None:
             return TrackResult("accepted")
         if prev.digest == marker_digest(m):
@@ -538,12 +553,12 @@ class MarkerTracker:
 
     def ack(self, m: Marker) -> MarkerError | None:
         """Remember a marker that is now stored; returns its pairing warning, if any."""
-        seqs = self._run_state(m.run)
-        t = track(m)
-        prev = seqs.get(m.seq)
+        st = self._run_state(m.run)
+        t = self._track(st, m)
+        prev = st.seqs.get(m.seq)
         if prev is not None and prev.digest == t.digest:  # acknowledged twice: nothing new
             return None
-        self._remember(seqs, t)
+        self._remember(st, t)
         self.accepted += 1
         problem = self._pair(t)
         if problem is not None:
