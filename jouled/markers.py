@@ -26,7 +26,6 @@ or unknown fields (``too_many_fields``), attrs over MAX_ATTRS_BYTES (``too_large
 from __future__ import annotations
 
 import hashlib
-import hashlib
 import json
 import math
 import re
