@@ -41,7 +41,6 @@ from jouled.store.sqlite import SqliteStore
 
 log = logging.getLogger("jouled.scheduler.live")
 Role = Literal["sampling", "evaluation"]
-GPU_SOURCES = frozenset({"nvml", "smi"})
 
 
 @dataclass
@@ -81,7 +80,43 @@ class Evaluation:
     energy_by_device_j: dict[str, float] = field(default_factory=dict)
     energy_flags: list[str] = field(default_factory=list)
     carbon_g: float | None = None
+    wall_j: float | None = None  # a wall meter's figure for the run's windows, beside energy_j (never in it)
     finished_wall_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class EvaluationEnergy:
+    """The measured energy of one evaluation: the query core's run total over its epoch windows."""
+
+    energy_j: float
+    energy_by_device_j: dict[str, float]  # the devices of the total, each physical device once
+    wall_j: float | None
+    carbon_g: float | None
+    flags: tuple[str, ...]
+
+
+def evaluation_energy(store: SqliteStore, config: Config, run_id: str) -> EvaluationEnergy | None:
+    """Energy of one evaluation run from the daemon's log (None: nothing measured yet).
+
+    The totals are the query core's (jouled.query.run_totals, chosen by the series' roles): a GPU that NVML and
+    nvidia-smi both read counts once; on CPU slots the packages and DRAM count, core/uncore (inside the package)
+    do not, and a wall meter is `wall_j`, beside the total. GPU energy belongs to the run's GPUs, so on a host
+    with GPUs only the GPU series count; without GPUs the host devices are all there is (flagged `host-wide`).
+    """
+    from jouled.query import compute_rows, run_totals
+
+    rows, _problems = compute_rows(store, config, run_id, ("epoch",))
+    gpu_rows = [r for r in rows if r.get("role") == "gpu"]
+    used = gpu_rows or rows
+    totals = [t for t in run_totals(used, store) if t["run"] == run_id]
+    if not totals or totals[0]["energy_j"] is None:
+        return None
+    tot = totals[0]
+    flags = set(tot["flags"])
+    if not gpu_rows:
+        flags.add("host-wide")
+    by_dev = {k: float(v) for k, v in tot["energy_j_by_device"].items() if k in tot["total_devices"] and v is not None}
+    return EvaluationEnergy(float(tot["energy_j"]), by_dev, tot["wall_j"], tot["carbon_g"], tuple(sorted(flags)))
 
 
 class LiveSearch:
@@ -283,37 +318,17 @@ class LiveSearch:
         ends = {m.epoch for m in markers if m.scope == "epoch" and m.event == "end"}
         if len(ends) < self.cfg.epochs or time.time() - ev.finished_wall_s < 0.3:  # samples after the last edge
             return False
-        from jouled.query import compute_rows
-
         try:
-            rows, _problems = compute_rows(self.store, self.config, ev.run_id, ("epoch",))
+            m = evaluation_energy(self.store, self.config, ev.run_id)
         except UserError:
             return False
-        if not rows:
+        if m is None:
             return False
-        by_dev: dict[str, float] = {}
-        carbon = 0.0
-        has_carbon = False
-        flags: set[str] = set()
-        gpu_rows = [r for r in rows if r.get("source") in GPU_SOURCES]
-        # GPU energy belongs to the run's GPUs; without GPUs (CPU slots) the host-wide figure is all there is
-        for r in gpu_rows or rows:
-            if r.get("energy_j") is None:
-                continue
-            key = f"{r.get('source')}:{r.get('device')}"
-            by_dev[key] = by_dev.get(key, 0.0) + float(r["energy_j"])
-            flags.update(r.get("flags") or [])
-            if r.get("carbon_g") is not None:
-                carbon += float(r["carbon_g"])
-                has_carbon = True
-        if not by_dev:
-            return False
-        if not gpu_rows:
-            flags.add("host-wide")
-        ev.energy_by_device_j = by_dev
-        ev.energy_j = sum(by_dev.values())
-        ev.carbon_g = carbon if has_carbon else None
-        ev.energy_flags = sorted(flags)
+        ev.energy_by_device_j = m.energy_by_device_j
+        ev.energy_j = m.energy_j
+        ev.wall_j = m.wall_j
+        ev.carbon_g = m.carbon_g
+        ev.energy_flags = list(m.flags)
         return True
 
     def _tell_true(self, ev: Evaluation) -> None:
@@ -420,6 +435,7 @@ class LiveSearch:
             "cell": e.cell, "arch": e.arch_str, "run": e.run_id, "finished": e.finished,
             "epochs_done": e.epochs_done, "accuracy_pct": e.accuracy_pct, "energy_j": e.energy_j,
             "energy_by_device_j": e.energy_by_device_j, "energy_flags": e.energy_flags, "carbon_g": e.carbon_g,
+            "wall_j": e.wall_j,
             "table_energy_mj": float(self.bench.energy_mj[e.cell]),
             "table_test_acc_pct": float(self.bench.test_acc_pct[e.cell]),
             "estimated_acc_pct": None if np.isnan(self.est_acc[e.cell]) else float(self.est_acc[e.cell]),
