@@ -25,7 +25,7 @@ import numpy as np
 from jouled.errors import UserError
 from jouled.model import Allocation, CarbonPoint, Marker, Sample
 from jouled.secrets import make_private_dir, redact_url
-from jouled.series import SeriesMeta
+from jouled.series import SeriesMeta, default_meta
 
 log = logging.getLogger("jouled.store")
 
@@ -412,8 +412,19 @@ class SqliteStore:
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def write_samples(self, samples: Iterable[Sample]) -> int:
-        return self.write_batches(batches_from_samples(samples))
+    def write_samples(self, samples: Iterable[Sample], *, declare_defaults: bool = True) -> int:
+        """Store row samples (imports, tests). A series nobody has declared yet gets the documented default for its
+        source name (`jouled.series.default_meta`: periods unknown, judged against each field's median spacing)
+        from its first sample on; a series already declared keeps its declaration."""
+        batches = batches_from_samples(samples)
+        if not declare_defaults:
+            return self.write_batches(batches)
+        with self._transaction() as conn:
+            declared = {int(r[0]) for r in conn.execute("SELECT DISTINCT series_id FROM series_meta")}
+            for b in batches:
+                if b.time_ns.size and self._series_id(conn, b.key) not in declared:
+                    self._declare(conn, {b.key: default_meta(b.key.source, b.key.device)}, int(b.time_ns.min()))
+            return self._insert_batches(conn, batches, 0.0)
 
     def write_batches(
         self, batches: Sequence[ChunkBatch], *, res_s: float = 0.0,
