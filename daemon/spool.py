@@ -2,7 +2,7 @@
 
 A client spools every marker before publishing it and keeps what the broker never acknowledged; when it
 exits, the spool file's lock is free. Without this, those markers waited for the next marker client on
-the host. The daemon looks into the spool folder (``jouled.trainer.markers.default_spool_dir()``, i.e.
+the host. The daemon looks into the spool folder (``jouled.spool.default_spool_dir()``, i.e.
 ``$JOULED_SPOOL_DIR`` or ``~/.local/state/jouled/spool`` of the user it runs as) at start and every
 ``SCAN_PERIOD_S``, and records each orphaned marker through the recorder (validated, deduplicated by
 (run, seq) like a marker from MQTT). A file is deleted only once every marker in it is stored.
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jouled.markers import topic_for
-from jouled.trainer.markers import OrphanSpool, default_spool_dir
+from jouled.spool import OrphanSpool, default_spool_dir, line_topic
 
 if TYPE_CHECKING:
     from jouled.daemon.recorder import MarkerRecorder
@@ -42,15 +40,6 @@ class SpoolStats:
         return {"dir": self.dir, "files": self.files, "markers": self.markers, "last_error": self.last_error}
 
 
-def _topic(line: bytes, default_host: str) -> str:
-    """The topic the line would have come in on: its own host's (an adopted line may carry another host tag)."""
-    try:
-        host = json.loads(line).get("host") or default_host
-        return topic_for(str(host))
-    except (ValueError, AttributeError):
-        return topic_for(default_host)
-
-
 class SpoolDelivery:
     def __init__(self, daemon: Daemon, recorder: MarkerRecorder, spool_dir: Path) -> None:
         self.daemon, self.recorder, self.dir = daemon, recorder, spool_dir
@@ -65,7 +54,7 @@ class SpoolDelivery:
                 continue  # a live client owns it and delivers it itself
             try:
                 for line in orphan.lines:
-                    await self.recorder.handle(_topic(line, self.daemon.host), line)
+                    await self.recorder.handle(line_topic(line, self.daemon.host), line)
                 n += len(orphan.lines)
                 if self.recorder.stats.pending:  # not all stored yet: keep the file, a later pass dedups it
                     continue

@@ -1,60 +1,179 @@
-"""The `jouled` command line (typer + rich): daemon, sources, status, import; component apps mounted here."""
+"""The `jouled` command line (typer + rich): daemon, sources, status; the component apps mounted here, lazily."""
 
 from __future__ import annotations
 
+import importlib
 import json
-import logging
 import os
 import sys
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import typer
-from rich.markup import escape
-from rich.text import Text
+import typer.main
+from typer.core import TyperCommand
 
 from jouled import __version__
 from jouled.cli_common import (
     ConfigOpt,
     FormatOpt,
+    JouledGroup,
     StoreOpt,
     UnusedStoreOpt,
+    WideOpt,
     context,
     ignore_store,
     make_app,
     print_user_error,
 )
-from jouled.demo import demo_command
-from jouled.energy_cli import energy_app
 from jouled.errors import UserError
-from jouled.export_cli import export_app
-from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
-from jouled.scheduler.carbon_cli import carbon_app
-from jouled.scheduler.nas_cli import nas_app
-from jouled.scheduler.search_cli import search_command
-from jouled.secrets import redact_url
-from jouled.service_cli import service_app
-from jouled.statusfile import freshest
-from jouled.store.sqlite import open_store, parse_store_url
-from jouled.tables import Column, WideOpt, make_console, print_table
-from jouled.trainer.markers_cli import markers_app
-from jouled.trainer.train_cli import train_command
+
+if TYPE_CHECKING:
+    from jouled.tables import Column
+
+# The commands mounted lazily: name → ("module:attribute", one-line help). The module is imported only when the
+# command runs (or its own help is asked for), so `jouled --help`, `--version`, `status` and `sources` do not load
+# httpx, the carbon stack, the scheduler, the trainer or numpy. The help here is what `jouled --help` lists;
+# tests/cli/test_lazy_cli.py checks it against each command's own. Order: as `jouled --help` lists them.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("jouled.trainer.train_cli:train_command",
+              "Train one model with run/epoch/phase markers, so the daemon can report energy per epoch."),
+    "demo": ("jouled.demo:demo_command",
+             "Start the daemon with an embedded broker, train a small NB201 cell with markers, print energy per epoch."),
+    "import": ("jouled.import_cli:import_app", "Bring existing logs in (CSV or InfluxDB line protocol)."),
+    "energy": ("jouled.energy_cli:energy_app", "Energy and carbon per epoch, phase and run, from the markers in the store."),
+    "export": ("jouled.export_cli:export_app", "Take data out of the log: raw samples as CSV, line protocol or parquet."),
+    "markers": ("jouled.trainer.markers_cli:markers_app", "Epoch/phase markers over MQTT."),
+    "carbon": ("jouled.scheduler.carbon_cli:carbon_app", "Grid carbon intensity: now, history, forecast."),
+    "nas": ("jouled.cli:_nas_app", "Carbon-aware neural architecture search (CE-NAS) on NAS-Bench-201."),
+    "service": ("jouled.service_cli:service_app", "Install or remove jouled as a systemd service."),
+}
+COMMAND_ORDER = ("train", "demo", "run", "sources", "status", "import", "energy", "export", "markers", "carbon", "nas",
+                 "service")
+
+
+def _nas_app() -> typer.Typer:
+    """`nas`: the scheduler's app, with `nas search` (the live search) added on first use."""
+    from jouled.scheduler.nas_cli import nas_app
+    from jouled.scheduler.search_cli import search_command
+
+    if not any(c.name == "search" for c in nas_app.registered_commands):
+        nas_app.command("search")(search_command)
+    return nas_app
+
+
+def load_command(target: str, name: str) -> typer.core.TyperGroup | typer.core.TyperCommand:
+    """Import ``module:attribute`` and make it a click command: a typer app becomes its group, a function its command."""
+    module_name, attr = target.split(":")
+    obj = getattr(importlib.import_module(module_name), attr)
+    if callable(obj) and not isinstance(obj, typer.Typer) and obj.__name__.startswith("_"):
+        obj = obj()  # a loader (e.g. _nas_app)
+    if isinstance(obj, typer.Typer):
+        # get_group, not get_command: a mounted app must not grow its own --install-completion options
+        return typer.main.get_group(obj)
+    single = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+    single.command(name)(obj)
+    cmd = typer.main.get_command(single)
+    assert isinstance(cmd, TyperCommand)
+    return cmd
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """A group's commands by name, in order; those in ``lazy`` are imported when first looked up.
+
+    ``peek`` gives a placeholder carrying the one-line help instead, for listing without importing.
+    """
+
+    def __init__(self, loaded: Mapping[str, Any], lazy: Mapping[str, tuple[str, str]], order: Sequence[str]) -> None:
+        self._loaded = dict(loaded)
+        self._lazy = dict(lazy)
+        names = [n for n in order if n in loaded or n in lazy]
+        self._names = names + [n for n in (*loaded, *lazy) if n not in names]
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._loaded:
+            if name not in self._lazy:
+                raise KeyError(name)
+            self._loaded[name] = load_command(self._lazy[name][0], name)
+        return self._loaded[name]
+
+    def peek(self, name: str) -> Any:
+        if name in self._loaded:
+            return self._loaded[name]
+        return TyperCommand(name=name, help=self._lazy[name][1]) if name in self._lazy else None
+
+    def __setitem__(self, name: str, cmd: Any) -> None:
+        self._loaded[name] = cmd
+        if name not in self._names:
+            self._names.append(name)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._names:
+            raise KeyError(name)
+        self._names.remove(name)
+        self._loaded.pop(name, None)
+        self._lazy.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+
+class LazyGroup(JouledGroup):
+    """A command group whose sub-commands in ``lazy`` are imported on first use.
+
+    Listing them (``--help``, shell completion, "did you mean") imports nothing: each lists with the one-line help
+    of the table; resolving one to run it (or to show its own help) imports its module and converts its typer app.
+    """
+
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {}
+    order: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyCommands(self.commands, self.lazy, self.order)
+        self._listing = 0
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # names only: TyperGroup's reads every value, which would import them all
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if self._listing and isinstance(self.commands, LazyCommands):
+            return self.commands.peek(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        self._listing += 1  # the list shows one line per command: the table has it
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._listing -= 1
+
+    def shell_complete(self, ctx: Any, incomplete: str) -> Any:
+        self._listing += 1  # completing a command name needs its name and help only
+        try:
+            return super().shell_complete(ctx, incomplete)
+        finally:
+            self._listing -= 1
+
+
+class RootGroup(LazyGroup):
+    lazy = LAZY_COMMANDS
+    order = COMMAND_ORDER
+
 
 app = make_app(
     name="jouled",
     help="Measure the energy and carbon of ML work, and search architectures when the grid is clean.",
+    cls=RootGroup,
 )
-import_app = make_app(help="Bring existing logs in (CSV or InfluxDB line protocol).")
-app.add_typer(import_app, name="import")
-app.add_typer(energy_app, name="energy")
-app.add_typer(export_app, name="export")
-app.add_typer(markers_app, name="markers")
-app.add_typer(carbon_app, name="carbon")
-nas_app.command("search")(search_command)
-app.add_typer(nas_app, name="nas")
-app.add_typer(service_app, name="service")
-app.command("train")(train_command)
-app.command("demo")(demo_command)
+
 
 def _check_format(fmt: str, allowed: tuple[str, ...] = ("table", "json")) -> None:
     if fmt not in allowed:
@@ -62,6 +181,8 @@ def _check_format(fmt: str, allowed: tuple[str, ...] = ("table", "json")) -> Non
 
 
 def _setup_logging(verbose: bool) -> None:
+    import logging
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -94,7 +215,7 @@ def run(
         raise UserError(f"--duration {duration:g}: must be > 0 seconds — or leave it out to run until stopped")
     _setup_logging(verbose)
     ctx = context(config, store)
-    from jouled.trainer.markers import default_spool_dir
+    from jouled.spool import default_spool_dir
 
     # the daemon also records markers that marker clients on this host left spooled (broker down, client gone)
     daemon = build_daemon(
@@ -113,7 +234,11 @@ def sources(
     store: UnusedStoreOpt = None,
 ) -> None:
     """Each source: name, devices, available, reason when not, period."""
+    from rich.markup import escape
+    from rich.text import Text
+
     from jouled.daemon.sources.registry import probe_all
+    from jouled.tables import Column, make_console, print_table
 
     _check_format(fmt)
     ignore_store(store, "jouled sources")
@@ -175,14 +300,22 @@ def _fmt(v: Any, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-STATUS_COLUMNS = (
-    Column("source"), Column("state"), Column("devices", 0, fit="wrap"), Column("Hz (target)", 1, "right"),
-    Column("delivered", 3, "right"), Column("jitter p50/p99 ms", 4, "right"), Column("errors", 1, "right"),
-    Column("age", 2, "right"),
-)
+def _status_columns() -> tuple[Column, ...]:
+    from jouled.tables import Column
+
+    return (
+        Column("source"), Column("state"), Column("devices", 0, fit="wrap"), Column("Hz (target)", 1, "right"),
+        Column("delivered", 3, "right"), Column("jitter p50/p99 ms", 4, "right"), Column("errors", 1, "right"),
+        Column("age", 2, "right"),
+    )
 
 
 def _print_status_table(st: dict[str, Any], wide: bool = False) -> None:
+    from rich.markup import escape
+
+    from jouled.secrets import redact_url
+    from jouled.tables import make_console, print_table
+
     console = make_console()
     off = []
     cells = []
@@ -198,7 +331,7 @@ def _print_status_table(st: dict[str, Any], wide: bool = False) -> None:
             str(s["errors"]), _fmt(s.get("last_sample_age_s"), ".2f") + " s",
         ])
     title = f"jouled on {st.get('host', '?')} — uptime {st.get('uptime_s', 0):.0f} s"
-    print_table(title, STATUS_COLUMNS, cells, wide=wide, console=console)
+    print_table(title, _status_columns(), cells, wide=wide, console=console)
     # an error message is a sentence: whole, under the table, not squeezed into a cell
     for s in st.get("sources", []):
         if s.get("last_error") and s["state"] == "retrying":
@@ -249,6 +382,9 @@ def status(
 
     Exit code: 0 the daemon runs, 1 it does not (its last status is shown), 2 no status file (or a usage error).
     """
+    from jouled.statusfile import freshest
+    from jouled.store.sqlite import parse_store_url
+
     _check_format(fmt)
     ctx = context(config, store)
     store_path = parse_store_url(ctx.store_url)
@@ -266,77 +402,6 @@ def status(
             err=True,
         )
         raise typer.Exit(1)
-
-
-def _import(
-    kind: str, file: Path, skip_bad: bool, fmt: str, config: Path | None, store: str | None, no_progress: bool = False
-) -> None:
-    from jouled.importers import parse_markers, parse_samples, summarize_errors
-
-    if fmt not in ("auto", "csv", "lp"):
-        raise UserError(f"--format {fmt!r}: choose auto, csv or lp")
-    ctx = context(config, store)
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UserError(f"{file}: no such file — pass the path of a CSV or line-protocol log") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{file}: not UTF-8 text — export it as UTF-8 CSV or line protocol") from None
-    except IsADirectoryError:
-        raise UserError(f"{file}: is a folder — pass the path of one CSV or line-protocol file in it") from None
-    except OSError as e:
-        raise UserError(f"{file}: cannot read ({e.strerror}) — check its permissions") from None
-    host = ctx.config.daemon.host
-    show = progress_enabled(no_progress)
-    with progress_bar(f"parsing {file.name} (lines)", enabled=show) as on_progress:
-        parsed = parse_samples(text, default_host=host, fmt=fmt, on_progress=on_progress) if kind == "samples" else (
-            parse_markers(text, default_host=host, fmt=fmt, on_progress=on_progress)
-        )
-    if parsed.fatal:  # the file's shape is wrong: no row is readable, so --skip-bad would import nothing
-        raise UserError(f"{file}: {parsed.fatal}")
-    if parsed.errors and not skip_bad:
-        raise UserError(summarize_errors(parsed.errors, str(file)))
-    if not parsed.items:
-        what = f"all {len(parsed.errors)} rows are bad, first {parsed.errors[0]}" if parsed.errors else "it has no rows"
-        raise UserError(f"{file}: nothing to import ({what}) — fix the rows, or check it is the {kind} file")
-    st = open_store(ctx.store_url)
-    # one transaction (all or nothing), so no count to report: the bar only says it is still working
-    with progress_bar(f"writing {len(parsed.items)} {kind}", enabled=show and len(parsed.items) > 100_000):
-        if kind == "samples":
-            n = st.write_samples(parsed.items)  # type: ignore[arg-type]
-        else:
-            n = st.write_markers(parsed.items)  # type: ignore[arg-type]
-    for bad in parsed.errors:
-        typer.echo(f"{file}: skipped line {bad.line}: {bad.message}", err=True)
-    typer.echo(f"imported {n} {kind} from {file} ({len(parsed.errors)} bad rows skipped) into {st.path}")
-
-
-@import_app.command("samples")
-def import_samples(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="CSV time,host,source,device,power_w,energy_j or line protocol")],
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="import the good rows, report the bad")] = False,
-    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="auto | csv | lp")] = "auto",
-    no_progress: NoProgressOpt = False,
-    config: ConfigOpt = None,
-    store: StoreOpt = None,
-) -> None:
-    """Import samples; every row is validated and nothing is imported if one is bad (unless --skip-bad)."""
-    _import("samples", file, skip_bad, fmt, config, store, no_progress)
-
-
-@import_app.command("markers")
-def import_markers(
-    file: Annotated[
-        Path, typer.Argument(metavar="FILE", help="CSV time,host,run,scope,event,epoch,phase,arch,gpus or line protocol")
-    ],
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="import the good rows, report the bad")] = False,
-    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="auto | csv | lp")] = "auto",
-    no_progress: NoProgressOpt = False,
-    config: ConfigOpt = None,
-    store: StoreOpt = None,
-) -> None:
-    """Import markers; every row is validated and nothing is imported if one is bad (unless --skip-bad)."""
-    _import("markers", file, skip_bad, fmt, config, store, no_progress)
 
 
 def _version(value: bool) -> None:

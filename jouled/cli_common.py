@@ -6,14 +6,15 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from jouled.config import Config, load_config
 from jouled.errors import UserError
-from jouled.store.sqlite import sqlite_url
+
+if TYPE_CHECKING:  # the config (pydantic) and the store (numpy) load when a command resolves them, not for --help
+    from jouled.config import Config
 
 ConfigOpt = Annotated[
     Path | None,
@@ -41,6 +42,7 @@ def ignore_store(store: str | None, command: str) -> None:
 
 
 FormatOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="table | json")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="show every column, even when wider than the terminal")]
 
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
@@ -67,7 +69,8 @@ def make_app(**kwargs: Any) -> typer.Typer:
     `-h` as well as `--help`, no tracebacks dressed in boxes."""
     kwargs.setdefault("no_args_is_help", True)
     kwargs.setdefault("context_settings", HELP_OPTIONS)
-    return typer.Typer(cls=JouledGroup, rich_markup_mode=None, pretty_exceptions_enable=False, **kwargs)
+    kwargs.setdefault("cls", JouledGroup)
+    return typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False, **kwargs)
 
 
 @dataclass
@@ -78,6 +81,9 @@ class Context:
 
 def context(config: Path | None, store: str | None) -> Context:
     """Resolve --config and --store: the command line wins over the environment, which wins over the file."""
+    from jouled.config import load_config
+    from jouled.store.sqlite import sqlite_url
+
     cfg = load_config(config)
     url = store or os.environ.get("JOULED_STORE") or sqlite_url(cfg.store_path())
     return Context(cfg, url)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+
+from jouled.cli_common import WideOpt as WideOpt  # re-exported: defined with the other shared options
 
 Fit = Literal["whole", "wrap", "fold"]
 Cell = str | Text
@@ -131,4 +132,3 @@ def print_table(
     return hidden
 
 
-WideOpt = Annotated[bool, typer.Option("--wide", help="show every column, even when wider than the terminal")]
