@@ -147,13 +147,22 @@ class _Session:
 
     def _series(self) -> dict[tuple[str, str], Any]:
         from jouled.energy import SeriesArrays
+        from jouled.series import period_or_nan
 
+        # what each series is, as its source declared it (periods resolved to the sampler's): the same judgement
+        # of gaps and the same totals as the daemon's log gives; undeclared series take the default for their name
+        declared = {(r.source.name, dev): m for r in self.sampler.runners for dev, m in r.series_meta().items()}
         out: dict[tuple[str, str], Any] = {}
         with self.lock:
             for (src, dev), c in self.cols.items():
+                meta = declared.get((src, dev))
                 out[(src, dev)] = SeriesArrays(
                     np.frombuffer(c.t, dtype=np.int64).copy(), np.frombuffer(c.p, dtype=np.float64).copy(),
-                    np.frombuffer(c.e, dtype=np.float64).copy(), src, dev, 0.0, self.kinds.get(src) == "estimated",
+                    np.frombuffer(c.e, dtype=np.float64).copy(), src, dev,
+                    period_or_nan(meta.power_period_s) if meta is not None else 0.0,
+                    meta.estimated if meta is not None else self.kinds.get(src) == "estimated",
+                    counter_period_s=period_or_nan(meta.counter_period_s) if meta is not None else float("nan"),
+                    meta=meta,
                 )
         return out
 
