@@ -383,7 +383,7 @@ def status(
     Exit code: 0 the daemon runs, 1 it does not (its last status is shown), 2 no status file (or a usage error).
     """
     from jouled.statusfile import freshest
-    from jouled.store.sqlite import parse_store_url
+    from jouled.store.url import parse_store_url
 
     _check_format(fmt)
     ctx = context(config, store)

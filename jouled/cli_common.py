@@ -82,7 +82,7 @@ class Context:
 def context(config: Path | None, store: str | None) -> Context:
     """Resolve --config and --store: the command line wins over the environment, which wins over the file."""
     from jouled.config import load_config
-    from jouled.store.sqlite import sqlite_url
+    from jouled.store.url import sqlite_url
 
     cfg = load_config(config)
     url = store or os.environ.get("JOULED_STORE") or sqlite_url(cfg.store_path())

@@ -24,8 +24,10 @@ import numpy as np
 
 from jouled.errors import UserError
 from jouled.model import Allocation, CarbonPoint, Marker, Sample
-from jouled.secrets import make_private_dir, redact_url
+from jouled.secrets import make_private_dir
 from jouled.series import SeriesMeta, default_meta
+from jouled.store.url import parse_store_url as parse_store_url  # re-exported: the store URL's home is store/url.py
+from jouled.store.url import sqlite_url as sqlite_url
 
 log = logging.getLogger("jouled.store")
 
@@ -128,24 +130,6 @@ class ChunkBatch:
     power_w: np.ndarray
     energy_j: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def parse_store_url(url: str) -> Path:
-    """`sqlite:///abs/path.db` → path. Other schemes belong to the InfluxDB store."""
-    if url.startswith("sqlite:///"):
-        return Path("/" + url[len("sqlite://") :].lstrip("/"))
-    if url.startswith("sqlite://"):
-        raise UserError(f"store URL {url!r}: use three slashes and an absolute path, e.g. sqlite:///var/lib/jouled/jouled.db")
-    if "://" not in url:
-        return Path(url)
-    scheme = url.split("://", 1)[0]
-    shown = redact_url(url)  # an influx://user:password@host URL: the message is printed, never the password
-    raise UserError(f"store URL {shown!r}: scheme '{scheme}' cannot be read here — use sqlite:///path.db")
-
-
-def sqlite_url(path: str | Path) -> str:
-    """The store URL of a log file: sqlite:///abs/path.db."""
-    return "sqlite://" + str(Path(path).expanduser().resolve())
 
 
 def batches_from_samples(samples: Iterable[Sample]) -> list[ChunkBatch]:

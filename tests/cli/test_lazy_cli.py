@@ -19,9 +19,9 @@ from jouled.cli import COMMAND_ORDER, LAZY_COMMANDS, LazyCommands, app
 # what no command that only lists, prints a version or reads the status file may load
 NEVER_FOR_LISTING = ("httpx", "jouled.scheduler", "jouled.trainer", "torch", "amqtt", "paho", "aiomqtt", "jouled.energy",
                      "jouled.query", "jouled.daemon", "numpy", "pydantic")
-# `status` reads the config (pydantic) and the status file; `sources` probes the daemon's sources
+# `status` reads the config (pydantic) and the status file, not the store; `sources` probes the daemon's sources
 NEVER_FOR_STATUS = ("httpx", "jouled.scheduler", "jouled.trainer", "torch", "amqtt", "paho", "aiomqtt", "jouled.energy",
-                    "jouled.query", "jouled.daemon")
+                    "jouled.query", "jouled.daemon", "numpy", "jouled.store.sqlite")
 NEVER_FOR_SOURCES = ("httpx", "jouled.scheduler", "jouled.trainer", "torch", "amqtt", "jouled.energy", "jouled.query")
 
 # runs jouled's main() and reports on stderr which modules it imported, whatever way it exits
@@ -70,7 +70,7 @@ def test_sources_imports_only_the_sources(tmp_path: Path) -> None:
 def test_completing_a_command_name_imports_no_component(tmp_path: Path) -> None:
     modules, out = _modules(tmp_path, [], {"_JOULED_COMPLETE": "complete_bash", "COMP_WORDS": "jouled ", "COMP_CWORD": "1"})
     assert out.split() == list(COMMAND_ORDER)
-    assert _loaded(modules, NEVER_FOR_STATUS) == []  # typer's completion itself loads pydantic
+    assert _loaded(modules, NEVER_FOR_LISTING[:-1]) == []  # typer's completion itself loads pydantic
 
 
 def test_running_a_lazy_command_imports_only_its_component(tmp_path: Path) -> None:

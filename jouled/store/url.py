@@ -1,0 +1,26 @@
+"""Store URLs (``sqlite:///abs/path.db``) to paths and back — light (no numpy), so the CLI resolves them cheaply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jouled.errors import UserError
+from jouled.secrets import redact_url
+
+
+def parse_store_url(url: str) -> Path:
+    """`sqlite:///abs/path.db` → path. Other schemes belong to the InfluxDB store."""
+    if url.startswith("sqlite:///"):
+        return Path("/" + url[len("sqlite://") :].lstrip("/"))
+    if url.startswith("sqlite://"):
+        raise UserError(f"store URL {url!r}: use three slashes and an absolute path, e.g. sqlite:///var/lib/jouled/jouled.db")
+    if "://" not in url:
+        return Path(url)
+    scheme = url.split("://", 1)[0]
+    shown = redact_url(url)  # an influx://user:password@host URL: the message is printed, never the password
+    raise UserError(f"store URL {shown!r}: scheme '{scheme}' cannot be read here — use sqlite:///path.db")
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The store URL of a log file: sqlite:///abs/path.db."""
+    return "sqlite://" + str(Path(path).expanduser().resolve())
