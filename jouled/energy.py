@@ -302,9 +302,9 @@ def prepare(series: SeriesArrays) -> PreparedSeries:
         counter_period_s = period_s  # one period given for a counter-only series: it is the counter's
     # each field's own spacing, not the union of both: a 2 Hz counter between 10 Hz power reads is not 10 Hz
     if np.isnan(period_s):
-        period_s = infer_period_s(t_ns[p_ok]) if bool(p_ok.any()) else infer_period_s(t_ns)
+        period_s = _median_spacing_s(t_ns[p_ok]) if bool(p_ok.any()) else _median_spacing_s(t_ns)
     if np.isnan(counter_period_s):
-        counter_period_s = infer_period_s(t_ns[e_ok])
+        counter_period_s = _median_spacing_s(t_ns[e_ok])
     any_ok = p_ok | e_ok
     return PreparedSeries(
         ref_ns=ref_ns,
@@ -317,6 +317,13 @@ def prepare(series: SeriesArrays) -> PreparedSeries:
         device=series.device,
         counter_period_s=counter_period_s,
     )
+
+
+def _median_spacing_s(t_ns: IntArray) -> float:
+    """infer_period_s for times already sorted and distinct (as prepare has them): no np.unique, which hashes."""
+    if t_ns.size < 2:
+        return float("nan")
+    return float(np.median(np.diff(t_ns))) * 1e-9
 
 
 def _known(period_s: float | None) -> float:
