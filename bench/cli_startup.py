@@ -64,8 +64,8 @@ def env_for(path: Path, home: Path) -> dict[str, str]:
 
 def measure(path: Path, home: Path, runs: int) -> dict[str, Any]:
     env = env_for(path, home)
-    where = subprocess.run([sys.executable, "-c", "import jouled; print(jouled.__file__)"], env=env, cwd=home, capture_output=True,
-                           text=True, check=True).stdout.strip()
+    where = subprocess.run([sys.executable, "-c", "import jouled; print(jouled.__file__)"], env=env, cwd=home,
+                           capture_output=True, text=True, check=True).stdout.strip()
     assert where.startswith(str(path)), f"jouled imported from {where}, not the tree under test {path}"
     out: dict[str, Any] = {}
     for label, args in COMMANDS.items():
