@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -157,16 +158,40 @@ def compute_rows(
     if on_progress is not None:
         on_progress(0, len(windows))
     for host, ws in by_host.items():
-        start = min(w.start_ns for w in ws)
-        end = max(w.end_ns for w in ws)
-        series = load_series(store, host, start, end, config)
-        rows.extend(
-            energy_rows(ws, series, carbon=carbon_for(store, config, start, end), host_devices=host_devices)  # type: ignore[arg-type]
-        )
+        host_rows: list[dict[str, Any]] = []
+        for seg in _segments(store, host, ws):
+            start = min(w.start_ns for w in seg)
+            end = max(w.end_ns for w in seg)
+            series = load_series(store, host, start, end, config)
+            host_rows.extend(
+                energy_rows(seg, series, carbon=carbon_for(store, config, start, end), host_devices=host_devices)  # type: ignore[arg-type]
+            )
+        rows.extend(host_rows if len(host_rows) < 2 or len(ws) == 1 else _in_window_order(host_rows, ws))
         done += len(ws)
         if on_progress is not None:
             on_progress(done, len(windows))
     return rows, [str(p) for p in problems]
+
+
+def _segments(store: SqliteStore, host: str, windows: list[Window]) -> list[list[Window]]:
+    """Windows split where a series of `host` was re-declared (a restart with another rate), so each window is
+    judged by the metadata in force when it started; one segment (the usual case) when nothing changed."""
+    changes = sorted({since for k in store.series() if k.host == host and k.meta is not None
+                      for since, _m in store.series_meta_history(k)[1:]})
+    if not changes:
+        return [windows]
+    by_seg: dict[int, list[Window]] = {}
+    for w in windows:
+        by_seg.setdefault(bisect.bisect_right(changes, w.start_ns), []).append(w)
+    return [by_seg[i] for i in sorted(by_seg)]
+
+
+def _in_window_order(rows: list[dict[str, Any]], windows: list[Window]) -> list[dict[str, Any]]:
+    """Rows of segments put back in the order of `windows` (stable within a window)."""
+    order: dict[tuple[Any, ...], int] = {}
+    for i, w in enumerate(windows):
+        order.setdefault((w.run, w.scope, w.epoch, w.phase, w.start_ns, w.end_ns), i)
+    return sorted(rows, key=lambda r: order.get((r["run"], r["scope"], r["epoch"], r["phase"], r["start_ns"], r["end_ns"]), 0))
 
 
 # --------------------------------------------------------------------------------------------------

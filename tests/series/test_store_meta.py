@@ -71,3 +71,29 @@ def test_declarations_are_versioned_and_equal_ones_add_nothing(tmp_path: Path) -
     # windows are judged against the periods in force when their samples were taken
     assert load_series(st, "h", 2 * S, 4 * S, Config())[("nvml", "gpu0")].period_s == pytest.approx(0.1)
     assert load_series(st, "h", 12 * S, 14 * S, Config())[("nvml", "gpu0")].period_s == pytest.approx(0.01)
+
+
+def test_windows_after_a_redeclaration_are_judged_by_the_new_periods(tmp_path: Path) -> None:
+    """Power at 10 Hz for 10 s, then the daemon restarted at 1 Hz: the 1 s spacing after it is no `gap`."""
+    from jouled.model import Marker
+    from jouled.query import compute_rows
+
+    st = SqliteStore(tmp_path / "log.db")
+    key = SeriesKey("h", "mymeter", "outlet")
+    t_fast = np.arange(0, 100, dtype=np.int64) * S // 10
+    t_slow = np.arange(10, 21, dtype=np.int64) * S
+    for t, period in ((t_fast, 0.1), (t_slow, 1.0)):
+        meta = SeriesMeta("other", power_period_s=period)
+        st.write_batches([ChunkBatch(key, t, np.full(t.size, 100.0), np.full(t.size, np.nan))],
+                         declare={key: meta}, since_ns=int(t[0]))
+    st.write_markers([
+        Marker(2 * S, "h", "r", "epoch", "start", 0, 0), Marker(8 * S, "h", "r", "epoch", "end", 1, 0),
+        Marker(12 * S, "h", "r", "epoch", "start", 2, 1), Marker(18 * S, "h", "r", "epoch", "end", 3, 1),
+    ])
+    rows, _ = compute_rows(st, Config(), "r", ("epoch",))
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert all(r["energy_j"] == pytest.approx(600.0) for r in rows)
+    assert "gap" not in rows[0]["flags"] and "gap" not in rows[1]["flags"]
+    # the same slow samples judged by the 10 Hz declaration would be a gap: the declaration decides
+    st.declare_series({key: SeriesMeta("other", power_period_s=0.1)}, since_ns=30 * S)
+    assert "gap" not in compute_rows(st, Config(), "r", ("epoch",))[0][1]["flags"]
