@@ -13,6 +13,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -233,7 +234,8 @@ class SqliteStore:
                     conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
                 else:
                     conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA busy_timeout=5000")
+                    _set_wal(conn)
                     conn.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL survives a crash
                 conn.execute("PRAGMA busy_timeout=5000")
             except sqlite3.OperationalError as e:
@@ -251,8 +253,17 @@ class SqliteStore:
         """Refuse a file that is not SQLite, or an SQLite database of another program, with one line."""
         fix = "pass --store sqlite:///path/to/jouled.db (the daemon's log; `jouled status` names it)"
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            # one read transaction, one snapshot: another opener may commit the first migration between two
+            # autocommit reads, and "tables but version 0" would then look like another program's database
+            in_tx = conn.in_transaction
+            if not in_tx:
+                conn.execute("BEGIN")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                if not in_tx:
+                    conn.execute("COMMIT")
         except sqlite3.DatabaseError as e:  # "file is not a database", a truncated header, …
             raise UserError(f"store {self.path}: not a jouled SQLite log ({e}) — {fix}") from None
         if version == 0 and tables:
@@ -266,10 +277,17 @@ class SqliteStore:
             raise UserError(
                 f"store {self.path}: schema v{version} is newer than this jouled (v{SCHEMA_VERSION}) — upgrade jouled"
             )
-        for v in range(version, SCHEMA_VERSION):
+        while version < SCHEMA_VERSION:
             # executescript would commit implicitly; run the statements in one transaction instead
             conn.execute("BEGIN IMMEDIATE")
             try:
+                # read again under the write lock: another process opening the same new log may have migrated
+                # it between our first read and this BEGIN (two daemons, or a daemon and an import, at once)
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version >= SCHEMA_VERSION:
+                    conn.execute("COMMIT")
+                    break
+                v = version
                 for stmt in _split_sql(MIGRATIONS[v]):
                     conn.execute(stmt)
                 conn.execute(f"PRAGMA user_version={v + 1}")
@@ -277,6 +295,7 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            version = v + 1
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -806,6 +825,20 @@ def _meta_from_row(cols: Sequence[Any]) -> SeriesMeta:
         host_wide=bool(host_wide), power_period_s=power_p, counter_period_s=counter_p, counter_resolution_j=res,
         comparison=bool(comparison), origin=str(origin),
     )
+
+
+def _set_wal(conn: sqlite3.Connection, timeout_s: float = 5.0) -> None:
+    """WAL mode, retried while another process holds the new file: SQLite answers "database is locked" to the
+    switch at once, without its busy handler, when two openers of a brand-new log race."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _split_sql(script: str) -> list[str]:
