@@ -230,7 +230,7 @@ class MarkerRecorder:
             batch = [m for m, _ in self._pending.values()]
             bad: list[tuple[Marker, str]] = []
             try:
-                await asyncio.to_thread(self.daemon.store.write_markers, batch)
+                await self.daemon.in_store_thread(self.daemon.store.write_markers, batch)
             except MarkerRowError as e:  # values SQLite cannot hold: the others are stored
                 bad = e.bad
             except Exception as e:  # disk full, read-only, locked…: keep them all and retry
@@ -307,7 +307,7 @@ class MarkerRecorder:
                 log.info("embedded broker on %s:%d: password auth on (user %s, password from %s)",
                          host, port, self.auth.username, self.auth.origin)
         self.stats.broker = ep.url
-        await asyncio.to_thread(self.seed_from_store)
+        await self.daemon.in_store_thread(self.seed_from_store)
         tls = self.tls
         backoff = RECONNECT_MIN_S
         failed_tries = 0  # connection attempts failed since the last connect: > 0 means the broker was down

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jouled.clock import CLOCK
 from jouled.config import Config
@@ -27,6 +29,7 @@ from jouled.series import SeriesMeta, default_meta
 from jouled.statusfile import beside_store_path, default_status_path
 from jouled.store.sqlite import ChunkBatch, SeriesKey, SqliteStore, batches_from_samples
 
+T = TypeVar("T")
 log = logging.getLogger("jouled.daemon")
 
 MAINTENANCE_PERIOD_S = 60.0
@@ -138,6 +141,19 @@ class Daemon:
         if not self.config.daemon.status_path and self.status_path == default_status_path(self.store.path):
             self.status_copy = beside_store_path(self.store.path)
         self._status_errors: dict[Path, str] = {}
+        self._store_pool: ThreadPoolExecutor | None = None
+
+    async def in_store_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a store call on the daemon's one store thread.
+
+        asyncio.to_thread would spread store calls over the default pool's threads, each opening its own SQLite
+        connection with its own page cache; one thread keeps one connection, so the daemon's memory stays flat
+        (the 10-minute soak grew 85 MB/h with the pool) and writes are serialised without lock contention.
+        """
+        if self._store_pool is None:
+            self._store_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jouled-store")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._store_pool, functools.partial(fn, *args, **kwargs))
 
     def stop(self) -> None:
         self._stop.set()
@@ -157,7 +173,7 @@ class Daemon:
         batches = batches_from_samples(batch)
         declare = self._declarations(batches)
         try:
-            n = await asyncio.to_thread(
+            n = await self.in_store_thread(
                 self.store.write_batches, batches, declare={k: m for k, (m, _g, _t) in declare.items()},
                 since_ns=min((t for _m, _g, t in declare.values()), default=0),
             )
@@ -221,7 +237,7 @@ class Daemon:
             if self._stop.is_set():
                 return
             try:
-                await asyncio.to_thread(
+                await self.in_store_thread(
                     self.store.maintain,
                     now_ns=CLOCK.now_ns(),
                     raw_retention_s=s.raw_retention_days * 86400,
@@ -349,6 +365,9 @@ class Daemon:
                 log.error("store %s: %d samples could not be written at shutdown", self.store.path, len(self._pending))
             with contextlib.suppress(OSError):
                 self.write_status()
+            if self._store_pool is not None:
+                self._store_pool.shutdown(wait=True)  # its calls are done (the final flush above)
+                self._store_pool = None
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)

@@ -71,7 +71,7 @@ class SpoolDelivery:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.recorder.ready.wait(), READY_WAIT_S)
         if not self.recorder.ready.is_set():  # no broker yet: seed dedup ourselves (seeding twice is harmless)
-            await asyncio.to_thread(self.recorder.seed_from_store)
+            await self.daemon.in_store_thread(self.recorder.seed_from_store)
         while True:
             try:
                 await self.deliver_once()
