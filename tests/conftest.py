@@ -1,7 +1,10 @@
-"""Fixtures shared across test folders: the real NB201 tables from ../shared/data/nas (read there, never copied)."""
+"""Fixtures shared across test folders: the real NB201 tables from ../shared/data/nas (read there, never copied);
+a private runtime dir for the session."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,11 @@ from jouled.scheduler.space import Benchmark, load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 NAS_DATA = REPO.parent / "shared" / "data" / "nas"
+
+# Daemons write their status into the runtime dir ($XDG_RUNTIME_DIR/jouled, else /run/jouled as root): give the
+# test session its own, so tests (and the child processes they start) leave nothing in the machine's /run.
+_RUNTIME = tempfile.TemporaryDirectory(prefix="jouled-test-run-")
+os.environ["XDG_RUNTIME_DIR"] = _RUNTIME.name
 
 
 @pytest.fixture(scope="session")
