@@ -2,7 +2,8 @@
 
 Exit codes: 0 when the broker acknowledged the marker, and also 0 when the broker could not be
 reached: the marker is then in the spool (nothing is lost) and the next ``jouled markers send`` or
-training client on this host delivers it, in order; one line on stderr says so. ``--require-delivery``
+training client on this host delivers it, in order, and so does a ``jouled run`` of the same user (it adopts
+spools whose client has exited, every 5 s); one line on stderr says so. ``--require-delivery``
 turns that case into exit 1. Bad input: exit 2 with a one-line message (UserError).
 """
 
@@ -133,7 +134,7 @@ def send(
     reason = stats.last_error or f"no PUBACK within {timeout:g} s"
     print(
         f"spooled {what} in {spool}: {reason}; the next `jouled markers send` or training client on this host "
-        "delivers it",
+        "delivers it, and so does a `jouled run` of this user (within 5 s)",
         file=sys.stderr,
     )
     if require_delivery:
