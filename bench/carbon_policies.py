@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from jouled.scheduler.carbon.trace import load_trace
+from jouled.carbon.trace import load_trace
 from jouled.scheduler.policies import IntensityHistory, make_policy
 
 REPO = Path(__file__).resolve().parents[1]

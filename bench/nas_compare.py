@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jouled.scheduler.carbon.trace import load_trace
+from jouled.carbon.trace import load_trace
 from jouled.scheduler.simulator import ALL_METHODS, RunResult, SimConfig, report, run_many
 from jouled.scheduler.space import ENERGY_NAME, load_benchmark
 

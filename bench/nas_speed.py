@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from jouled.scheduler.carbon.trace import load_trace
+from jouled.carbon.trace import load_trace
 from jouled.scheduler.lamoo import LaMOO
 from jouled.scheduler.simulator import ALL_METHODS, SimConfig, run_many, simulate
 from jouled.scheduler.space import load_benchmark

@@ -18,7 +18,7 @@ def attach_carbon_poller(daemon: Daemon) -> bool:
     cfg = daemon.config.carbon
     if not cfg.provider:
         return False
-    from jouled.scheduler.carbon import make_provider, poll_to_store
+    from jouled.carbon import make_provider, poll_to_store
 
     # built now, so a bad provider name or missing token fails `jouled run` with one line, not later
     provider = make_provider(cfg, resilient=True)

@@ -45,7 +45,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "energy": ("jouled.energy_cli:energy_app", "Energy and carbon per epoch, phase and run, from the markers in the store."),
     "export": ("jouled.export_cli:export_app", "Take data out of the log: raw samples as CSV, line protocol or parquet."),
     "markers": ("jouled.trainer.markers_cli:markers_app", "Epoch/phase markers over MQTT."),
-    "carbon": ("jouled.scheduler.carbon_cli:carbon_app", "Grid carbon intensity: now, history, forecast."),
+    "carbon": ("jouled.carbon_cli:carbon_app", "Grid carbon intensity: now, history, forecast."),
     "nas": ("jouled.cli:_nas_app", "Carbon-aware neural architecture search (CE-NAS) on NAS-Bench-201."),
     "service": ("jouled.service_cli:service_app", "Install or remove jouled as a systemd service."),
 }

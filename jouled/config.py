@@ -179,7 +179,7 @@ def default_store_path() -> Path:
 # from the environment only (never from the file), so they must not be taken for misspelled keys.
 ENV_NOT_CONFIG: frozenset[str] = frozenset({
     "JOULED_INFLUX_TOKEN",  # InfluxDB v2 token (DESIGN.md: never on the command line or in the file)
-    "JOULED_CARBON_TOKEN",  # carbon provider API token (scheduler.carbon.factory.read_token)
+    "JOULED_CARBON_TOKEN",  # carbon provider API token (jouled.carbon.factory.read_token)
     "JOULED_NAS_DATA",  # NAS-Bench-201 tables folder (scheduler.space)
 })
 

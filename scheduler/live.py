@@ -26,11 +26,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from jouled.carbon.base import CarbonProvider, TimeSource
 from jouled.clock import CLOCK
 from jouled.config import Config
 from jouled.errors import UserError
 from jouled.model import Allocation, CarbonPoint
-from jouled.scheduler.carbon.base import CarbonProvider, TimeSource
 from jouled.scheduler.executors import Executor, Handle, JobEvent
 from jouled.scheduler.hypervolume import CENAS_REF_POINT, hypervolume_2d, nondominated_ranks, pareto_mask
 from jouled.scheduler.lamoo.optimizer import LaMOO

@@ -172,7 +172,7 @@ def simulate_cmd(
     if plot_out is not None:
         require("--plot-out", "scheduler", "matplotlib")
         plot_out = plot_target(plot_out)  # checked now, not after a long simulation
-    from jouled.scheduler.carbon.trace import load_trace
+    from jouled.carbon.trace import load_trace
     from jouled.scheduler.simulator import SimConfig, report, run_many, series_json
     from jouled.scheduler.space import load_benchmark
 

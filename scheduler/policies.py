@@ -9,9 +9,9 @@ from typing import Protocol
 
 import numpy as np
 
+from jouled.carbon.base import CarbonReading
+from jouled.carbon.trace import Trace
 from jouled.errors import UserError
-from jouled.scheduler.carbon.base import CarbonReading
-from jouled.scheduler.carbon.trace import Trace
 
 DAY_S = 86400.0
 HOUR_S = 3600.0

@@ -104,9 +104,9 @@ def search_command(
     require("jouled nas search (its workers train)", "trainer", "torch")
     if executor == "ray":
         require("--executor ray", "scheduler", "ray")
-    from jouled.scheduler.carbon.base import VirtualClock, WallClock
-    from jouled.scheduler.carbon.factory import PROVIDERS, make_provider
-    from jouled.scheduler.carbon.trace import TraceProvider, load_trace
+    from jouled.carbon.base import VirtualClock, WallClock
+    from jouled.carbon.factory import PROVIDERS, make_provider
+    from jouled.carbon.trace import TraceProvider, load_trace
     from jouled.scheduler.executors import make_executor
     from jouled.scheduler.live import LiveConfig, LiveSearch
     from jouled.scheduler.policies import make_policy
@@ -250,7 +250,7 @@ def worker_slots(gpus: str | None, devices: str | None, gpus_found: Callable[[],
 
 def _trace_start(text: str, first_s: float, last_s: float) -> float:
     """`--start`: hours into the trace (a day by default, so the trailing window has history) or RFC 3339."""
-    from jouled.scheduler.carbon.base import parse_iso_ns
+    from jouled.carbon.base import parse_iso_ns
 
     try:
         t = first_s + float(text) * 3600.0

@@ -26,8 +26,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from jouled.carbon.trace import Trace
 from jouled.errors import UserError
-from jouled.scheduler.carbon.trace import Trace
 from jouled.scheduler.hypervolume import (
     CENAS_REF_POINT,
     ParetoArchive,

@@ -33,10 +33,6 @@ IO_MODULES = ("sqlite3", "socket", "socketserver", "ssl", "select", "selectors",
 Violation = tuple[str, str, str]  # (rule, importing module, imported module)
 
 KNOWN_VIOLATIONS: dict[Violation, str] = {
-    # the daemon polls grid carbon intensity into the store through the scheduler's carbon providers; goes when the
-    # providers and the intensity series move to the core (jouled/carbon/, issue 10 "Clean boundaries")
-    ("daemon imports neither trainer nor scheduler", "jouled.daemon.carbon", "jouled.scheduler.carbon"):
-        "carbon providers live in the scheduler",
     # jouled.measure (the Python API) samples in-process with the daemon's sources and sampler; goes when the sources
     # live where both use them (issue 10: "the sources live where both the daemon and `jouled sources` use them")
     ("core imports no component", "jouled.meter", "jouled.daemon.sampler"): "the sampler lives in the daemon",
@@ -91,7 +87,7 @@ def imports_of(path: Path, name: str | None = None) -> list[Import]:
                 anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*anchor, base] if base else anchor)
             out.append(Import(name, base, lazy))
-            # `from jouled.scheduler import carbon` imports jouled.scheduler.carbon
+            # `from jouled.scheduler import lamoo` imports jouled.scheduler.lamoo
             out.extend(Import(name, f"{base}.{a.name}", lazy) for a in node.names if a.name != "*")
         inner = lazy or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
         for child in ast.iter_child_nodes(node):
@@ -140,7 +136,7 @@ def all_imports() -> list[Import]:
 
 
 def _deepest(found: set[Violation]) -> set[Violation]:
-    """One violation per arrow: `jouled.scheduler.carbon.base` reported, not also `jouled.scheduler`."""
+    """One violation per arrow: `jouled.scheduler.lamoo.tree` reported, not also `jouled.scheduler`."""
     return {v for v in found if not any(o != v and o[:2] == v[:2] and o[2].startswith(v[2] + ".") for o in found)}
 
 
@@ -159,7 +155,7 @@ def test_the_rules_catch_what_they_should(tmp_path: Path) -> None:
     cases = [
         Import("jouled.energy", "sqlite3", False),
         Import("jouled.energy", "asyncio", True),
-        Import("jouled.query", "jouled.scheduler.carbon", True),
+        Import("jouled.query", "jouled.scheduler.simulator", True),
         Import("jouled.cli", "jouled.trainer.train_cli", False),
         Import("jouled.daemon.sampler", "jouled.trainer.markers", True),
         Import("jouled.scheduler.live", "jouled.daemon.app", False),
@@ -175,11 +171,11 @@ def test_the_rules_catch_what_they_should(tmp_path: Path) -> None:
     src = tmp_path / "probe.py"
     src.write_text(
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from jouled.daemon.app import Daemon\n"
-        "else:\n    import jouled.scheduler.carbon\n"
+        "else:\n    import jouled.scheduler.policies\n"
         "def f():\n    from jouled.trainer import markers\n"
         "from . import energy\n"
     )
     got = {(i.imported, i.lazy) for i in imports_of(src, "jouled.probe")}
     assert ("jouled.daemon.app", False) not in got  # TYPE_CHECKING: types only
-    assert ("jouled.scheduler.carbon", False) in got and ("jouled.trainer.markers", True) in got
+    assert ("jouled.scheduler.policies", False) in got and ("jouled.trainer.markers", True) in got
     assert ("jouled.energy", False) in got  # relative, resolved

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from jouled.scheduler.carbon.base import dt_to_ns
-from jouled.scheduler.carbon.carbonaware import CarbonAwareSdk
-from jouled.scheduler.carbon.http import HttpFetcher
+from jouled.carbon.base import dt_to_ns
+from jouled.carbon.carbonaware import CarbonAwareSdk
+from jouled.carbon.http import HttpFetcher
 
 from .conftest import FakeServer, Mono, Req, Resp, Sleeps
 

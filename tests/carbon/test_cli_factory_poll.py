@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from jouled.config import CarbonConfig
-from jouled.errors import UserError
-from jouled.scheduler.carbon import (
+from jouled.carbon import (
     PROVIDERS,
     ConstantProvider,
     ManualClock,
@@ -22,9 +20,11 @@ from jouled.scheduler.carbon import (
     make_provider,
     poll_to_store,
 )
-from jouled.scheduler.carbon.electricitymaps import ElectricityMaps
-from jouled.scheduler.carbon.watttime import WattTime
-from jouled.scheduler.carbon_cli import carbon_app
+from jouled.carbon.electricitymaps import ElectricityMaps
+from jouled.carbon.watttime import WattTime
+from jouled.carbon_cli import carbon_app
+from jouled.config import CarbonConfig
+from jouled.errors import UserError
 
 from .conftest import DATA, FakeServer, Req, Resp, need
 
@@ -209,8 +209,8 @@ def test_poll_to_store_writes_each_new_value_once(tmp_path: Path) -> None:
 
 
 def test_poll_to_store_survives_outage_and_skips_stale(server: FakeServer, caplog: pytest.LogCaptureFixture) -> None:
-    from jouled.scheduler.carbon.http import HttpFetcher
-    from jouled.scheduler.carbon.ukci import UkCarbonIntensity
+    from jouled.carbon.http import HttpFetcher
+    from jouled.carbon.ukci import UkCarbonIntensity
 
     answers = iter(
         [

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jouled.scheduler.carbon.base import NotOffered, ProviderError, dt_to_ns
-from jouled.scheduler.carbon.electricitymaps import ElectricityMaps
-from jouled.scheduler.carbon.http import HttpFetcher
-from jouled.scheduler.carbon.resilient import Resilient
-from jouled.scheduler.carbon.trace import load_trace
+from jouled.carbon.base import NotOffered, ProviderError, dt_to_ns
+from jouled.carbon.electricitymaps import ElectricityMaps
+from jouled.carbon.http import HttpFetcher
+from jouled.carbon.resilient import Resilient
+from jouled.carbon.trace import load_trace
 
 from .conftest import DATA, FakeServer, Mono, Resp, Sleeps, need
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jouled.carbon.base import ManualClock, ProviderError, VirtualClock, dt_to_ns
+from jouled.carbon.trace import TraceProvider, load_trace
 from jouled.errors import UserError
-from jouled.scheduler.carbon.base import ManualClock, ProviderError, VirtualClock, dt_to_ns
-from jouled.scheduler.carbon.trace import TraceProvider, load_trace
 
 from .conftest import DATA, need
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from jouled.carbon.base import dt_to_ns
+from jouled.carbon.http import HttpFetcher
+from jouled.carbon.ukci import UkCarbonIntensity, parse_zone
 from jouled.errors import UserError
-from jouled.scheduler.carbon.base import dt_to_ns
-from jouled.scheduler.carbon.http import HttpFetcher
-from jouled.scheduler.carbon.ukci import UkCarbonIntensity, parse_zone
 
 from .conftest import FakeServer, Mono, Req, Resp, Sleeps
 

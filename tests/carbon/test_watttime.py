@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jouled.scheduler.carbon.base import LBS_PER_MWH_TO_G_PER_KWH, AuthError, NotOffered, dt_to_ns
-from jouled.scheduler.carbon.http import HttpFetcher
-from jouled.scheduler.carbon.watttime import WattTime
+from jouled.carbon.base import LBS_PER_MWH_TO_G_PER_KWH, AuthError, NotOffered, dt_to_ns
+from jouled.carbon.http import HttpFetcher
+from jouled.carbon.watttime import WattTime
 
 from .conftest import FakeServer, Mono, Req, Resp, Sleeps
 

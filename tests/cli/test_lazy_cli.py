@@ -75,7 +75,7 @@ def test_completing_a_command_name_imports_no_component(tmp_path: Path) -> None:
 
 def test_running_a_lazy_command_imports_only_its_component(tmp_path: Path) -> None:
     modules, out = _modules(tmp_path, ["carbon", "--help"])
-    assert "now" in out and "jouled.scheduler.carbon_cli" in modules
+    assert "now" in out and "jouled.carbon_cli" in modules
     assert _loaded(modules, ("jouled.trainer", "torch", "jouled.scheduler.lamoo")) == []
 
 

@@ -250,7 +250,7 @@ def test_simulator_reports_progress_in_order(bench: object) -> None:
 
 
 def _trace_file():  # type: ignore[no-untyped-def]
-    from jouled.scheduler.carbon.trace import load_trace
+    from jouled.carbon.trace import load_trace
 
     src = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "carbon" / "electricitymaps" / "DE_2022_hourly.csv"
     if not src.is_file():

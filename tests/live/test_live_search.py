@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jouled.scheduler.carbon.base import VirtualClock
-from jouled.scheduler.carbon.trace import TraceProvider
+from jouled.carbon.base import VirtualClock
+from jouled.carbon.trace import TraceProvider
 from jouled.scheduler.executors import LocalExecutor
 from jouled.scheduler.live import LiveConfig, LiveSearch
 from jouled.scheduler.policies import make_policy

@@ -188,7 +188,7 @@ def test_place_cleanest_zones_first() -> None:
 
 
 def test_history_from_readings_and_trailing_bounds() -> None:
-    from jouled.scheduler.carbon.base import CarbonReading
+    from jouled.carbon.base import CarbonReading
 
     rs = [CarbonReading(int(t * 1e9), "DE", "x", v) for t, v in [(7200, 3.0), (0, 1.0), (3600, 2.0)]]
     rs.append(CarbonReading(10, "DE", "x", None, percentile=50))  # index-only readings are skipped

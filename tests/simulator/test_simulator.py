@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jouled.carbon.trace import Trace, load_trace
 from jouled.errors import UserError
-from jouled.scheduler.carbon.trace import Trace, load_trace
 from jouled.scheduler.hypervolume import hypervolume_2d, pareto_mask
 from jouled.scheduler.simulator import (
     CarbonIntegral,

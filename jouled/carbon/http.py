@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from jouled.scheduler.carbon.base import AuthError, ProviderError
+from jouled.carbon.base import AuthError, ProviderError
 
 log = logging.getLogger("jouled.carbon")
 
@@ -152,7 +152,7 @@ def expect_num(obj: dict[str, Any], key: str, what: str) -> float:
 
 
 def expect_time_ns(obj: dict[str, Any], key: str, what: str) -> int:
-    from jouled.scheduler.carbon.base import parse_iso_ns
+    from jouled.carbon.base import parse_iso_ns
 
     v = obj.get(key)
     if not isinstance(v, str):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jouled.scheduler.carbon.base import (
+from jouled.carbon.base import (
     LBS_PER_MWH_TO_G_PER_KWH,
     AuthError,
     CarbonReading,
@@ -15,8 +15,8 @@ from jouled.scheduler.carbon.base import (
     ProviderError,
     dt_to_ns,
 )
-from jouled.scheduler.carbon.cache import TTLCache
-from jouled.scheduler.carbon.http import (
+from jouled.carbon.cache import TTLCache
+from jouled.carbon.http import (
     HttpAuthError,
     HttpError,
     HttpFetcher,

@@ -1,6 +1,6 @@
 """Grid carbon-intensity providers behind one interface (see base.py), a trace replayer, and their factory."""
 
-from jouled.scheduler.carbon.base import (
+from jouled.carbon.base import (
     AuthError,
     CarbonProvider,
     CarbonReading,
@@ -11,10 +11,10 @@ from jouled.scheduler.carbon.base import (
     WallClock,
     to_points,
 )
-from jouled.scheduler.carbon.factory import PROVIDERS, make_provider
-from jouled.scheduler.carbon.poll import poll_to_store
-from jouled.scheduler.carbon.resilient import ConstantProvider, Resilient
-from jouled.scheduler.carbon.trace import Trace, TraceProvider, load_trace
+from jouled.carbon.factory import PROVIDERS, make_provider
+from jouled.carbon.poll import poll_to_store
+from jouled.carbon.resilient import ConstantProvider, Resilient
+from jouled.carbon.trace import Trace, TraceProvider, load_trace
 
 __all__ = [
     "PROVIDERS",

@@ -6,8 +6,8 @@ import logging
 import threading
 from typing import Any, Protocol
 
+from jouled.carbon.base import CarbonProvider, NotOffered, ProviderError
 from jouled.model import CarbonPoint
-from jouled.scheduler.carbon.base import CarbonProvider, NotOffered, ProviderError
 
 log = logging.getLogger("jouled.carbon")
 

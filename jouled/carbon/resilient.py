@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from jouled.scheduler.carbon.base import CarbonProvider, CarbonReading, ProviderError
+from jouled.carbon.base import CarbonProvider, CarbonReading, ProviderError
 
 log = logging.getLogger("jouled.carbon")
 

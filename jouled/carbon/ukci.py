@@ -8,10 +8,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jouled.carbon.base import CarbonReading, ProviderError, dt_to_ns
+from jouled.carbon.cache import TTLCache
+from jouled.carbon.http import HttpFetcher, expect_dict, expect_list, expect_time_ns
 from jouled.errors import UserError
-from jouled.scheduler.carbon.base import CarbonReading, ProviderError, dt_to_ns
-from jouled.scheduler.carbon.cache import TTLCache
-from jouled.scheduler.carbon.http import HttpFetcher, expect_dict, expect_list, expect_time_ns
 
 DEFAULT_URL = "https://api.carbonintensity.org.uk"
 PERIOD_S = 1800.0

@@ -10,11 +10,11 @@ from typing import Annotated, Any
 
 import typer
 
+from jouled.carbon.base import CarbonProvider, CarbonReading, ManualClock, NotOffered, ProviderError
+from jouled.carbon.factory import PROVIDERS, make_provider
+from jouled.carbon.trace import TraceProvider
 from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
 from jouled.errors import UserError
-from jouled.scheduler.carbon.base import CarbonProvider, CarbonReading, ManualClock, NotOffered, ProviderError
-from jouled.scheduler.carbon.factory import PROVIDERS, make_provider
-from jouled.scheduler.carbon.trace import TraceProvider
 from jouled.tables import Column, WideOpt, print_table
 
 carbon_app = make_app(help="Grid carbon intensity: now, history, forecast.")

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jouled.errors import UserError
-from jouled.scheduler.carbon.base import (
+from jouled.carbon.base import (
     CarbonReading,
     ManualClock,
     ProviderError,
@@ -22,6 +21,7 @@ from jouled.scheduler.carbon.base import (
     dt_to_ns,
     parse_iso_ns,
 )
+from jouled.errors import UserError
 
 COLUMNS = ("direct", "lca")
 # Let's Wait Awhile names its files by country; map them to Electricity Maps zone keys.

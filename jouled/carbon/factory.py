@@ -6,19 +6,19 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from jouled.carbon.base import CarbonProvider
+from jouled.carbon.carbonaware import CarbonAwareSdk
+from jouled.carbon.electricitymaps import DEFAULT_URL as EM_URL
+from jouled.carbon.electricitymaps import ElectricityMaps
+from jouled.carbon.http import HttpFetcher
+from jouled.carbon.resilient import ConstantProvider, Resilient
+from jouled.carbon.trace import TraceProvider
+from jouled.carbon.ukci import DEFAULT_URL as UK_URL
+from jouled.carbon.ukci import UkCarbonIntensity
+from jouled.carbon.watttime import DEFAULT_URL as WT_URL
+from jouled.carbon.watttime import WattTime
 from jouled.config import CarbonConfig
 from jouled.errors import UserError
-from jouled.scheduler.carbon.base import CarbonProvider
-from jouled.scheduler.carbon.carbonaware import CarbonAwareSdk
-from jouled.scheduler.carbon.electricitymaps import DEFAULT_URL as EM_URL
-from jouled.scheduler.carbon.electricitymaps import ElectricityMaps
-from jouled.scheduler.carbon.http import HttpFetcher
-from jouled.scheduler.carbon.resilient import ConstantProvider, Resilient
-from jouled.scheduler.carbon.trace import TraceProvider
-from jouled.scheduler.carbon.ukci import DEFAULT_URL as UK_URL
-from jouled.scheduler.carbon.ukci import UkCarbonIntensity
-from jouled.scheduler.carbon.watttime import DEFAULT_URL as WT_URL
-from jouled.scheduler.carbon.watttime import WattTime
 
 PROVIDERS = ("electricitymaps", "watttime", "ukci", "carbonaware", "trace", "constant")
 

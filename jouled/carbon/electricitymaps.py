@@ -7,9 +7,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jouled.scheduler.carbon.base import CarbonReading, NotOffered, dt_to_ns
-from jouled.scheduler.carbon.cache import TTLCache
-from jouled.scheduler.carbon.http import HttpError, HttpFetcher, expect_dict, expect_list, expect_num, expect_time_ns
+from jouled.carbon.base import CarbonReading, NotOffered, dt_to_ns
+from jouled.carbon.cache import TTLCache
+from jouled.carbon.http import HttpError, HttpFetcher, expect_dict, expect_list, expect_num, expect_time_ns
 
 DEFAULT_URL = "https://api.electricitymap.org"
 
