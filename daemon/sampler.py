@@ -112,6 +112,10 @@ class SourceRunner(threading.Thread):
         # bumped at every successful open: the daemon then (re)declares this source's series metadata
         self.meta_generation = 0
         self.opened_ns = 0
+        # the watermark's evidence: when the read in progress started (None: no read in progress, everything read
+        # is in the sink), and the most any reading was stamped before the read that returned it (driver timestamps)
+        self._read_since_ns: int | None = None
+        self.stamp_lag_ns = 0
 
     # The open step runs in the thread too, so a slow device (a meter's handshake) delays no one.
     def _open(self) -> bool:
@@ -155,6 +159,24 @@ class SourceRunner(threading.Thread):
         self.stop_event.set()
         self.snapshot_event.set()
 
+    def complete_ns(self) -> int:
+        """A time before which every reading this source will ever return is already in the sink.
+
+        Readings are stamped at or after their read started, less a driver's timestamp lag (NVML field values,
+        nvidia-smi lines), bounded by the largest lag seen so far plus one period. `now` is taken before looking
+        at the read in progress: a read that starts after that look stamps its readings after `now`.
+        """
+        now = CLOCK.now_ns()
+        since = self._read_since_ns
+        bound = now if since is None else min(since, now)
+        return bound - self.stamp_lag_ns - self.period_ns
+
+    def _reading(self) -> None:
+        self._read_since_ns = CLOCK.now_ns()
+
+    def _read_done(self) -> None:
+        self._read_since_ns = None
+
     def _emit(self, readings: list[Reading]) -> None:
         name = self.source.name
         for r in readings:
@@ -162,6 +184,10 @@ class SourceRunner(threading.Thread):
         if readings:
             self.health.readings += len(readings)
             self.health.last_sample_ns = max(r.time_ns for r in readings)
+            since = self._read_since_ns
+            if since is not None:
+                self.stamp_lag_ns = max(self.stamp_lag_ns, since - min(r.time_ns for r in readings))
+        self._read_done()  # after the readings are in the sink: the watermark may pass them now
 
     def _fail(self, exc: BaseException, failures: int) -> float:
         self.health.errors += 1
@@ -200,6 +226,7 @@ class SourceRunner(threading.Thread):
                     self.snapshot_event.clear()
                     if self.stop_event.is_set():
                         break
+                    self._reading()
                     try:
                         self._emit(self.source.read_counters())
                         self.health.counter_snapshots += 1
@@ -207,6 +234,7 @@ class SourceRunner(threading.Thread):
                         self._emit(e.readings)
                         self._fail(e, 1)
                     except Exception as e:  # a snapshot failure is one more error, the loop goes on
+                        self._read_done()
                         self._fail(e, 1)
                     continue
                 now = time.monotonic_ns()
@@ -219,6 +247,7 @@ class SourceRunner(threading.Thread):
                 lateness -= skipped * self.period_ns
             self.health.scheduled += 1
             self.health.jitter_ns.append(int(lateness))
+            self._reading()
             try:
                 readings = self.source.read()
             except PartialRead as e:
@@ -228,6 +257,7 @@ class SourceRunner(threading.Thread):
                 self.health.state = "sampling"
                 readings = e.readings
             except Exception as e:
+                self._read_done()
                 failures += 1
                 backoff = self._fail(e, failures)
                 reopen = failures >= REOPEN_AFTER_FAILURES
@@ -297,6 +327,11 @@ class Sampler:
         for r in self.runners:
             if r.is_alive():
                 r.request_snapshot()
+
+    def complete(self) -> dict[str, tuple[int, list[str]]]:
+        """Per open source: (complete_ns, devices). Call it before `drain`: what the drain then takes holds every
+        reading of those devices stamped before complete_ns."""
+        return {r.source.name: (r.complete_ns(), list(r.health.devices)) for r in self.runners if r.info is not None}
 
     def drain(self) -> list[tuple[str, Reading]]:
         out = []

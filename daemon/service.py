@@ -166,8 +166,12 @@ class Daemon:
 
     async def flush(self) -> int:
         """Move queued readings into the log. On a write error keep them and retry at the next flush."""
+        # the watermark first, the drain second: the drain then holds every reading stamped before it
+        complete = {
+            SeriesKey(self.host, src, dev): t for src, (t, devices) in self.sampler.complete().items() for dev in devices
+        }
         self._pending.extend(self._to_samples(self.sampler.drain()))
-        if not self._pending:
+        if not self._pending and not complete:
             return 0
         batch, self._pending = self._pending, []
         batches = batches_from_samples(batch)
@@ -175,7 +179,7 @@ class Daemon:
         try:
             n = await self.in_store_thread(
                 self.store.write_batches, batches, declare={k: m for k, (m, _g, _t) in declare.items()},
-                since_ns=min((t for _m, _g, t in declare.values()), default=0),
+                since_ns=min((t for _m, _g, t in declare.values()), default=0), complete=complete,
             )
         except Exception as e:
             self._pending = batch + self._pending

@@ -26,7 +26,7 @@ from jouled.energy import CarbonSeries, SeriesArrays, Window, energy_rows, windo
 from jouled.energy import run_totals as _energy_run_totals
 from jouled.errors import UserError
 from jouled.series import SeriesMeta, meta_or_default, period_or_nan
-from jouled.store.sqlite import SqliteStore, open_store, sqlite_url
+from jouled.store.sqlite import SeriesKey, SqliteStore, open_store, sqlite_url
 
 SCOPES = ("epoch", "phase", "run", "all")
 HOST_DEVICES = ("total", "share", "exclude")
@@ -515,6 +515,75 @@ def measure_window(
     return m
 
 
+# --------------------------------------------------------------------------------------------------
+# Waiting on the daemon's watermark: "complete until t" per series (store schema v3)
+# --------------------------------------------------------------------------------------------------
+
+LIVE_LOOKBACK_S = 60.0  # a series whose watermark is older than this before `until` is no longer sampled
+
+
+def _needed_ns(key: SeriesKey, until_ns: int, neighbours: bool) -> int:
+    """The watermark a series needs: past `until`, plus two nominal periods when the reading after it is wanted
+    (a window's edge interpolates between the samples around it)."""
+    if not neighbours:
+        return until_ns + 1
+    meta = meta_or_default(key.meta, key.source, key.device)
+    periods = [p for p in (meta.power_period_s, meta.counter_period_s) if p is not None and p > 0]
+    return until_ns + int(2e9 * max(periods, default=1.0)) + 1
+
+
+def lagging_series(
+    store: SqliteStore, until_ns: int, *, host: str | None = None, since_ns: int | None = None, neighbours: bool = True
+) -> list[SeriesKey] | None:
+    """The live series of `host` whose log is not yet complete until `until_ns` (see `wait_complete`).
+
+    A series is live when its watermark reached `since_ns` (default: LIVE_LOOKBACK_S before `until_ns`).
+    None: no series is live yet (a daemon that has not flushed once, or a log no daemon writes).
+    """
+    since = until_ns - int(LIVE_LOOKBACK_S * 1e9) if since_ns is None else since_ns
+    marks = store.watermarks()
+    keys = {k: k for k in store.series()}  # with their metadata, for the periods
+    live = [(keys.get(k, k), t) for k, t in marks.items() if (host is None or k.host == host) and t >= since]
+    if not live:
+        return None
+    return [k for k, t in live if t < _needed_ns(k, until_ns, neighbours)]
+
+
+def wait_complete(
+    store: SqliteStore,
+    until_ns: int,
+    timeout_s: float = 30.0,
+    *,
+    host: str | None = None,
+    since_ns: int | None = None,
+    neighbours: bool = True,
+    poll_s: float = 0.02,
+) -> None:
+    """Wait until the daemon's log holds every reading taken before `until_ns` of every live series of `host`.
+
+    The daemon advances each series' watermark with each flush, in the same transaction as the samples, so this
+    never returns while a reading before `until_ns` is still in memory. `neighbours` (default) also waits for the
+    reading after `until_ns` (two nominal periods), so a window ending there has its edge sample.
+    Raises TimeoutError with one line naming the lagging series.
+    """
+    import time as _time
+
+    deadline = _time.monotonic() + timeout_s
+    while True:
+        lagging = lagging_series(store, until_ns, host=host, since_ns=since_ns, neighbours=neighbours)
+        if lagging == []:
+            return
+        if _time.monotonic() >= deadline:
+            what = (
+                "no series is being logged (no daemon has flushed into it)" if lagging is None
+                else "not complete for " + ", ".join(f"{k.source} {k.device}" for k in lagging)
+            )
+            raise TimeoutError(
+                f"store {store.path}: {what} after {timeout_s:g} s — is the daemon (jouled run) running on this store?"
+            )
+        _time.sleep(poll_s)
+
+
 def wait_window(
     store_url: str,
     config: Config,
@@ -527,8 +596,10 @@ def wait_window(
     poll_s: float = 0.1,
     lookback_s: float = 5.0,
 ) -> Measurement:
-    """Wait until the log holds a sample past `end_ns` from every series of `host` that was sampling during the
-    window, then measure it. A series was sampling when it has a sample in [start − lookback, end].
+    """Wait until the log is complete past `end_ns` for every series of `host` that was sampling during the window
+    (its watermark, plus the reading after the end: see `wait_complete`), then measure it. A series was sampling
+    when its watermark or a sample reached start − lookback. A series no daemon vouched for (a log written before
+    schema v3) counts as complete once it holds a sample past `end_ns`.
 
     Raises TimeoutError with one line when the log does not get there within `timeout_s`.
     """
@@ -547,8 +618,13 @@ def wait_window(
         if st is not None:
             try:
                 keys = [k for k in st.series() if k.host == host]
-                active = [k for k in keys if len(st.read_series(k, start_ns - int(lookback_s * 1e9), end_ns))]
-                lagging = [f"{k.source} {k.device}" for k in active if not len(st.read_series(k, end_ns + 1, None))]
+                marks = st.watermarks()  # empty for a log no v3 daemon wrote: then "a sample past the end" is the sign
+                since = start_ns - int(lookback_s * 1e9)
+                active = [k for k in keys if marks.get(k, since - 1) >= since or len(st.read_series(k, since, end_ns))]
+                lagging = [
+                    f"{k.source} {k.device}" for k in active
+                    if (marks[k] < _needed_ns(k, end_ns, True) if k in marks else not len(st.read_series(k, end_ns + 1, None)))
+                ]
                 if active and not lagging:
                     series = load_series(st, host, start_ns, end_ns, config)
                     return measure_window(series, start_ns, end_ns, gpus=gpus, carbon=carbon_for(st, config, start_ns, end_ns))

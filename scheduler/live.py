@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from jouled.carbon.base import CarbonProvider, TimeSource
+from jouled.carbon.series import IntensitySeries
 from jouled.clock import CLOCK
 from jouled.config import Config
 from jouled.errors import UserError
@@ -34,7 +35,7 @@ from jouled.model import Allocation, CarbonPoint
 from jouled.scheduler.executors import Executor, Handle, JobEvent
 from jouled.scheduler.hypervolume import CENAS_REF_POINT, hypervolume_2d, nondominated_ranks, pareto_mask
 from jouled.scheduler.lamoo.optimizer import LaMOO
-from jouled.scheduler.policies import IntensityHistory, Policy, Split
+from jouled.scheduler.policies import Policy, Split
 from jouled.scheduler.space import Benchmark
 from jouled.scheduler.workers import EvalJob, Job, JobResult, SampleJob, WorkerSettings
 from jouled.store.sqlite import SqliteStore
@@ -173,12 +174,12 @@ class LiveSearch:
             raise UserError(f"carbon provider {reading.provider}: gives only an index for zone {z!r} — use another provider")
         intensity = float(reading.intensity_g_per_kwh)
         try:
-            history = IntensityHistory.from_readings(self.provider.history(z))
+            history = IntensitySeries.from_points(self.provider.history(z))
         except Exception as e:  # history is optional: CE-NAS falls back to λs = 0.5
             log.info("no history from %s: %s", reading.provider, e)
-            history = IntensityHistory.empty()
+            history = IntensitySeries.empty()
         try:
-            fc: IntensityHistory | None = IntensityHistory.from_readings(self.provider.forecast(z))
+            fc: IntensitySeries | None = IntensitySeries.from_points(self.provider.forecast(z))
         except Exception:
             fc = None
         split = self.policy.decide(now_s, intensity, history, fc, len(self.ex.slots))
@@ -315,8 +316,15 @@ class LiveSearch:
         if self.store is None:
             return False
         markers = self.store.read_markers(ev.run_id)
-        ends = {m.epoch for m in markers if m.scope == "epoch" and m.event == "end"}
-        if len(ends) < self.cfg.epochs or time.time() - ev.finished_wall_s < 0.3:  # samples after the last edge
+        end_markers = [m for m in markers if m.scope == "epoch" and m.event == "end"]
+        if len({m.epoch for m in end_markers}) < self.cfg.epochs:
+            return False
+        # the daemon's watermark past the last edge (and the reading after it): the log holds the whole run.
+        # None: no daemon logs samples into this store, so waiting cannot bring more
+        from jouled.query import lagging_series
+
+        last = max(end_markers, key=lambda m: m.time_ns)
+        if lagging_series(self.store, last.time_ns, host=last.host):
             return False
         try:
             m = evaluation_energy(self.store, self.config, ev.run_id)

@@ -89,6 +89,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (series_id, since_ns)
     ) WITHOUT ROWID;
     """,
+    # v3: the watermark, "complete until t" per series: every reading of the series taken before complete_ns is
+    # stored. The daemon advances it with each flush, in the same transaction as the samples; readers wait on it
+    """
+    CREATE TABLE series_watermark (
+        series_id INTEGER PRIMARY KEY REFERENCES series(id),
+        complete_ns INTEGER NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _META_COLS = "role, device, kind, host_wide, power_period_s, counter_period_s, counter_resolution_j, comparison, origin"
@@ -432,15 +440,48 @@ class SqliteStore:
     def write_batches(
         self, batches: Sequence[ChunkBatch], *, res_s: float = 0.0,
         declare: Mapping[SeriesKey, SeriesMeta] | None = None, since_ns: int = 0,
+        complete: Mapping[SeriesKey, int] | None = None,
     ) -> int:
         """Store each batch as one chunk, all in one transaction. Returns the number of samples.
 
         `declare`: series metadata to record in the same transaction (from `since_ns`; see `declare_series`).
+        `complete`: per series, the time before which every reading is in this write or already stored; the
+        watermarks advance in the same transaction, so they never pass a sample that did not commit.
         """
         with self._transaction() as conn:
             if declare:
                 self._declare(conn, declare, since_ns)
-            return self._insert_batches(conn, batches, res_s)
+            n = self._insert_batches(conn, batches, res_s)
+            if complete:
+                self._advance_watermarks(conn, complete)
+            return n
+
+    # -- watermarks: "complete until t" per series -----------------------------------------------------
+
+    def _advance_watermarks(self, conn: sqlite3.Connection, complete: Mapping[SeriesKey, int]) -> None:
+        # never backwards: a late flush with an older bound (or a clock step) keeps what was already promised
+        conn.executemany(
+            "INSERT INTO series_watermark(series_id, complete_ns) VALUES (?, ?)"
+            " ON CONFLICT(series_id) DO UPDATE SET complete_ns = max(complete_ns, excluded.complete_ns)",
+            [(self._series_id(conn, k), int(t)) for k, t in complete.items()],
+        )
+
+    def advance_watermarks(self, complete: Mapping[SeriesKey, int]) -> None:
+        """Record that every reading of each series taken before its time is stored (a flush with no samples)."""
+        if complete:
+            with self._transaction() as conn:
+                self._advance_watermarks(conn, complete)
+
+    def watermarks(self) -> dict[SeriesKey, int]:
+        """Per series, the time before which the log is complete (series nobody vouched for are absent)."""
+        conn = self._conn()
+        try:
+            rows = conn.execute(
+                "SELECT s.host, s.source, s.device, w.complete_ns FROM series_watermark w JOIN series s ON s.id = w.series_id"
+            ).fetchall()
+        except sqlite3.OperationalError:  # a read-only view of a log older than v3: nobody vouched for anything
+            return {}
+        return {SeriesKey(h, src, dev): int(t) for h, src, dev, t in rows}
 
     def _insert_batches(self, conn: sqlite3.Connection, batches: Sequence[ChunkBatch], res_s: float) -> int:
         n_total = 0
