@@ -329,6 +329,17 @@ def _meter_read_after(db: Path, t_ns: int) -> bool:
     return _first_meter_sample_after(db, t_ns) is not None
 
 
+def _wait_logged(db: Path, t_ns: int) -> None:
+    """Until the daemon's watermark says every reading before t_ns is in the log."""
+    from jouled.query import wait_complete
+
+    st = SqliteStore(db, readonly=True)
+    try:
+        wait_complete(st, t_ns, 30, host="faults", neighbours=False)
+    finally:
+        st.close()
+
+
 def _rate(db: Path, source: str, device: str, t0_ns: int, t1_ns: int) -> float:
     st = SqliteStore(db)
     try:
@@ -382,7 +393,7 @@ def meter_recovery(tmp: Path, *, outages: int = 2, outage_s: float = 6.0, absent
             back = meter.plugged_at_ns
             wait_until(partial(_meter_read_after, db, back), 30, "the meter's reading after replug")
             recoveries.append(round((_first_meter_sample_after(db, back) - back) / 1e9, 3))  # type: ignore[operator]
-            time.sleep(1.0)  # let the estimate's samples of the outage reach the log
+            _wait_logged(db, back)  # the estimate's samples of the outage are in the log
             estimate_rates.append(round(_rate(db, "estimate", _estimate_device(db), t_down, back), 1))
         result.update(recovery_s=recoveries, recovery_max_s=max(recoveries), estimate_rate_during_outage_hz=estimate_rates,
                       retrying_status=retry_states)

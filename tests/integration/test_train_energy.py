@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jouled.cli import app
+from jouled.query import wait_complete
 from tests.brokers import free_port
 from tests.daemon.fakes import ScriptedSource
 from tests.daemon.harness import make_config, start_daemon
@@ -43,7 +44,8 @@ def test_training_markers_give_energy_per_epoch(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while rec.stats.stored < 14 and time.monotonic() < deadline:  # run 2 + 2 epochs × (epoch 2 + 2 phases × 2)
             time.sleep(0.05)
-        time.sleep(0.2)
+        last_ns = max(m.time_ns for m in bg.daemon.store.read_markers(result.run_id))
+        wait_complete(bg.daemon.store, last_ns, 10, host="testhost")  # the samples after the last edge are logged
     finally:
         bg.stop()
     assert rec.stats.stored == 14 and not rec.stats.rejected
