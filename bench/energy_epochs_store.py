@@ -15,8 +15,8 @@ import numpy as np
 
 from jouled.config import Config
 from jouled.energy import energy_rows, prepare, window_energy_many, windows_from_markers
-from jouled.query import compute_rows, load_series
 from jouled.model import Marker
+from jouled.query import compute_rows, load_series
 from jouled.store.sqlite import NS_PER_S, ChunkBatch, SeriesKey, SqliteStore
 
 RESULTS = Path(__file__).parent / "results" / "energy_epochs_store.json"
