@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from jouled.carbon.trace import load_trace
-from jouled.scheduler.policies import IntensityHistory, make_policy
+from jouled.scheduler.policies import make_policy
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "carbon"
@@ -21,7 +21,7 @@ def main() -> None:
         out[f"load_trace_s[{name}]"] = round(time.perf_counter() - t0, 4)
         out[f"rows[{name}]"] = len(tr)
     tr = load_trace(DATA / "electricitymaps/DE_2022_hourly.csv")
-    whole = IntensityHistory.from_trace(tr)
+    whole = tr  # a Trace is an IntensitySeries
     for spec in ("cenas", "oracle", "threshold:30", "forecast", "static:0.5", "random"):
         pol = make_policy(spec, 0)
         eval_gpu_h = 0

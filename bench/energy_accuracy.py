@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jouled.energy import CarbonSeries, SeriesArrays, Window, energy_rows, prepare, window_carbon_many, window_energy_many
+from jouled.carbon.series import IntensitySeries
+from jouled.energy import SeriesArrays, Window, energy_rows, prepare, window_carbon_many, window_energy_many
 
 S = 1_000_000_000
 COUNTER_UPDATE_S = 0.020
@@ -216,7 +217,7 @@ def timing(devices: int, hours: float, rate_hz: float, epochs: int, repeats: int
         series.append(SeriesArrays(t_ns, power, energy, "nvml", f"gpu{d}", 1 / rate_hz))
     edges = np.sort(rng.integers(t0_ns, t0_ns + int(hours * 3600 * S), epochs + 1))
     starts, ends = edges[:-1], edges[1:]
-    carbon = CarbonSeries(t0_ns + np.arange(int(hours) + 1, dtype=np.int64) * 3600 * S,
+    carbon = IntensitySeries(t0_ns + np.arange(int(hours) + 1, dtype=np.int64) * 3600 * S,
                           rng.uniform(50, 500, int(hours) + 1))
 
     def energy_only() -> None:

@@ -11,7 +11,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from jouled.model import CarbonPoint, Marker
+from jouled.carbon.series import J_PER_KWH, IntensitySeries
+from jouled.model import Marker
 from jouled.series import SeriesMeta, choose_totals, default_meta
 from jouled.timefmt import format_time_ns  # re-exported: energy rows' times are RFC 3339
 
@@ -30,7 +31,6 @@ GAP_PERIODS = 5.0  # a hole longer than this many sample periods is flagged `gap
 # stored with the data. These name sets are the defaults for series nobody declared (jouled.series.default_meta).
 GPU_SOURCES: frozenset[str] = frozenset({"nvml", "smi"})
 
-J_PER_KWH = 3.6e6
 
 _METHODS: tuple[Method, ...] = ("none", "counter", "integral")
 _M_NONE, _M_COUNTER, _M_INTEGRAL = 0, 1, 2
@@ -74,30 +74,6 @@ class SeriesArrays:
     estimated: bool = False
     counter_period_s: float = float("nan")
     meta: SeriesMeta | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class CarbonSeries:
-    """Grid carbon intensity as a step function: each value holds until the next one.
-
-    The first value also holds before its own time, so a constant intensity from the
-    configuration is simply a one-point series (see `CarbonSeries.constant`).
-    """
-
-    time_ns: IntArray
-    intensity_g_per_kwh: FloatArray
-
-    @classmethod
-    def constant(cls, intensity_g_per_kwh: float) -> CarbonSeries:
-        return cls(np.zeros(1, dtype=np.int64), np.array([float(intensity_g_per_kwh)]))
-
-    @classmethod
-    def from_points(cls, points: Iterable[CarbonPoint]) -> CarbonSeries:
-        pts = list(points)
-        return cls(
-            np.array([p.time_ns for p in pts], dtype=np.int64),
-            np.array([p.intensity_g_per_kwh for p in pts], dtype=np.float64),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,8 +490,8 @@ def window_energy(
 # --------------------------------------------------------------------------------------------------
 
 
-def _carbon_prepared(carbon: CarbonSeries) -> tuple[IntArray, FloatArray] | None:
-    t_ns, (ci,) = _dedup_mean(carbon.time_ns, carbon.intensity_g_per_kwh)
+def _carbon_prepared(carbon: IntensitySeries) -> tuple[IntArray, FloatArray] | None:
+    t_ns, (ci,) = _dedup_mean(carbon.time_ns, carbon.g_per_kwh)
     ok = np.isfinite(ci)
     if not bool(np.any(ok)):
         return None
@@ -524,7 +500,7 @@ def _carbon_prepared(carbon: CarbonSeries) -> tuple[IntArray, FloatArray] | None
 
 def window_carbon_many(
     series: SeriesArrays | PreparedSeries,
-    carbon: CarbonSeries,
+    carbon: IntensitySeries,
     starts_ns: npt.ArrayLike,
     ends_ns: npt.ArrayLike,
     methods: npt.NDArray[np.int8] | None = None,
@@ -585,7 +561,7 @@ def window_carbon_g(
     p = nan if power_w is None else np.asarray(power_w, dtype=np.float64)
     e = nan if energy_j is None else np.asarray(energy_j, dtype=np.float64)
     series = SeriesArrays(t, p, e, "", "", float("nan"))
-    carbon = CarbonSeries(np.asarray(ci_time_ns, dtype=np.int64), np.asarray(ci_g_per_kwh, dtype=np.float64))
+    carbon = IntensitySeries(np.asarray(ci_time_ns, dtype=np.int64), np.asarray(ci_g_per_kwh, dtype=np.float64))
     v = float(window_carbon_many(series, carbon, [start_ns], [end_ns])[0])
     return None if np.isnan(v) else v
 
@@ -699,7 +675,7 @@ def energy_rows(
     windows: Sequence[Window],
     series: Mapping[tuple[str, str], SeriesArrays],
     *,
-    carbon: CarbonSeries | None = None,
+    carbon: IntensitySeries | None = None,
     host_devices: HostDevicesPolicy = "total",
 ) -> list[dict[str, Any]]:
     """One row per (window, device): the JSON contract of `jouled energy epochs`.

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
+from jouled.carbon.series import IntensitySeries
 from jouled.config import Config, load_config
-from jouled.energy import CarbonSeries, SeriesArrays, Window, energy_rows, windows_from_markers
+from jouled.energy import SeriesArrays, Window, energy_rows, windows_from_markers
 from jouled.energy import run_totals as _energy_run_totals
 from jouled.errors import UserError
 from jouled.series import SeriesMeta, meta_or_default, period_or_nan
@@ -116,7 +117,7 @@ def run_totals(rows: Sequence[Mapping[str, Any]], store: SqliteStore | None = No
     return _energy_run_totals(rows, series_metas(store) if store is not None else None)
 
 
-def carbon_for(store: SqliteStore, config: Config, start_ns: int, end_ns: int) -> CarbonSeries | None:
+def carbon_for(store: SqliteStore, config: Config, start_ns: int, end_ns: int) -> IntensitySeries | None:
     """Intensity from the store (zone from config, else any), else the configured constant, else none."""
     pts = store.read_carbon(config.carbon.zone or None, None, end_ns)
     # the value in force at the window start may be older than the window: keep the last before it
@@ -124,9 +125,9 @@ def carbon_for(store: SqliteStore, config: Config, start_ns: int, end_ns: int) -
     during = [p for p in pts if p.time_ns > start_ns]
     use = ([before[-1]] if before else []) + during
     if use:
-        return CarbonSeries.from_points(use)
+        return IntensitySeries.from_points(use)
     if config.carbon.constant_g_per_kwh > 0:
-        return CarbonSeries.constant(config.carbon.constant_g_per_kwh)
+        return IntensitySeries.constant(config.carbon.constant_g_per_kwh)
     return None
 
 
@@ -484,7 +485,7 @@ def measure_window(
     end_ns: int,
     *,
     gpus: Sequence[str] = (),
-    carbon: CarbonSeries | None = None,
+    carbon: IntensitySeries | None = None,
     into: Measurement | None = None,
 ) -> Measurement:
     """The window's energy from samples: `energy_rows` for the devices, `run_totals` for the total (no I/O)."""

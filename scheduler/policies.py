@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from jouled.carbon.base import CarbonReading
-from jouled.carbon.trace import Trace
+from jouled.carbon.series import IntensitySeries
 from jouled.errors import UserError
 
 DAY_S = 86400.0
@@ -27,61 +25,13 @@ class Split:
     note: str = ""
 
 
-@dataclass(frozen=True)
-class IntensityHistory:
-    """An intensity series (UTC epoch seconds, g/kWh), sorted by time. It MAY hold points after the decision
-    time (the simulator passes the whole trace); every non-oracle policy looks only at time ≤ now_s."""
-
-    time_s: np.ndarray
-    intensity_g_per_kwh: np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.time_s.shape != self.intensity_g_per_kwh.shape:
-            raise ValueError("time_s and intensity_g_per_kwh must have the same shape")
-
-    @classmethod
-    def empty(cls) -> IntensityHistory:
-        return cls(np.zeros(0), np.zeros(0))
-
-    @classmethod
-    def from_arrays(cls, time_s: Sequence[float] | np.ndarray, intensity: Sequence[float] | np.ndarray) -> IntensityHistory:
-        t = np.asarray(time_s, dtype=np.float64)
-        v = np.asarray(intensity, dtype=np.float64)
-        order = np.argsort(t, kind="stable")
-        return cls(t[order], v[order])
-
-    @classmethod
-    def from_trace(cls, trace: Trace) -> IntensityHistory:
-        return cls(trace.time_s, trace.intensity_g_per_kwh)
-
-    @classmethod
-    def from_readings(cls, readings: Iterable[CarbonReading]) -> IntensityHistory:
-        pts = [(r.time_s, r.intensity_g_per_kwh) for r in readings if r.intensity_g_per_kwh is not None]
-        return cls.from_arrays([p[0] for p in pts], [float(p[1]) for p in pts])  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        return int(self.time_s.size)
-
-    def trailing(self, now_s: float, window_s: float) -> np.ndarray:
-        """Values with now_s − window_s < time ≤ now_s: the past only."""
-        lo = int(np.searchsorted(self.time_s, now_s - window_s, side="right"))
-        hi = int(np.searchsorted(self.time_s, now_s, side="right"))
-        return self.intensity_g_per_kwh[lo:hi]
-
-    def ahead(self, now_s: float, horizon_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Points with now_s < time < now_s + horizon_s (for forecasts)."""
-        lo = int(np.searchsorted(self.time_s, now_s, side="right"))
-        hi = int(np.searchsorted(self.time_s, now_s + horizon_s, side="left"))
-        return self.time_s[lo:hi], self.intensity_g_per_kwh[lo:hi]
-
-
 class Policy(Protocol):
     """Decide the GPU split at ``now_s`` given the current intensity, the history and an optional forecast."""
 
     name: str
 
     def decide(
-        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+        self, now_s: float, intensity: float, history: IntensitySeries, forecast: IntensitySeries | None, gpus: int
     ) -> Split: ...
 
 
@@ -116,11 +66,11 @@ class CenasPolicy:
         self.name = "cenas"
 
     def decide(
-        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+        self, now_s: float, intensity: float, history: IntensitySeries, forecast: IntensitySeries | None, gpus: int
     ) -> Split:
         past = history.trailing(now_s, self.window_s)
-        vals = np.append(past, intensity)
-        lam = cenas_lambda(intensity, float(vals.min()), float(vals.max()))
+        c_min, c_max = history.trailing_range(now_s, self.window_s, intensity)
+        lam = cenas_lambda(intensity, c_min, c_max)
         note = "no trailing history: λs = 0.5" if past.size == 0 else ""
         return split_from_lambda(lam, gpus, note)
 
@@ -133,9 +83,9 @@ class OraclePolicy:
         self.name = "oracle"
 
     def decide(
-        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+        self, now_s: float, intensity: float, history: IntensitySeries, forecast: IntensitySeries | None, gpus: int
     ) -> Split:
-        vals = np.append(history.intensity_g_per_kwh, intensity)
+        vals = np.append(history.g_per_kwh, intensity)
         return split_from_lambda(cenas_lambda(intensity, float(vals.min()), float(vals.max())), gpus, "oracle (future knowledge)")
 
 
@@ -149,7 +99,7 @@ class StaticPolicy:
         self.name = f"static:{fraction:g}"
 
     def decide(
-        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+        self, now_s: float, intensity: float, history: IntensitySeries, forecast: IntensitySeries | None, gpus: int
     ) -> Split:
         return split_from_lambda(self.fraction, gpus)
 
@@ -162,7 +112,7 @@ class RandomPolicy:
         self.name = "random"
 
     def decide(
-        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+        self, now_s: float, intensity: float, history: IntensitySeries, forecast: IntensitySeries | None, gpus: int
     ) -> Split:
         return split_from_lambda(float(self.rng.random()), gpus)
 
@@ -178,7 +128,7 @@ class ThresholdPolicy:
         self.name = f"threshold:{percentile:g}"
 
     def decide(
-        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+        self, now_s: float, intensity: float, history: IntensitySeries, forecast: IntensitySeries | None, gpus: int
     ) -> Split:
         past = history.trailing(now_s, self.window_s)
         if past.size == 0:
@@ -213,7 +163,7 @@ class ForecastPolicy:
         self._fallback = CenasPolicy(window_s)
         self.name = "forecast"
 
-    def slots(self, now_s: float, intensity: float, forecast: IntensityHistory) -> np.ndarray:
+    def slots(self, now_s: float, intensity: float, forecast: IntensitySeries) -> np.ndarray:
         """Mean intensity per slot (NaN where the forecast has no point)."""
         n = max(1, math.ceil(self.horizon_s / self.slot_s))
         sums = np.zeros(n)
@@ -234,7 +184,7 @@ class ForecastPolicy:
         return min(n_slots, round_half_up(self.duty * n_slots))
 
     def decide(
-        self, now_s: float, intensity: float, history: IntensityHistory, forecast: IntensityHistory | None, gpus: int
+        self, now_s: float, intensity: float, history: IntensitySeries, forecast: IntensitySeries | None, gpus: int
     ) -> Split:
         if forecast is None or forecast.ahead(now_s, self.horizon_s)[0].size == 0:
             s = self._fallback.decide(now_s, intensity, history, None, gpus)

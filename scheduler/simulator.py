@@ -26,6 +26,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from jouled.carbon.series import J_PER_KWH, IntensitySeries
 from jouled.carbon.trace import Trace
 from jouled.errors import UserError
 from jouled.scheduler.hypervolume import (
@@ -36,11 +37,10 @@ from jouled.scheduler.hypervolume import (
     pareto_mask,
 )
 from jouled.scheduler.lamoo import LaMOO, LaMOOConfig
-from jouled.scheduler.policies import IntensityHistory, Policy, Split, make_policy, place
+from jouled.scheduler.policies import Policy, Split, make_policy, place
 from jouled.scheduler.space import ACCURACY_NAME, ENERGY_NAME, Benchmark
 
 FloatArray = npt.NDArray[np.float64]
-J_PER_KWH = 3.6e6
 
 ALL_METHODS: tuple[str, ...] = ("vanilla", "cenas", "oracle", "forecast", "random", "oneshot")
 METHOD_HELP = (
@@ -128,28 +128,6 @@ class RunResult:
             if h >= target:
                 return te
         return math.inf
-
-
-# --- carbon integral ------------------------------------------------------------------------
-
-
-class CarbonIntegral:
-    """F(t) = ∫ intensity dt from the trace start (g/kWh · s), exact for the trace's step function."""
-
-    def __init__(self, trace: Trace) -> None:
-        self.t = np.asarray(trace.time_s, dtype=np.float64)
-        self.v = np.asarray(trace.intensity_g_per_kwh, dtype=np.float64)
-        ends = np.append(self.t[1:], trace.end_s)
-        self.cum = np.concatenate([[0.0], np.cumsum(self.v * (ends - self.t))])
-        self.end_s = trace.end_s
-
-    def __call__(self, t_s: float) -> float:
-        i = int(np.searchsorted(self.t, t_s, side="right")) - 1
-        i = min(max(i, 0), len(self.t) - 1)
-        return float(self.cum[i] + self.v[i] * (t_s - self.t[i]))
-
-    def between(self, a_s: float, b_s: float) -> float:
-        return self(b_s) - self(a_s) if b_s > a_s else 0.0
 
 
 # --- searchers --------------------------------------------------------------------------------
@@ -326,15 +304,15 @@ def combine_zones(traces: Sequence[Trace]) -> Trace:
     Zones must share timestamps (e.g. Electricity Maps hourly exports of one year)."""
     first = traces[0]
     for tr in traces[1:]:
-        if tr.time_s.shape != first.time_s.shape or not np.array_equal(tr.time_s, first.time_s):
+        if tr.time_ns.shape != first.time_ns.shape or not np.array_equal(tr.time_ns, first.time_ns):
             raise UserError(
                 f"trace {tr.path}: its timestamps differ from {first.path} — pass zone traces that cover "
                 "the same hours at the same resolution"
             )
-    values = np.min(np.stack([tr.intensity_g_per_kwh for tr in traces]), axis=0)
+    values = np.min(np.stack([tr.g_per_kwh for tr in traces]), axis=0)
     return Trace(
-        time_s=first.time_s,
-        intensity_g_per_kwh=values,
+        time_ns=first.time_ns,
+        g_per_kwh=values,
         path=" + ".join(tr.path for tr in traces),
         column=first.column,
         zone="min(" + ",".join(tr.zone or Path(tr.path).stem for tr in traces) + ")",
@@ -371,8 +349,7 @@ def simulate(
     search: _Search = (
         _OneShotSearch(bench, seed, cfg) if method == "oneshot" else _Search(bench, seed, cfg, lamoo_true=method == "vanilla")
     )
-    integrals = [CarbonIntegral(tr) for tr in zones]
-    whole = IntensityHistory.from_trace(decide_on)
+    whole = decide_on  # the whole trace: only the oracle sees past now (see _decide)
     period = cfg.decision_period_s
     G = cfg.gpus * len(zones)
     n = cfg.steps
@@ -431,18 +408,18 @@ def simulate(
         # energy and carbon: each GPU busy from the period start for its busy time, then idle,
         # charged at its own zone's intensity
         p_s, p_e, p_i = cfg.sampling_power_w, cfg.evaluation_power_w, cfg.idle_power_w
-        total_ci = [integ.between(t0, t0 + period) for integ in integrals]
+        total_ci = [tr.integral_s(t0, t0 + period) for tr in zones]
         e_j = 0.0
         c_gs = 0.0  # W · g/kWh · s
         for b, z in zip(busy_eval, eval_zone, strict=True):
-            ci_busy = integrals[z].between(t0, t0 + b)
+            ci_busy = zones[z].integral_s(t0, t0 + b)
             e_j += p_e * b + p_i * (period - b)
             c_gs += p_e * ci_busy + p_i * (total_ci[z] - ci_busy)
         b = used_s / g_s if g_s > 0 else 0.0
         for z, g in enumerate(samp_per_zone):
             if g == 0:
                 continue
-            ci_busy = integrals[z].between(t0, t0 + b)
+            ci_busy = zones[z].integral_s(t0, t0 + b)
             e_j += g * (p_s * b + p_i * (period - b))
             c_gs += g * (p_s * ci_busy + p_i * (total_ci[z] - ci_busy))
         energy_j += e_j
@@ -479,7 +456,7 @@ def simulate(
 
 
 def _decide(
-    method: str, policy: Policy | None, t_s: float, ci: float, trace: Trace, whole: IntensityHistory, gpus: int
+    method: str, policy: Policy | None, t_s: float, ci: float, trace: Trace, whole: IntensitySeries, gpus: int
 ) -> Split:
     if method == "vanilla":
         return Split(0, gpus, 0.0, "vanilla: every GPU evaluates")
@@ -488,8 +465,7 @@ def _decide(
     assert policy is not None
     # Only the oracle may see the future; every other policy gets the past (time <= now) only, and
     # the forecast policy a perfect-foresight forecast of the next 24 h taken from the trace.
-    hi = int(np.searchsorted(whole.time_s, t_s, side="right"))
-    past = IntensityHistory(whole.time_s[:hi], whole.intensity_g_per_kwh[:hi])
+    past = whole.upto(t_s)
     history = whole if policy.name == "oracle" else past
     forecast = whole if policy.name == "forecast" else None
     return policy.decide(t_s, ci, history, forecast, gpus)

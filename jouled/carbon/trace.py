@@ -21,6 +21,7 @@ from jouled.carbon.base import (
     dt_to_ns,
     parse_iso_ns,
 )
+from jouled.carbon.series import IntensitySeries
 from jouled.errors import UserError
 
 COLUMNS = ("direct", "lca")
@@ -28,13 +29,11 @@ COLUMNS = ("direct", "lca")
 _LWA_ZONES = {"ger": "DE", "de": "DE", "gb": "GB", "fr": "FR", "cal": "US-CAL-CISO"}
 
 
-@dataclass(frozen=True)
-class Trace:
-    """A carbon-intensity series: ``time_s`` (UTC epoch seconds, strictly increasing, start of each period)
-    and ``intensity_g_per_kwh`` (the value in force from that time until the next)."""
+@dataclass(frozen=True, eq=False)
+class Trace(IntensitySeries):
+    """A recorded intensity series (jouled.carbon.series.IntensitySeries: ``time_ns`` UTC, start of each period,
+    strictly increasing; ``g_per_kwh`` in force from that time until the next) with where it came from."""
 
-    time_s: np.ndarray
-    intensity_g_per_kwh: np.ndarray
     path: str = ""
     column: str = ""  # which column was read, in words ("direct", "lca", "Carbon Intensity (LWA) ...")
     zone: str = ""
@@ -42,43 +41,12 @@ class Trace:
 
     @property
     def intensity(self) -> np.ndarray:
-        return self.intensity_g_per_kwh
-
-    def __len__(self) -> int:
-        return int(self.time_s.size)
-
-    @property
-    def step_s(self) -> float:
-        """The typical spacing (median), used as the length of the last period."""
-        if self.time_s.size < 2:
-            return 3600.0
-        return float(np.median(np.diff(self.time_s)))
-
-    @property
-    def start_s(self) -> float:
-        return float(self.time_s[0])
-
-    @property
-    def end_s(self) -> float:
-        """End of the last period (exclusive)."""
-        return float(self.time_s[-1]) + self.step_s
-
-    def index_at(self, t_s: float) -> int:
-        """Index of the value in force at ``t_s`` (the last sample with time ≤ t)."""
-        i = int(np.searchsorted(self.time_s, t_s, side="right")) - 1
-        if i < 0 or t_s >= self.end_s:
-            raise ValueError(f"time {t_s} is outside the trace [{self.start_s}, {self.end_s})")
-        return i
-
-    def at(self, t_s: float) -> float:
-        """The intensity in force at ``t_s`` (step function, no interpolation)."""
-        return float(self.intensity_g_per_kwh[self.index_at(t_s)])
+        return self.g_per_kwh
 
     def between(self, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Samples with start_s ≤ time < end_s."""
-        lo = int(np.searchsorted(self.time_s, start_s, side="left"))
-        hi = int(np.searchsorted(self.time_s, end_s, side="left"))
-        return self.time_s[lo:hi], self.intensity_g_per_kwh[lo:hi]
+        """Samples with start_s ≤ time < end_s: (time_s, g_per_kwh)."""
+        w = self.window(start_s, end_s)
+        return w.time_s, w.g_per_kwh
 
     def is_estimated(self, i: int) -> bool:
         return bool(self.estimated[i]) if self.estimated.size else False
@@ -143,18 +111,18 @@ def load_trace(path: str | Path, column: str = "direct") -> Trace:
     )
 
 
-def _parse_time_s(p: Path, line: int, raw: str, *, seconds: bool = False) -> float:
+def _parse_time_ns(p: Path, line: int, raw: str, *, seconds: bool = False) -> int:
     s = raw.strip()
     try:
         if seconds:
-            return float(s)
+            return round(float(s) * 1e9)
         if re.fullmatch(r"-?\d+", s):
-            return int(s) / 1e9  # integer ns since the epoch, as the import formats define it
+            return int(s)  # integer ns since the epoch, as the import formats define it
         if re.fullmatch(r"\d{2}/\d{2}/\d{4} \d{2}:\d{2}", s):
             # spreadsheet-edited Electricity Maps exports write DD/MM/YYYY HH:MM (still UTC)
-            return datetime.strptime(s, "%d/%m/%Y %H:%M").replace(tzinfo=UTC).timestamp()
-        return parse_iso_ns(s) / 1e9  # RFC 3339 (naive = UTC) exact, other ISO 8601 shapes via datetime
-    except ValueError:
+            return dt_to_ns(datetime.strptime(s, "%d/%m/%Y %H:%M").replace(tzinfo=UTC))
+        return parse_iso_ns(s)  # RFC 3339 (naive = UTC) exact, other ISO 8601 shapes via datetime
+    except (ValueError, OverflowError):  # OverflowError: round(inf)
         raise _fix(p, line, f"time {raw!r} is not a date", "write YYYY-MM-DD HH:MM:SS (UTC), RFC 3339 or integer ns") from None
 
 
@@ -170,7 +138,7 @@ def _parse_value(p: Path, line: int, raw: str, name: str) -> float:
 
 def _finish(
     p: Path,
-    times: list[float],
+    times: list[int],
     values: list[float],
     lines: list[int],
     column: str,
@@ -179,7 +147,7 @@ def _finish(
 ) -> Trace:
     if not times:
         raise UserError(f"trace {p}: no data rows — a trace needs at least one row after the header")
-    t = np.asarray(times, dtype=np.float64)
+    t = np.asarray(times, dtype=np.int64)
     bad = np.nonzero(np.diff(t) <= 0)[0]
     if bad.size:
         i = int(bad[0]) + 1
@@ -190,8 +158,8 @@ def _finish(
             "sort the rows by time and remove duplicates",
         )
     return Trace(
-        time_s=t,
-        intensity_g_per_kwh=np.asarray(values, dtype=np.float64),
+        time_ns=t,
+        g_per_kwh=np.asarray(values, dtype=np.float64),
         path=str(p),
         column=column,
         zone=zone,
@@ -210,7 +178,7 @@ def _load_em(p: Path, header: list[str], names: list[str], rows: Iterator[list[s
     ti = names.index("datetime (utc)")
     zi = names.index("zone id") if "zone id" in names else None
     ei = names.index("data estimated") if "data estimated" in names else None
-    times: list[float] = []
+    times: list[int] = []
     values: list[float] = []
     lines: list[int] = []
     est: list[bool] = []
@@ -220,7 +188,7 @@ def _load_em(p: Path, header: list[str], names: list[str], rows: Iterator[list[s
             continue
         if len(row) <= max(ti, vi):
             raise _fix(p, n, f"{len(row)} fields, expected {len(header)}", "restore the missing fields or delete the row")
-        times.append(_parse_time_s(p, n, row[ti]))
+        times.append(_parse_time_ns(p, n, row[ti]))
         values.append(_parse_value(p, n, row[vi], header[vi].strip()))
         lines.append(n)
         if ei is not None and len(row) > ei:
@@ -241,7 +209,7 @@ def _load_two_col(
     seconds: bool = False,
     zone_col: int | None = None,
 ) -> Trace:
-    times: list[float] = []
+    times: list[int] = []
     values: list[float] = []
     lines: list[int] = []
     need = max(ti, vi) + 1
@@ -250,7 +218,7 @@ def _load_two_col(
             continue
         if len(row) < need:
             raise _fix(p, n, f"{len(row)} field(s), expected at least {need}", "write time and intensity on every row")
-        times.append(_parse_time_s(p, n, row[ti], seconds=seconds))
+        times.append(_parse_time_ns(p, n, row[ti], seconds=seconds))
         values.append(_parse_value(p, n, row[vi], "intensity"))
         lines.append(n)
         if zone_col is not None and not zone and len(row) > zone_col:
@@ -288,14 +256,14 @@ class TraceProvider:
 
     def _reading(self, i: int, zone: str, now_s: float, *, forecast: bool) -> CarbonReading:
         tr = self.trace
-        t_ns = round(float(tr.time_s[i]) * 1e9)
+        t_ns = int(tr.time_ns[i])
         nxt = float(tr.time_s[i + 1]) if i + 1 < len(tr) else float(tr.time_s[i]) + tr.step_s
         note = f"trace column {tr.column}" + ("; perfect foresight from the trace" if forecast else "")
         return CarbonReading(
             time_ns=t_ns,
             zone=zone,
             provider=self.name,
-            intensity_g_per_kwh=float(tr.intensity_g_per_kwh[i]),
+            intensity_g_per_kwh=float(tr.g_per_kwh[i]),
             forecast=forecast,
             age_s=0.0 if forecast else max(0.0, now_s - float(tr.time_s[i])),
             estimated=tr.is_estimated(i),

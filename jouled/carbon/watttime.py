@@ -104,7 +104,8 @@ class WattTime:
     # ---- parsing ----
     def _series(self, obj: Any, zone: str, what: str, *, forecast: bool) -> list[CarbonReading]:
         d = expect_dict(obj, what)
-        meta = d.get("meta") if isinstance(d.get("meta"), dict) else {}
+        raw_meta = d.get("meta")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         units = str(meta.get("units") or "")
         now = self._now_ns()
         out = []

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jouled.energy import J_PER_KWH, CarbonSeries, SeriesArrays, window_carbon_g, window_carbon_many
+from jouled.carbon.series import IntensitySeries
+from jouled.energy import J_PER_KWH, SeriesArrays, window_carbon_g, window_carbon_many
 from jouled.model import CarbonPoint
 
 S = 1_000_000_000
@@ -60,8 +61,8 @@ def test_no_data_or_no_intensity_gives_none() -> None:
 def test_carbon_many_and_series_constructors() -> None:
     series = SeriesArrays(T11, np.full(11, 36.0), np.full(11, np.nan), "rapl", "package-0", 1.0)
     pts = [CarbonPoint(0, "DE", "trace", 100.0), CarbonPoint(5 * S, "DE", "trace", 300.0)]
-    grams = window_carbon_many(series, CarbonSeries.from_points(pts), [0, 4 * S], [10 * S, 6 * S])
+    grams = window_carbon_many(series, IntensitySeries.from_points(pts), [0, 4 * S], [10 * S, 6 * S])
     assert grams[0] == pytest.approx((180.0 * 100 + 180.0 * 300) / J_PER_KWH)
     assert grams[1] == pytest.approx((36.0 * 100 + 36.0 * 300) / J_PER_KWH)
-    const = window_carbon_many(series, CarbonSeries.constant(300.0), [0], [10 * S])
+    const = window_carbon_many(series, IntensitySeries.constant(300.0), [0], [10 * S])
     assert const[0] == pytest.approx(360.0 * 300 / J_PER_KWH)

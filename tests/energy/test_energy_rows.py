@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from jouled.carbon.series import IntensitySeries
 from jouled.energy import (
     J_PER_KWH,
-    CarbonSeries,
     SeriesArrays,
     Window,
     energy_rows,
@@ -131,7 +131,7 @@ def test_rows_attribute_gpus_and_include_host_sources() -> None:
 
 def test_rows_without_gpus_take_every_gpu_and_carbon_when_known() -> None:
     w = Window("r", "epoch", 0, None, None, (), 0, 10 * S)
-    rows = energy_rows([w], _series(), carbon=CarbonSeries.constant(200.0))
+    rows = energy_rows([w], _series(), carbon=IntensitySeries.constant(200.0))
     devices = {(r["source"], r["device"]) for r in rows}
     assert ("nvml", "gpu0") in devices and ("nvml", "gpu1") in devices
     for r in rows:
@@ -142,7 +142,7 @@ def test_host_devices_policies() -> None:
     series = _series()
     excluded = energy_rows([W_EP0], series, host_devices="exclude")
     assert {r["source"] for r in excluded} == {"nvml", "smi"}
-    shared = energy_rows([W_EP0], series, host_devices="share", carbon=CarbonSeries.constant(100.0))
+    shared = energy_rows([W_EP0], series, host_devices="share", carbon=IntensitySeries.constant(100.0))
     wall = next(r for r in shared if r["device"] == "wall")
     assert wall["share"] == pytest.approx(0.5)  # one of the host's two GPUs
     assert wall["energy_j"] == pytest.approx(500.0)
@@ -156,7 +156,7 @@ def test_rows_come_in_window_order() -> None:
 
 
 def test_run_totals_prefer_the_run_window() -> None:
-    rows = energy_rows([W_RUN, W_EP0, W_EP1], _series(), carbon=CarbonSeries.constant(100.0))
+    rows = energy_rows([W_RUN, W_EP0, W_EP1], _series(), carbon=IntensitySeries.constant(100.0))
     (tot,) = run_totals(rows)
     assert tot["basis"] == "run"
     assert tot["duration_s"] == pytest.approx(10.0)

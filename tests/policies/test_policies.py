@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jouled.carbon.series import IntensitySeries
 from jouled.errors import UserError
 from jouled.scheduler.policies import (
     CenasPolicy,
     ForecastPolicy,
-    IntensityHistory,
     OraclePolicy,
     RandomPolicy,
     Split,
@@ -26,8 +26,8 @@ from jouled.scheduler.policies import (
 H = 3600.0
 
 
-def hist(values: list[float], t0: float = 0.0, step: float = H) -> IntensityHistory:
-    return IntensityHistory.from_arrays([t0 + i * step for i in range(len(values))], values)
+def hist(values: list[float], t0: float = 0.0, step: float = H) -> IntensitySeries:
+    return IntensitySeries.from_seconds([t0 + i * step for i in range(len(values))], values)
 
 
 def test_cenas_hand_computed() -> None:
@@ -51,7 +51,7 @@ def test_cenas_current_outside_the_window_range_clips() -> None:
 def test_cenas_flat_and_empty_history_give_half() -> None:
     flat = CenasPolicy().decide(5 * H, 200.0, hist([200, 200, 200]), None, 8)
     assert (flat.lambda_s, flat.gpus_sampling, flat.gpus_evaluation) == (0.5, 4, 4)
-    empty = CenasPolicy().decide(0.0, 321.0, IntensityHistory.empty(), None, 3)
+    empty = CenasPolicy().decide(0.0, 321.0, IntensitySeries.empty(), None, 3)
     # round half up: 3 × 0.5 = 1.5 → 2 sampling (Python's round() would give 2 here but 0 for 0.5)
     assert (empty.lambda_s, empty.gpus_sampling, empty.gpus_evaluation) == (0.5, 2, 1)
     assert "no trailing history" in empty.note
@@ -61,7 +61,7 @@ def test_cenas_flat_and_empty_history_give_half() -> None:
 def test_cenas_window_is_trailing_24h_only() -> None:
     # a 1000 g value 25 h ago must not count; within 24 h the range is 100..300
     t = [0.0, 2 * H, 3 * H, 4 * H]
-    h = IntensityHistory.from_arrays(t, [1000, 100, 200, 300])
+    h = IntensitySeries.from_seconds(t, [1000, 100, 200, 300])
     now = 25 * H + 1
     assert CenasPolicy().decide(now, 200.0, h, None, 10).lambda_s == pytest.approx(0.5)
     # with a 26 h window the 1000 is in: λ = (200 − 100)/(1000 − 100)
@@ -88,13 +88,13 @@ def test_oracle_sees_the_future_and_says_so() -> None:
 
 
 def test_static_and_random() -> None:
-    assert StaticPolicy(0.25).decide(0, 999.0, IntensityHistory.empty(), None, 8) == Split(2, 6, 0.25)
-    assert StaticPolicy(1.0).decide(0, 1.0, IntensityHistory.empty(), None, 5) == Split(5, 0, 1.0)
-    a = [RandomPolicy(7).decide(i, 100.0, IntensityHistory.empty(), None, 8) for i in range(1)]
+    assert StaticPolicy(0.25).decide(0, 999.0, IntensitySeries.empty(), None, 8) == Split(2, 6, 0.25)
+    assert StaticPolicy(1.0).decide(0, 1.0, IntensitySeries.empty(), None, 5) == Split(5, 0, 1.0)
+    a = [RandomPolicy(7).decide(i, 100.0, IntensitySeries.empty(), None, 8) for i in range(1)]
     r1, r2, r3 = RandomPolicy(7), RandomPolicy(7), RandomPolicy(8)
-    s1 = [r1.decide(i, 1.0, IntensityHistory.empty(), None, 8).lambda_s for i in range(20)]
-    s2 = [r2.decide(i, 1.0, IntensityHistory.empty(), None, 8).lambda_s for i in range(20)]
-    s3 = [r3.decide(i, 1.0, IntensityHistory.empty(), None, 8).lambda_s for i in range(20)]
+    s1 = [r1.decide(i, 1.0, IntensitySeries.empty(), None, 8).lambda_s for i in range(20)]
+    s2 = [r2.decide(i, 1.0, IntensitySeries.empty(), None, 8).lambda_s for i in range(20)]
+    s3 = [r3.decide(i, 1.0, IntensitySeries.empty(), None, 8).lambda_s for i in range(20)]
     assert s1 == s2 and s1 != s3 and len(set(s1)) > 10
     assert all(0.0 <= x <= 1.0 for x in s1) and a[0].gpus_sampling + a[0].gpus_evaluation == 8
 
@@ -112,8 +112,8 @@ def test_threshold_percentile_of_trailing_window() -> None:
     assert p.decide(5 * H, 3.0, hist([1.0, 2.0, 10, 10, 10, 10, 0, 0, 0]), None, 4).gpus_evaluation == 4
 
 
-def _fc(now: float, values: list[float], step: float = H) -> IntensityHistory:
-    return IntensityHistory.from_arrays([now + (i + 1) * step for i in range(len(values))], values)
+def _fc(now: float, values: list[float], step: float = H) -> IntensitySeries:
+    return IntensitySeries.from_seconds([now + (i + 1) * step for i in range(len(values))], values)
 
 
 def test_forecast_policy_picks_cleanest_slots() -> None:
@@ -121,24 +121,24 @@ def test_forecast_policy_picks_cleanest_slots() -> None:
     # 23 future hours at 100..320 g, now at 150: with duty 0.25 → k = round(0.25·24) = 6 cleanest of 24 slots
     future = [100.0 + 10 * i for i in range(23)]  # 100..320
     p = ForecastPolicy(duty=0.25)
-    s = p.decide(now, 150.0, IntensityHistory.empty(), _fc(now, future), 8)
+    s = p.decide(now, 150.0, IntensitySeries.empty(), _fc(now, future), 8)
     # cleanest six: 100,110,120,130,140,150(now) → evaluate
     assert (s.gpus_sampling, s.gpus_evaluation, s.lambda_s) == (0, 8, 0.0)
-    s = p.decide(now, 151.0, IntensityHistory.empty(), _fc(now, future), 8)
+    s = p.decide(now, 151.0, IntensitySeries.empty(), _fc(now, future), 8)
     assert (s.gpus_sampling, s.gpus_evaluation) == (8, 0)
     # 4 evaluation hours a day → k = 4: now (125) is 4th cleanest after 100, 110, 120 → evaluate; 131 → sample
     q = ForecastPolicy(eval_hours_per_day=4)
-    assert q.decide(now, 125.0, IntensityHistory.empty(), _fc(now, future), 8).gpus_evaluation == 8
-    assert q.decide(now, 131.0, IntensityHistory.empty(), _fc(now, future), 8).gpus_evaluation == 0
+    assert q.decide(now, 125.0, IntensitySeries.empty(), _fc(now, future), 8).gpus_evaluation == 8
+    assert q.decide(now, 131.0, IntensitySeries.empty(), _fc(now, future), 8).gpus_evaluation == 0
 
 
 def test_forecast_policy_half_hour_points_are_averaged_per_hour() -> None:
     now = 0.0
     p = ForecastPolicy(eval_hours_per_day=8, horizon_s=3 * H)  # 8 h per day over 3 h → 1 slot
     # slot 0: now 200 + 100 at +30 min → 150; slot 1: 160, 170 → 165; slot 2: 90, 300 → 195
-    fc = IntensityHistory.from_arrays([1800, 3600, 5400, 7200, 9000], [100, 160, 170, 90, 300])
+    fc = IntensitySeries.from_seconds([1800, 3600, 5400, 7200, 9000], [100, 160, 170, 90, 300])
     np.testing.assert_allclose(p.slots(now, 200.0, fc), [150, 165, 195])
-    assert p.decide(now, 200.0, IntensityHistory.empty(), fc, 2).gpus_evaluation == 2
+    assert p.decide(now, 200.0, IntensitySeries.empty(), fc, 2).gpus_evaluation == 2
 
 
 def test_forecast_policy_without_forecast_falls_back_to_cenas() -> None:
@@ -164,7 +164,7 @@ def test_make_policy_parses_specs() -> None:
     fc = make_policy("forecast:0.3", 0)
     assert isinstance(fc, ForecastPolicy) and fc.duty == 0.3
     r1, r2 = make_policy("random", 3), make_policy("random", 3)
-    e = IntensityHistory.empty()
+    e = IntensitySeries.empty()
     assert r1.decide(0, 1, e, None, 8) == r2.decide(0, 1, e, None, 8)
 
 
@@ -192,7 +192,7 @@ def test_history_from_readings_and_trailing_bounds() -> None:
 
     rs = [CarbonReading(int(t * 1e9), "DE", "x", v) for t, v in [(7200, 3.0), (0, 1.0), (3600, 2.0)]]
     rs.append(CarbonReading(10, "DE", "x", None, percentile=50))  # index-only readings are skipped
-    h = IntensityHistory.from_readings(rs)
+    h = IntensitySeries.from_points(rs)
     assert list(h.time_s) == [0, 3600, 7200] and list(h.intensity_g_per_kwh) == [1, 2, 3]
     # trailing is (now − window, now]
     assert list(h.trailing(7200, 3600)) == [3.0]

@@ -12,7 +12,6 @@ from jouled.carbon.trace import Trace, load_trace
 from jouled.errors import UserError
 from jouled.scheduler.hypervolume import hypervolume_2d, pareto_mask
 from jouled.scheduler.simulator import (
-    CarbonIntegral,
     SimConfig,
     report,
     run_many,
@@ -45,7 +44,7 @@ def _tiny_bench(n: int, train_s: float, sample_s: float) -> Benchmark:
 
 def _trace(values: list[float], step_s: float = 3600.0) -> Trace:
     t = T0 + step_s * np.arange(len(values), dtype=np.float64)
-    return Trace(time_s=t, intensity_g_per_kwh=np.asarray(values, dtype=np.float64), path="hand-made")
+    return Trace.from_seconds(t, np.asarray(values, dtype=np.float64), path="hand-made")
 
 
 def _write_csv(path: Path, values: list[float], step_s: float = 3600.0) -> Path:
@@ -113,9 +112,9 @@ def test_static_split_pauses_and_resumes_trainings() -> None:
 
 
 def test_carbon_integral_is_exact_for_steps() -> None:
-    integ = CarbonIntegral(_trace([100, 300], step_s=1800.0))
-    assert integ.between(T0, T0 + 3600) == pytest.approx(100 * 1800 + 300 * 1800)
-    assert integ.between(T0 + 900, T0 + 2700) == pytest.approx(100 * 900 + 300 * 900)
+    tr = _trace([100, 300], step_s=1800.0)
+    assert tr.integral_s(T0, T0 + 3600) == pytest.approx(100 * 1800 + 300 * 1800)
+    assert tr.integral_s(T0 + 900, T0 + 2700) == pytest.approx(100 * 900 + 300 * 900)
 
 
 def test_every_gpu_second_is_charged(bench: Benchmark, de_trace_path: Path) -> None:
@@ -153,7 +152,7 @@ def test_cenas_does_not_see_the_future_but_the_oracle_does(bench: Benchmark, de_
     v = tr.intensity_g_per_kwh.copy()
     future = tr.time_s >= cut
     v[future] = np.where(np.arange(future.sum()) % 2 == 0, 5000.0, 1.0)  # a wild future
-    changed = Trace(time_s=tr.time_s, intensity_g_per_kwh=v, path=tr.path, column=tr.column)
+    changed = Trace(time_ns=tr.time_ns, g_per_kwh=v, path=tr.path, column=tr.column)
     for method in ("cenas", "random", "static:0.3", "threshold:30"):
         a, b = simulate(method, tr, bench, 5, cfg), simulate(method, changed, bench, 5, cfg)
         assert a.gpus_sampling_series[:8].tolist() == b.gpus_sampling_series[:8].tolist(), method
@@ -224,8 +223,8 @@ def test_two_zones_place_evaluation_in_the_cleaner_zone_by_hand() -> None:
     A = [100, 400, 100], B = [300, 200, 300] g/kWh. Hours 1 and 3: train in A (300 W x 100), sample in B
     (250 W x 300) = 105 g each; hour 2: train in B (300 x 200) + sample in A (250 x 400) = 160 g. Total 370 g.
     """
-    a = Trace(time_s=T0 + 3600.0 * np.arange(3), intensity_g_per_kwh=np.array([100.0, 400.0, 100.0]), path="A", zone="A")
-    b = Trace(time_s=T0 + 3600.0 * np.arange(3), intensity_g_per_kwh=np.array([300.0, 200.0, 300.0]), path="B", zone="B")
+    a = Trace.from_seconds(T0 + 3600.0 * np.arange(3), np.array([100.0, 400.0, 100.0]), path="A", zone="A")
+    b = Trace.from_seconds(T0 + 3600.0 * np.arange(3), np.array([300.0, 200.0, 300.0]), path="B", zone="B")
     r = simulate("static:0.5", [a, b], _tiny_bench(60, 5400.0, 1000.0), 0, SimConfig(gpus=1, hours=3))
     assert r.carbon_kg == pytest.approx(0.370)
     assert r.energy_kwh == pytest.approx((300 + 250) * 3 / 1000)
@@ -236,6 +235,6 @@ def test_two_zones_place_evaluation_in_the_cleaner_zone_by_hand() -> None:
 
 def test_zones_must_share_timestamps() -> None:
     a = _trace([100, 200, 300])
-    b = Trace(time_s=a.time_s + 1800.0, intensity_g_per_kwh=a.intensity_g_per_kwh, path="shifted")
+    b = Trace.from_seconds(a.time_s + 1800.0, a.g_per_kwh, path="shifted")
     with pytest.raises(UserError, match="timestamps differ"):
         simulate("cenas", [a, b], _tiny_bench(20, 100.0, 1.0), 0, SimConfig(gpus=1, hours=2))
