@@ -11,20 +11,20 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import random
 import ssl
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
+from jouled.backoff import Backoff
 from jouled.clock import CLOCK
 from jouled.config import MqttConfig
 from jouled.daemon.broker import EmbeddedBroker, check_embedded_bind
 from jouled.errors import UserError
 from jouled.markers import QOS, TOPIC_WILDCARD, MarkerError, MarkerTracker, host_from_topic, parse_marker
 from jouled.model import Marker
+from jouled.mqtturl import parse_broker_url
 from jouled.secrets import MqttAuth, mqtt_auth, redact_url
 from jouled.store.sqlite import MarkerRowError
 
@@ -49,21 +49,10 @@ class BrokerEndpoint:
 
 
 def parse_mqtt_url(url: str) -> BrokerEndpoint:
-    """Where the broker is; the URL's user:password are taken by ``jouled.secrets.mqtt_auth``, never kept here."""
-    shown = redact_url(url)
-    try:
-        u = urlparse(url)
-        hostname = u.hostname
-    except ValueError:
-        raise UserError(f"[mqtt] url {shown!r}: not a URL — use mqtt://host:1883 or mqtts://host:8883") from None
-    if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not hostname:
-        raise UserError(f"[mqtt] url {shown!r}: use mqtt://host:1883 or mqtts://host:8883")
-    tls = u.scheme in ("mqtts", "ssl")
-    try:
-        port = u.port or (8883 if tls else 1883)
-    except ValueError:
-        raise UserError(f"[mqtt] url {shown!r}: the port is not a number — use mqtt://host:1883") from None
-    return BrokerEndpoint(hostname, port, tls, shown)
+    """Where the broker is (jouled.mqtturl, the parser MarkerClient uses too); the URL's user:password are taken by
+    ``jouled.secrets.mqtt_auth``, never kept here."""
+    a = parse_broker_url(url)
+    return BrokerEndpoint(a.host, a.port, a.tls, redact_url(url))
 
 
 def daemon_client_id(host: str, store_path: Path) -> str:
@@ -309,7 +298,7 @@ class MarkerRecorder:
         self.stats.broker = ep.url
         await self.daemon.in_store_thread(self.seed_from_store)
         tls = self.tls
-        backoff = RECONNECT_MIN_S
+        backoff = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S)  # equal jitter: daemons behind one broker retry out of step
         failed_tries = 0  # connection attempts failed since the last connect: > 0 means the broker was down
         client_class = session_client_class()
         if self.stats.embedded:
@@ -329,7 +318,7 @@ class MarkerRecorder:
                         failed_tries = 0
                         self.stats.connected = True
                         self.stats.last_error = ""
-                        backoff = RECONNECT_MIN_S
+                        backoff.reset()
                         log.info("markers: subscribed to %s on %s", TOPIC_WILDCARD, ep.url)
                         self.ready.set()
                         async for msg in client.messages:
@@ -349,9 +338,7 @@ class MarkerRecorder:
                     if err != self.stats.last_error:
                         log.warning("markers: broker %s unreachable (%s); retrying", ep.url, err)
                     self.stats.last_error = err
-                    # equal jitter: half fixed, half random, so daemons behind one broker do not retry in step
-                    await asyncio.sleep(backoff / 2 + random.uniform(0.0, backoff / 2))
-                    backoff = min(RECONNECT_MAX_S, backoff * 2)
+                    await asyncio.sleep(backoff.next_delay())
         finally:
             self.stats.connected = False
             retry.cancel()

@@ -8,7 +8,6 @@ source's own ``open_retry_s``; None: never) while the others keep their rate.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from jouled.backoff import Backoff
 from jouled.clock import CLOCK
 from jouled.daemon.sources.base import Source, SourceInfo
 from jouled.daemon.sources.common import PartialRead
@@ -86,10 +86,9 @@ class SourceHealth:
 
 
 def backoff_s(failures: int, min_s: float = BACKOFF_MIN_S, max_s: float = BACKOFF_MAX_S) -> float:
-    """Delay before retry number ``failures`` (1, 2, …): doubling from min_s, capped at max_s, "equal jitter"
-    (half fixed, half random) so sources that failed together do not retry in lockstep; never above max_s."""
-    d = min(max_s, min_s * 2 ** max(failures - 1, 0))
-    return d / 2 + random.uniform(0.0, d / 2)
+    """Delay before retry number ``failures`` (1, 2, …): jouled.backoff's doubling from min_s, capped at max_s, "equal
+    jitter" (half fixed, half random) so sources that failed together do not retry in lockstep; never above max_s."""
+    return Backoff(min_s, max_s).delay_s(failures)
 
 
 class SourceRunner(threading.Thread):
@@ -144,7 +143,7 @@ class SourceRunner(threading.Thread):
             if retry_s is None:  # the source says retrying cannot help (e.g. nothing configured)
                 return False
             # short sources (a configured meter) back off up to their interval; absent ones wait it whole
-            delay = backoff_s(tries, min(BACKOFF_MIN_S, retry_s), retry_s) if retry_s <= 5 else retry_s
+            delay = Backoff(min(BACKOFF_MIN_S, retry_s), retry_s).delay_s(tries) if retry_s <= 5 else retry_s
             self.health.next_try_mono_ns = time.monotonic_ns() + int(delay * 1e9)
             if self.stop_event.wait(delay):
                 return False

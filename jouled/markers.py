@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from jouled.model import EVENTS, SCOPES, Marker
+from jouled.mqtturl import BrokerAddress as BrokerAddress  # the broker URL's home is jouled.mqtturl: re-exported
+from jouled.mqtturl import parse_broker_url as parse_broker_url
 from jouled.timefmt import TimeFormatError, parse_rfc3339_ns
 
 TOPIC_PREFIX = "jouled/v1"
@@ -579,46 +581,3 @@ class MarkerTracker:
     def open_windows(self) -> list[Tracked]:
         """Start markers still waiting for their end, oldest first."""
         return sorted(self._open.values(), key=lambda t: t.time_ns)
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """Where an MQTT broker is, from a ``mqtt://`` or ``mqtts://`` URL."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://[user[:pass]@]host[:port]`` (default port 1883) or ``mqtts://…`` (TLS, default 8883).
-
-    Raise ValueError with a one-line message naming the URL and the expected form.
-    """
-    from urllib.parse import unquote, urlsplit
-
-    from jouled.secrets import redact_url
-
-    form = "expected mqtt://host[:port] or mqtts://host[:port]"
-    shown = redact_url(url)  # error messages are printed and logged: never the password
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as e:
-        raise ValueError(f"broker URL {shown!r}: {e} — {form}") from None
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"broker URL {shown!r}: unknown scheme {parts.scheme!r} — {form}")
-    if not parts.hostname:
-        raise ValueError(f"broker URL {shown!r}: no host — {form}")
-    if parts.path not in ("", "/") or parts.query:
-        raise ValueError(f"broker URL {shown!r}: unexpected path or query — {form}")
-    tls = parts.scheme == "mqtts"
-    return BrokerAddress(
-        host=parts.hostname,
-        port=port or (8883 if tls else 1883),
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )

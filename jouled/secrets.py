@@ -297,13 +297,13 @@ def uses_embedded_broker(cfg: Config, url: str | None = None) -> bool:
         return True
     if m.url:
         return False  # an external broker is configured: a URL pointing at it is that broker
+    from jouled.mqtturl import parse_broker_url  # imports this module: loaded on use
+
     try:
-        parts = urlsplit(u)
-        return parts.hostname in ("127.0.0.1", "localhost", "::1", m.embedded_host) and (
-            (parts.port or (8883 if parts.scheme == "mqtts" else 1883)) == m.embedded_port
-        )
+        a = parse_broker_url(u)
     except ValueError:
         return False
+    return a.host in ("127.0.0.1", "localhost", "::1", m.embedded_host) and a.port == m.embedded_port
 
 
 def mqtt_auth(
@@ -316,16 +316,15 @@ def mqtt_auth(
     ``[mqtt] embedded_auth`` and no password anywhere, the password generated beside the store is read
     (``create``: the daemon makes it on first start, mode 0640).
     """
-    from urllib.parse import unquote
+    from jouled.mqtturl import parse_broker_url  # imports this module: the one parser, loaded on use
 
     m = cfg.mqtt
     u = m.url if url is None else url
     url_user = url_pw = None
     if u:
-        with contextlib.suppress(ValueError):
-            parts = urlsplit(u)
-            url_user = unquote(parts.username) if parts.username else None
-            url_pw = unquote(parts.password) if parts.password else None
+        with contextlib.suppress(ValueError):  # a bad URL is reported where it is connected to
+            a = parse_broker_url(u)
+            url_user, url_pw = a.username, a.password
     username = m.username or url_user
     password = read_secret("[mqtt] password_file", file=m.password_file, credential=MQTT_PASSWORD, environ=environ)
     origin = ""

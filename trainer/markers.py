@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from jouled.backoff import Backoff
 from jouled.markers import QOS, parse_broker_url, topic_for
 from jouled.model import Marker
 from jouled.secrets import redact_url
@@ -453,7 +454,7 @@ class MarkerClient:
             inflight += 1
 
     def _run(self) -> None:
-        backoff_s = 0.05
+        backoff = Backoff(0.05, 2.0, jitter="none")  # a broker that is back is reached within 2 s
         next_connect = 0.0
         next_sync = time.monotonic() + self.fsync_interval_s
         while True:
@@ -463,16 +464,15 @@ class MarkerClient:
                 break
             if self._mqtt is None and now >= next_connect:
                 if self._try_connect():
-                    backoff_s = 0.05
+                    backoff.reset()
                 else:
-                    next_connect = now + backoff_s
-                    backoff_s = min(backoff_s * 2, 2.0)
+                    next_connect = now + backoff.next_delay()
             if self._mqtt is not None and not self._connected and now - self._connect_started > self.connect_timeout_s:
                 self._lost = True
                 self._stats.last_error = f"broker {self.shown_url} did not answer CONNECT in {self.connect_timeout_s:g} s"
             if self._lost:
                 self._drop_connection(self._stats.last_error or "connection lost")
-                next_connect = max(next_connect, now + backoff_s)
+                next_connect = max(next_connect, now + backoff.pending_delay())
                 continue
             if self._connected:
                 self._fill_window()

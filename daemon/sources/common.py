@@ -6,6 +6,7 @@ import random
 import time
 from dataclasses import dataclass
 
+from jouled.backoff import Backoff as CoreBackoff
 from jouled.model import Reading
 
 
@@ -25,33 +26,28 @@ class PartialRead(Exception):
         super().__init__(f"{source}: {detail}")
 
 
-@dataclass
-class Backoff:
-    """Exponential retry delay for one failing device (monotonic seconds), capped and jittered.
+class Backoff(CoreBackoff):
+    """Exponential retry delay for one failing device (monotonic seconds), capped and jittered: jouled.backoff's
+    class plus when the device may be tried again and its last error.
 
     The cap is short (5 s): a device that answers again is back within seconds, and one retry every few seconds
     of a lost device costs nothing. Jitter (half the delay random) keeps devices lost together from retrying in step.
     """
 
-    initial_s: float = 0.5
-    max_s: float = 5.0
-    jitter: bool = True
-    failures: int = 0
-    retry_at_s: float = 0.0
-    last_error: str = ""
+    def __init__(self, initial_s: float = 0.5, max_s: float = 5.0, jitter: bool = True, rng: random.Random | None = None) -> None:
+        super().__init__(initial_s, max_s, jitter="equal" if jitter else "none", rng=rng)
+        self.retry_at_s = 0.0
+        self.last_error = ""
 
     def fail(self, message: str, now_s: float | None = None) -> float:
         now_s = time.monotonic() if now_s is None else now_s
-        delay_s = min(self.max_s, self.initial_s * (2**self.failures))
-        if self.jitter:
-            delay_s = delay_s / 2 + random.uniform(0.0, delay_s / 2)
-        self.failures += 1
+        delay_s = self.next_delay()
         self.retry_at_s = now_s + delay_s
         self.last_error = message
         return delay_s
 
     def ok(self) -> None:
-        self.failures = 0
+        self.reset()
         self.retry_at_s = 0.0
         self.last_error = ""
 
