@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jouled.backoff import Backoff
-from jouled.clock import CLOCK
+from jouled.clock import CLOCK, boot_id
 from jouled.config import MqttConfig
 from jouled.daemon.broker import EmbeddedBroker, check_embedded_bind
 from jouled.errors import UserError
-from jouled.markers import QOS, TOPIC_WILDCARD, MarkerError, MarkerTracker, host_from_topic, parse_marker
+from jouled.markers import QOS, TOPIC_WILDCARD, LocalClock, MarkerError, MarkerTracker, host_from_topic, parse_marker
 from jouled.model import Marker
 from jouled.mqtturl import parse_broker_url
 from jouled.secrets import MqttAuth, mqtt_auth, redact_url
@@ -133,6 +133,7 @@ class MarkerRecorder:
         self.stats = MarkerStats()
         self._logged_kinds: set[str] = set()
         self.ready = asyncio.Event()
+        self.local = LocalClock(daemon.host, boot_id(), CLOCK.anchor_wall_ns, CLOCK.anchor_mono_ns)
         # accepted markers not stored yet, oldest first, keyed (run, seq); with their payload sizes
         self._pending: OrderedDict[tuple[str, int], tuple[Marker, int]] = OrderedDict()
         self._pending_bytes = 0
@@ -174,7 +175,8 @@ class MarkerRecorder:
         self.stats.received += 1
         try:
             m = parse_marker(
-                payload, topic_host=host_from_topic(topic), now_ns=CLOCK.now_ns(), max_skew_s=self.cfg.max_clock_skew_s
+                payload, topic_host=host_from_topic(topic), now_ns=CLOCK.now_ns(), max_skew_s=self.cfg.max_clock_skew_s,
+                local=self.local,  # this host's markers: their monotonic reading, mapped onto CLOCK (NTP steps)
             )
         except MarkerError as e:
             self._reject(e.kind, topic, e)

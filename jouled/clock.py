@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 
@@ -20,6 +21,7 @@ class Clock:
         return self.anchor_wall_ns + (time.monotonic_ns() - self.anchor_mono_ns)
 
     def from_monotonic_ns(self, mono_ns: int) -> int:
+        """A ``time.monotonic_ns()`` reading of this boot (any process: CLOCK_MONOTONIC is system-wide) on this base."""
         return self.anchor_wall_ns + (mono_ns - self.anchor_mono_ns)
 
     def from_wall_us(self, wall_us: int) -> int:
@@ -28,3 +30,19 @@ class Clock:
 
 
 CLOCK = Clock()
+
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """This boot's id (Linux): a CLOCK_MONOTONIC reading is comparable only between processes of one boot.
+
+    None where the kernel does not say (not Linux): then no monotonic reading is ever trusted across processes.
+    """
+    try:
+        with open(BOOT_ID_PATH, encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None

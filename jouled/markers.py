@@ -15,6 +15,12 @@ integer ns) is when the client handed the marker to the broker: a marker spooled
 outage arrives late by design, so the clock-skew check uses ``sent`` when present and otherwise only
 rejects times in the future. Unknown fields are ignored, so newer clients can add fields.
 
+``mono_ns`` and ``boot_id`` (optional, additive): the sender's CLOCK_MONOTONIC (``time.monotonic_ns()``) at
+``time`` and ``/proc/sys/kernel/random/boot_id``. The daemon of the same host and boot maps ``mono_ns`` onto its
+own monotonic-anchored clock (``LocalClock``): the stored time is then immune to NTP steps of the sender's wall
+clock, and the sender's ``time`` is kept in attrs as ``client_time_ns``. From another host or boot, or without
+``mono_ns``, ``time`` is trusted as it is.
+
 Hostile or broken input is refused before it can reach the store, each refusal a named kind (counted by
 the daemon): payloads over MAX_PAYLOAD_BYTES (before parsing), invalid UTF-8 or lone surrogates
 (``bad_encoding``), nesting deeper than MAX_DEPTH (``too_deep``, checked on the raw bytes, so the JSON
@@ -31,7 +37,7 @@ import math
 import re
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from jouled.model import EVENTS, SCOPES, Marker
@@ -76,7 +82,10 @@ MAX_ATTRS_KEYS = 128
 MAX_ATTRS_BYTES = 16 * 1024  # attrs as compact JSON
 MAX_UNKNOWN_FIELDS = 32  # fields this version does not know (newer clients may add some)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-KNOWN_FIELDS = frozenset({"time", "host", "run", "scope", "event", "epoch", "phase", "arch", "gpus", "seq", "attrs", "sent"})
+KNOWN_FIELDS = frozenset(
+    {"time", "host", "run", "scope", "event", "epoch", "phase", "arch", "gpus", "seq", "attrs", "sent", "mono_ns", "boot_id"}
+)
+CLIENT_TIME_ATTR = "client_time_ns"  # attrs key of a mapped marker: the time its sender's wall clock said
 _INT64_DIGITS = 19
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # a JSON string (an unterminated one runs to the end, so the scan stays linear on hostile input) or a bracket
@@ -207,16 +216,47 @@ def json_depth(payload: bytes) -> int:
     return deepest
 
 
+@dataclass(frozen=True, slots=True)
+class LocalClock:
+    """The receiving daemon's time base: its host tag, boot id and monotonic anchor (``jouled.clock.Clock``)."""
+
+    host: str
+    boot_id: str | None
+    anchor_wall_ns: int
+    anchor_mono_ns: int
+
+    def maps(self, m: Marker) -> bool:
+        """Whether ``m``'s monotonic reading is ours to trust: same host tag, same boot (so the same CLOCK_MONOTONIC)."""
+        return m.mono_ns is not None and self.boot_id is not None and m.boot_id == self.boot_id and m.host == self.host
+
+
+def to_local_time(m: Marker, local: LocalClock) -> Marker:
+    """``m`` with its time taken from its monotonic reading on ``local``'s base (pure); unchanged if not ``maps``.
+
+    The sender's wall time goes to attrs ``client_time_ns``, so a difference (an NTP step, a skewed clock) stays
+    visible; ``marker_digest`` reads it back, so a redelivery is recognised whatever the anchor of the daemon.
+    """
+    if not local.maps(m) or m.mono_ns is None:
+        return m
+    t = local.anchor_wall_ns + (m.mono_ns - local.anchor_mono_ns)
+    if t < 0 or t > INT64_MAX:
+        return m  # a monotonic reading no clock of this boot can have given: keep the sender's wall time
+    return replace(m, time_ns=t, attrs={**m.attrs, CLIENT_TIME_ATTR: m.time_ns})
+
+
 def validate_marker(
     obj: Mapping[str, Any],
     *,
     topic_host: str | None = None,
     now_ns: int | None = None,
     max_skew_s: float | None = None,
+    local: LocalClock | None = None,
 ) -> Marker:
     """Validate a decoded marker object (from JSON, CSV, …) into a Marker; raise MarkerError.
 
-    The clock-skew check runs only when both ``now_ns`` and ``max_skew_s`` are given.
+    The clock-skew check runs only when both ``now_ns`` and ``max_skew_s`` are given. With ``local``, a marker
+    of that host and boot carrying ``mono_ns`` is mapped onto it (``to_local_time``) and its sender's wall clock
+    is not judged (an NTP step there does not matter any more).
     """
     if not isinstance(obj, Mapping):
         raise MarkerError("not_object", None, f"expected a JSON object, got {type(obj).__name__}")
@@ -281,6 +321,18 @@ def validate_marker(
         if size > MAX_ATTRS_BYTES:
             raise MarkerError("too_large", "attrs", f"{size} bytes as JSON (limit {MAX_ATTRS_BYTES})")
         attrs = dict(attrs_val)
+    mono_ns = _nonneg_int(obj["mono_ns"], "mono_ns") if obj.get("mono_ns") is not None else None
+    boot = _str(obj["boot_id"], "boot_id") if obj.get("boot_id") is not None else None
+    m = Marker(
+        time_ns=time_ns, host=host, run=run, scope=scope, event=event, seq=seq,
+        epoch=epoch, phase=phase, arch=arch, gpus=gpus, attrs=attrs, mono_ns=mono_ns, boot_id=boot,
+    )
+    if local is not None and local.maps(m):
+        mapped = to_local_time(m, local)
+        if mapped is not m:
+            if now_ns is not None and max_skew_s is not None and mapped.time_ns - now_ns > int(max_skew_s * _NS_PER_S):
+                raise MarkerError("clock_skew", "mono_ns", "monotonic time is ahead of this host's clock")
+            return mapped
 
     if now_ns is not None and max_skew_s is not None:
         max_skew_ns = int(max_skew_s * _NS_PER_S)
@@ -299,13 +351,12 @@ def validate_marker(
                 "clock_skew", "time",
                 f"{(time_ns - now_ns) / _NS_PER_S:.1f} s in the future (limit {max_skew_s:g} s)",
             )
-    return Marker(
-        time_ns=time_ns, host=host, run=run, scope=scope, event=event, seq=seq,
-        epoch=epoch, phase=phase, arch=arch, gpus=gpus, attrs=attrs,
-    )
+    return m
 
 
-def parse_marker(payload: bytes, *, topic_host: str | None, now_ns: int, max_skew_s: float) -> Marker:
+def parse_marker(
+    payload: bytes, *, topic_host: str | None, now_ns: int, max_skew_s: float, local: LocalClock | None = None
+) -> Marker:
     """Decode and validate one MQTT payload; raise MarkerError naming the kind and the field."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise MarkerError("too_large", None, f"{len(payload)} bytes (limit {MAX_PAYLOAD_BYTES})")
@@ -327,7 +378,7 @@ def parse_marker(payload: bytes, *, topic_host: str | None, now_ns: int, max_ske
         raise MarkerError("bad_json", None, str(e).splitlines()[0][:200]) from None
     if not isinstance(obj, dict):
         raise MarkerError("not_object", None, f"expected a JSON object, got {type(obj).__name__}")
-    return validate_marker(obj, topic_host=topic_host, now_ns=now_ns, max_skew_s=max_skew_s)
+    return validate_marker(obj, topic_host=topic_host, now_ns=now_ns, max_skew_s=max_skew_s, local=local)
 
 
 def _json_int(s: str) -> int:
@@ -365,6 +416,10 @@ def marker_to_dict(m: Marker, *, sent_ns: int | None = None) -> dict[str, Any]:
         d["gpus"] = list(m.gpus)
     if m.attrs:
         d["attrs"] = _finite(m.attrs)
+    if m.mono_ns is not None:
+        d["mono_ns"] = m.mono_ns
+    if m.boot_id is not None:
+        d["boot_id"] = m.boot_id
     if sent_ns is not None:
         d["sent"] = sent_ns
     return d
@@ -431,8 +486,22 @@ class Tracked:
 
 
 def marker_digest(m: Marker) -> bytes:
-    """A fingerprint of every field (attrs included, keys sorted): equal markers, equal digests."""
+    """A fingerprint of every field (attrs included, keys sorted): equal markers, equal digests.
+
+    As the sender sent it: its wall time (``client_time_ns`` of a mapped marker), without the monotonic reading —
+    the mapped time depends on the receiving daemon's anchor, which a restart renews.
+    """
     d = marker_to_dict(m)
+    d.pop("mono_ns", None)
+    d.pop("boot_id", None)
+    attrs = d.get("attrs")
+    if isinstance(attrs, dict) and isinstance(attrs.get(CLIENT_TIME_ATTR), int):
+        d["time"] = attrs[CLIENT_TIME_ATTR]
+        rest = {k: v for k, v in attrs.items() if k != CLIENT_TIME_ATTR}
+        if rest:
+            d["attrs"] = rest
+        else:
+            del d["attrs"]
     return hashlib.blake2b(json.dumps(d, sort_keys=True, default=str).encode(), digest_size=8).digest()
 
 
@@ -581,3 +650,4 @@ class MarkerTracker:
     def open_windows(self) -> list[Tracked]:
         """Start markers still waiting for their end, oldest first."""
         return sorted(self._open.values(), key=lambda t: t.time_ns)
+

@@ -51,6 +51,10 @@ class Marker:
     arch: str | None = None
     gpus: tuple[str, ...] = ()
     attrs: dict[str, Any] = field(default_factory=dict)
+    # the sender's CLOCK_MONOTONIC at ``time_ns`` and its boot id (optional, wire fields ``mono_ns``/``boot_id``):
+    # the daemon of the same host and boot maps them onto its own clock, so an NTP step cannot move the marker
+    mono_ns: int | None = None
+    boot_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

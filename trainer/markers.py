@@ -18,6 +18,8 @@ How it works:
 * Timestamps are ``time.time_ns()`` taken in the caller's thread at the moment of the call: UTC ns
   since the Unix epoch, the same time base the daemon stamps its samples with (``jouled.clock`` is the
   host's UTC clock anchored to the monotonic clock), so windows line up with samples on the same host.
+  Each marker also carries ``time.monotonic_ns()`` and the boot id: the daemon of the same host and boot
+  places the marker by that reading, so an NTP step of the wall clock during a run moves no window.
 * The caller only appends to an in-memory queue (no system call, no lock held across I/O): a
   background thread serialises, writes to the spool and publishes with QoS 1.
 * Every marker is first appended to a spool file (JSON lines, ``fsync`` in batches) and leaves it only
@@ -43,7 +45,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +55,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from jouled.backoff import Backoff
+from jouled.clock import boot_id
 from jouled.markers import QOS, parse_broker_url, topic_for
 from jouled.model import Marker
 from jouled.secrets import redact_url
@@ -152,6 +155,8 @@ class MarkerClient:
         fsync_interval_s: float = 0.05,
         poll_interval_s: float = 0.01,
         keepalive_s: int = 30,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+        mono_clock_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.address = parse_broker_url(url)
         self.url = url
@@ -167,6 +172,9 @@ class MarkerClient:
         self.fsync_interval_s = fsync_interval_s
         self.poll_interval_s = poll_interval_s
         self.keepalive_s = keepalive_s
+        # the clocks a marker is stamped with (tests inject a wall clock that steps, as NTP would)
+        self._wall_ns, self._mono_ns = wall_clock_ns, mono_clock_ns
+        self.boot_id = boot_id()
         self.spool_dir = Path(spool_path) if spool_path is not None else default_spool_dir()
         self.config: Any = None  # the jouled Config of from_config(): where RunHandle.energy() finds the store
 
@@ -249,7 +257,11 @@ class MarkerClient:
         Only cheap checks here (the daemon validates fully): a bad scope/event or a missing epoch/phase
         raises ValueError in the caller, where the bug is.
         """
-        t = time.time_ns() if time_ns is None else time_ns
+        mono: int | None = None
+        if time_ns is None:
+            mono, t = self._mono_ns(), self._wall_ns()
+        else:
+            t = time_ns  # the caller's own time: no monotonic reading vouches for it
         if self._closing:
             raise RuntimeError("MarkerClient is closed")
         if scope not in ("run", "epoch", "phase") or event not in ("start", "end"):
@@ -263,6 +275,7 @@ class MarkerClient:
         m = Marker(
             time_ns=t, host=self.host, run=run, scope=scope, event=event, seq=seq, epoch=epoch, phase=phase,
             arch=arch, gpus=tuple(gpus), attrs=attrs or {},
+            mono_ns=mono, boot_id=self.boot_id if mono is not None else None,
         )
         with self._mark_lock:  # uncontended in a training loop: well under a microsecond
             self._inbox.append(m)
@@ -444,7 +457,7 @@ class MarkerClient:
             self._send_idx += 1
             if e.acked or e.mid is not None:
                 continue
-            payload = with_sent(e.line, time.time_ns())
+            payload = with_sent(e.line, self._wall_ns())
             info = c.publish(e.topic, payload, qos=QOS)
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 self._lost = True
@@ -659,4 +672,33 @@ def _window_energy(
     from jouled.query import resolve, wait_window
 
     cfg, url = resolve(store_url, config if config is not None else handle.client.config)
-    return wait_window(url, cfg, handle.client.host, start.time_ns, end.time_ns, gpus=handle.gpus, timeout_s=timeout)
+    deadline = time.monotonic() + timeout
+    start_ns, end_ns = start.time_ns, end.time_ns
+    if start.mono_ns is not None or end.mono_ns is not None:  # the daemon may have placed them by their monotonic time
+        start_ns, end_ns = _stored_times(url, handle.client.host, start, end, deadline)
+    left_s = max(0.1, deadline - time.monotonic())
+    return wait_window(url, cfg, handle.client.host, start_ns, end_ns, gpus=handle.gpus, timeout_s=left_s)
+
+
+def _stored_times(url: str, host: str, start: Marker, end: Marker, deadline: float) -> tuple[int, int]:
+    """The times the daemon stored for two markers (mapped through CLOCK_MONOTONIC when it could, so an NTP step of
+    this process's wall clock between them does not stretch the window); the markers' own times if not stored by
+    ``deadline`` (``wait_window`` then says what is missing)."""
+    from jouled.query import StoreError, open_readonly
+
+    want = {start.seq: start.time_ns, end.seq: end.time_ns}
+    found: dict[int, int] = {}
+    while True:
+        try:
+            st = open_readonly(url)
+        except StoreError:
+            st = None
+        if st is not None:
+            try:
+                found = {m.seq: m.time_ns for m in st.read_markers(run=start.run, host=host) if m.seq in want}
+            finally:
+                st.close()
+        if len(found) == len(want) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    return found.get(start.seq, start.time_ns), found.get(end.seq, end.time_ns)

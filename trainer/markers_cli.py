@@ -120,7 +120,7 @@ def send(
     try:
         client.mark(
             scope, event, run, epoch, phase, arch=arch, gpus=gpu_list, attrs=attrs_obj or None, seq=seq,
-            time_ns=time_ns,
+            time_ns=None if time_ is None else time_ns,  # stamped by the client: with its monotonic reading
         )
         delivered = client.flush(timeout)
         stats = client.stats()
