@@ -217,3 +217,15 @@ def test_spooled_markers_delivered_later_are_mapped_too(tmp_path: Path, monkeypa
     assert e.time_ns == CLOCK.from_monotonic_ns(end.mono_ns or 0) and e.attrs[CLIENT_TIME_ATTR] == end.time_ns
     assert (e.time_ns - s.time_ns) < 10**9 < (end.time_ns - start.time_ns)  # the +30 s step is gone from the log
 
+
+
+def test_the_client_sends_its_monotonic_reading_only_with_its_own_time(tmp_path: Path) -> None:
+    c = MarkerClient(f"mqtt://127.0.0.1:{free_port()}", host="h1", spool_path=tmp_path / "spool", connect_timeout_s=0.2)
+    try:
+        before = time.monotonic_ns()
+        own = json.loads(marker_to_json(c.mark("run", "start", "r")))
+        given = json.loads(marker_to_json(c.mark("run", "end", "r", time_ns=WALL0_NS)))  # `jouled markers send --time`
+    finally:
+        c.close(timeout_s=0.2)
+    assert before <= own["mono_ns"] <= time.monotonic_ns() and own["boot_id"] == boot_id()
+    assert "mono_ns" not in given and "boot_id" not in given
