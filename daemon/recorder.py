@@ -46,13 +46,15 @@ class BrokerEndpoint:
     port: int
     tls: bool
     url: str  # redacted: safe to log and to write in the status file
+    transport: str = "tcp"  # tcp | websockets (ws://, wss://)
+    websocket_path: str | None = None
 
 
 def parse_mqtt_url(url: str) -> BrokerEndpoint:
     """Where the broker is (jouled.mqtturl, the parser MarkerClient uses too); the URL's user:password are taken by
     ``jouled.secrets.mqtt_auth``, never kept here."""
     a = parse_broker_url(url)
-    return BrokerEndpoint(a.host, a.port, a.tls, redact_url(url))
+    return BrokerEndpoint(a.host, a.port, a.tls, redact_url(url), a.transport, a.path or None)
 
 
 def daemon_client_id(host: str, store_path: Path) -> str:
@@ -310,7 +312,7 @@ class MarkerRecorder:
             while True:
                 try:
                     async with client_class(
-                        hostname=ep.hostname, port=ep.port,
+                        hostname=ep.hostname, port=ep.port, transport=ep.transport, websocket_path=ep.websocket_path,
                         username=self.auth.username, password=self.auth.password,
                         tls_context=tls, identifier=daemon_client_id(self.daemon.host, self.daemon.store.path),
                         clean_session=False,  # QoS-1 markers published while we reconnect are kept for us

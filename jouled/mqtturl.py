@@ -2,11 +2,13 @@
 
     mqtt://[user[:password]@]host[:port]    plain TCP, default port 1883   (tcp:// is the same)
     mqtts://[user[:password]@]host[:port]   TLS, default port 8883         (ssl:// is the same)
+    ws://[user[:password]@]host[:port][/path]    MQTT over WebSocket, default port 80, path /mqtt
+    wss://[user[:password]@]host[:port][/path]   the same over TLS, default port 443
 
 Hosts may be names, IPv4 or bracketed IPv6 literals (``mqtt://[::1]:1883``). User and password are
 percent-decoded (``p%40ss`` is ``p@ss``); who wins between them and [mqtt] username/password/password_file is
-`jouled.secrets.mqtt_auth`'s business. WebSocket transports (ws://, wss://) are refused: both clients could
-speak them (aiomqtt and paho have a websockets transport) but nothing here wires or tests them yet.
+`jouled.secrets.mqtt_auth`'s business. Both clients speak every scheme: the daemon's aiomqtt and MarkerClient's
+paho each have a "websockets" transport with a path.
 Pure: no I/O; errors are one line naming the URL with its password redacted.
 """
 
@@ -20,8 +22,15 @@ from jouled.secrets import redact_url
 
 PLAIN_PORT = 1883
 TLS_PORT = 8883
-SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}  # scheme → TLS
-FORM = "expected mqtt://host[:port] or mqtts://host[:port] (tcp:// and ssl:// are the same)"
+WS_PORT = 80
+WSS_PORT = 443
+WS_PATH = "/mqtt"  # paho's and most brokers' default
+# scheme → (TLS, transport)
+SCHEMES = {
+    "mqtt": (False, "tcp"), "tcp": (False, "tcp"), "mqtts": (True, "tcp"), "ssl": (True, "tcp"),
+    "ws": (False, "websockets"), "wss": (True, "websockets"),
+}
+FORM = "expected mqtt://host[:port] or mqtts://host[:port] (tcp:// and ssl:// are the same; ws:// and wss:// for WebSocket)"
 
 
 class BrokerUrlError(UserError, ValueError):
@@ -37,6 +46,8 @@ class BrokerAddress:
     tls: bool
     username: str | None = None
     password: str | None = None
+    transport: str = "tcp"  # tcp | websockets
+    path: str = ""  # the WebSocket path (websockets only)
 
     @property
     def url(self) -> str:
@@ -45,11 +56,14 @@ class BrokerAddress:
         cred = ""
         if self.username or self.password:
             cred = quote(self.username or "", safe="") + (":" + quote(self.password, safe="") if self.password else "") + "@"
+        if self.transport == "websockets":
+            return f"{'wss' if self.tls else 'ws'}://{cred}{host}:{self.port}{quote(self.path, safe='/')}"
         return f"{'mqtts' if self.tls else 'mqtt'}://{cred}{host}:{self.port}"
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt|tcp://[user[:password]@]host[:port]`` (1883) or ``mqtts|ssl://…`` (TLS, 8883); BrokerUrlError if not."""
+    """``mqtt|tcp://[user[:password]@]host[:port]`` (1883), ``mqtts|ssl://…`` (TLS, 8883), ``ws://…[/path]`` (80) or
+    ``wss://…[/path]`` (443); BrokerUrlError if not."""
     shown = redact_url(url)  # messages are printed and logged: never the password
     try:
         parts = urlsplit(url.strip())
@@ -58,8 +72,6 @@ def parse_broker_url(url: str) -> BrokerAddress:
     except ValueError as e:
         raise BrokerUrlError(f"broker URL {shown!r}: {e} — {FORM}") from None
     scheme = parts.scheme.lower()
-    if scheme in ("ws", "wss"):
-        raise BrokerUrlError(f"broker URL {shown!r}: WebSocket transport is not supported — {FORM}")
     if scheme not in SCHEMES:
         what = f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme"
         raise BrokerUrlError(f"broker URL {shown!r}: {what} — {FORM}")
@@ -67,13 +79,17 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise BrokerUrlError(f"broker URL {shown!r}: no host — {FORM}")
     if port == 0:
         raise BrokerUrlError(f"broker URL {shown!r}: port 0 — {FORM}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
+    tls, transport = SCHEMES[scheme]
+    ws = transport == "websockets"
+    if (parts.path not in ("", "/") and not ws) or parts.query or parts.fragment:
         raise BrokerUrlError(f"broker URL {shown!r}: unexpected path, query or fragment — {FORM}")
-    tls = SCHEMES[scheme]
+    default_port = (WSS_PORT if tls else WS_PORT) if ws else (TLS_PORT if tls else PLAIN_PORT)
     return BrokerAddress(
         host=host,
-        port=port or (TLS_PORT if tls else PLAIN_PORT),
+        port=port or default_port,
         tls=tls,
+        transport=transport,
+        path=(unquote(parts.path) or WS_PATH) if ws else "",
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,  # "user:@host": no password
     )

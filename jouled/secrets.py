@@ -303,7 +303,7 @@ def uses_embedded_broker(cfg: Config, url: str | None = None) -> bool:
         a = parse_broker_url(u)
     except ValueError:
         return False
-    return a.host in ("127.0.0.1", "localhost", "::1", m.embedded_host) and a.port == m.embedded_port
+    return a.transport == "tcp" and a.host in ("127.0.0.1", "localhost", "::1", m.embedded_host) and a.port == m.embedded_port
 
 
 def mqtt_auth(

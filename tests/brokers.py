@@ -155,11 +155,12 @@ def start_mosquitto(port: int | None = None, *, persistence: bool = False, extra
     return BrokerHandle("mosquitto", port, [binary, "-c", str(conf)], workdir).start()
 
 
-def start_amqtt(port: int | None = None) -> BrokerHandle:
-    """The amqtt broker (pure Python, what the daemon embeds) on 127.0.0.1:``port`` in its own process."""
+def start_amqtt(port: int | None = None, *, websocket: bool = False) -> BrokerHandle:
+    """The amqtt broker (pure Python, what the daemon embeds) on 127.0.0.1:``port`` in its own process
+    (``websocket``: its listener speaks MQTT over WebSocket, for ws:// URLs)."""
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="jouled-amqtt-"))
-    argv = [sys.executable, str(Path(__file__).resolve()), "amqtt", str(port)]
+    argv = [sys.executable, str(Path(__file__).resolve()), "amqtt-ws" if websocket else "amqtt", str(port)]
     return BrokerHandle("amqtt", port, argv, workdir).start(timeout_s=30.0)
 
 
@@ -170,13 +171,16 @@ def amqtt_config(port: int) -> dict[str, Any]:
     return broker_config("127.0.0.1", port)
 
 
-def _amqtt_main(port: int) -> None:
+def _amqtt_main(port: int, websocket: bool = False) -> None:
     import asyncio
 
     from amqtt.broker import Broker
 
     async def serve() -> None:
-        broker = Broker(amqtt_config(port))
+        cfg = amqtt_config(port)
+        if websocket:
+            cfg["listeners"] = {"default": {"type": "ws", "bind": f"127.0.0.1:{port}"}}
+        broker = Broker(cfg)
         await broker.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -326,7 +330,7 @@ class Subscriber:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "amqtt":
-        _amqtt_main(int(sys.argv[2]))
+    if len(sys.argv) == 3 and sys.argv[1] in ("amqtt", "amqtt-ws"):
+        _amqtt_main(int(sys.argv[2]), websocket=sys.argv[1] == "amqtt-ws")
     else:
         sys.exit("usage: brokers.py amqtt PORT")

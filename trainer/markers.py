@@ -361,8 +361,11 @@ class MarkerClient:
 
     def _new_mqtt(self) -> paho.Client:
         c = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True, protocol=paho.MQTTv311
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True, protocol=paho.MQTTv311,
+            transport="websockets" if self.address.transport == "websockets" else "tcp",
         )
+        if self.address.transport == "websockets":
+            c.ws_set_options(path=self.address.path)
         c.connect_timeout = self.connect_timeout_s
         c.max_inflight_messages_set(self.max_inflight)
         if self.username is not None:
