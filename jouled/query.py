@@ -596,13 +596,15 @@ def wait_window(
     timeout_s: float = 30.0,
     poll_s: float = 0.1,
     lookback_s: float = 5.0,
+    waited_s: float = 0.0,
 ) -> Measurement:
     """Wait until the log is complete past `end_ns` for every series of `host` that was sampling during the window
     (its watermark, plus the reading after the end: see `wait_complete`), then measure it. A series was sampling
     when its watermark or a sample reached start − lookback. A series no daemon vouched for (a log written before
     schema v3) counts as complete once it holds a sample past `end_ns`.
 
-    Raises TimeoutError with one line when the log does not get there within `timeout_s`.
+    Raises TimeoutError with one line when the log does not get there within `timeout_s` (the message counts
+    `waited_s` too: what a caller already spent of the user's timeout before calling).
     """
     import time as _time
 
@@ -633,6 +635,7 @@ def wait_window(
                 st.close()
         if _time.monotonic() >= deadline:
             where = f"in {path or store_url}"
+            timeout_s = waited_s + timeout_s  # the user's whole timeout, for the message
             if lagging:
                 raise TimeoutError(
                     f"no samples after the window's end from {', '.join(lagging)} {where} after {timeout_s:g} s"

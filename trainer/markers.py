@@ -680,7 +680,8 @@ def _window_energy(
     if start.mono_ns is not None or end.mono_ns is not None:  # the daemon may have placed them by their monotonic time
         start_ns, end_ns = _stored_times(url, handle.client.host, start, end, deadline)
     left_s = max(0.1, deadline - time.monotonic())
-    return wait_window(url, cfg, handle.client.host, start_ns, end_ns, gpus=handle.gpus, timeout_s=left_s)
+    return wait_window(url, cfg, handle.client.host, start_ns, end_ns, gpus=handle.gpus, timeout_s=left_s,
+                       waited_s=max(0.0, timeout - left_s))
 
 
 def _stored_times(url: str, host: str, start: Marker, end: Marker, deadline: float) -> tuple[int, int]:
