@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jouled.errors import UserError
+from jouled.userfile import read_user_text
 
 SYSTEM_CONFIG = Path("/etc/jouled/jouled.toml")
 
@@ -277,18 +278,13 @@ def resolve_config_path(path: str | Path | None, environ: dict[str, str] | None 
 
 def _read_toml(cfg_path: Path) -> dict[str, Any]:
     """The config file's TOML; every way it can fail is one line naming the file (and the line) and the fix."""
-    try:
-        text = cfg_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"config {cfg_path}: file not found — pass an existing --config or unset JOULED_CONFIG") from None
-    except IsADirectoryError:
-        raise UserError(f"config {cfg_path}: is a folder — pass the TOML file itself (e.g. {cfg_path}/jouled.toml)") from None
-    except UnicodeDecodeError as e:
-        raise UserError(
-            f"config {cfg_path}: not UTF-8 text (byte {e.start}) — save it as UTF-8 TOML (see systemd/jouled.toml)"
-        ) from None
-    except OSError as e:
-        raise UserError(f"config {cfg_path}: cannot read ({e.strerror}) — check its permissions") from None
+    text = read_user_text(
+        cfg_path, encoding="utf-8",
+        missing=f"config {cfg_path}: file not found — pass an existing --config or unset JOULED_CONFIG",
+        folder=f"config {cfg_path}: is a folder — pass the TOML file itself (e.g. {cfg_path}/jouled.toml)",
+        not_utf8=f"config {cfg_path}: not UTF-8 text (byte {{byte}}) — save it as UTF-8 TOML (see systemd/jouled.toml)",
+        unreadable=f"config {cfg_path}: cannot read ({{strerror}}) — check its permissions",
+    )
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -11,6 +11,7 @@ from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
 from jouled.errors import UserError
 from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
 from jouled.store.sqlite import open_store
+from jouled.userfile import read_user_text
 
 import_app = make_app(help="Bring existing logs in (CSV or InfluxDB line protocol).")
 
@@ -23,16 +24,13 @@ def _import(
     if fmt not in ("auto", "csv", "lp"):
         raise UserError(f"--format {fmt!r}: choose auto, csv or lp")
     ctx = context(config, store)
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UserError(f"{file}: no such file — pass the path of a CSV or line-protocol log") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{file}: not UTF-8 text — export it as UTF-8 CSV or line protocol") from None
-    except IsADirectoryError:
-        raise UserError(f"{file}: is a folder — pass the path of one CSV or line-protocol file in it") from None
-    except OSError as e:
-        raise UserError(f"{file}: cannot read ({e.strerror}) — check its permissions") from None
+    text = read_user_text(
+        file, encoding="utf-8-sig",
+        missing=f"{file}: no such file — pass the path of a CSV or line-protocol log",
+        folder=f"{file}: is a folder — pass the path of one CSV or line-protocol file in it",
+        not_utf8=f"{file}: not UTF-8 text — export it as UTF-8 CSV or line protocol",
+        unreadable=f"{file}: cannot read ({{strerror}}) — check its permissions",
+    )
     host = ctx.config.daemon.host
     show = progress_enabled(no_progress)
     with progress_bar(f"parsing {file.name} (lines)", enabled=show) as on_progress:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from jouled.errors import UserError
+from jouled.userfile import read_user_text
 
 if TYPE_CHECKING:
     from jouled.config import Config
@@ -154,20 +155,14 @@ def credential_path(name: str, environ: Mapping[str, str] | None = None) -> Path
 def read_secret_file(path: str | Path, what: str) -> str:
     """The secret in ``path``: its first line, without the line end. One-line UserError when it cannot be read."""
     p = Path(path).expanduser()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{what} {p}: file not found — create it (one line, the secret) or fix the path") from None
-    except IsADirectoryError:
-        raise UserError(f"{what} {p}: is a folder — name the file holding the secret") from None
-    except PermissionError:
-        raise UserError(
-            f"{what} {p}: permission denied — run as a member of its group ({_group_of(p)}) or fix its permissions"
-        ) from None
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {p}: not UTF-8 text — write the secret as one line of text") from None
-    except OSError as e:
-        raise UserError(f"{what} {p}: cannot read ({e.strerror}) — check the path and its permissions") from None
+    text = read_user_text(
+        p, encoding="utf-8",
+        missing=f"{what} {p}: file not found — create it (one line, the secret) or fix the path",
+        folder=f"{what} {p}: is a folder — name the file holding the secret",
+        denied=f"{what} {p}: permission denied — run as a member of its group ({_group_of(p)}) or fix its permissions",
+        not_utf8=f"{what} {p}: not UTF-8 text — write the secret as one line of text",
+        unreadable=f"{what} {p}: cannot read ({{strerror}}) — check the path and its permissions",
+    )
     value = text.splitlines()[0].strip() if text.strip() else ""
     if not value:
         raise UserError(f"{what} {p}: empty — write the secret on its first line")

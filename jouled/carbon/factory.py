@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from jouled.carbon.base import CarbonProvider
 from jouled.carbon.carbonaware import CarbonAwareSdk
@@ -34,13 +33,7 @@ def read_token(cfg: CarbonConfig, environ: Mapping[str, str] | None = None) -> s
         return read_secret_file(cred, f"carbon token (systemd credential {CARBON_TOKEN})")
     remember_secret(env.get("JOULED_CARBON_TOKEN", "").strip())  # masked in every log line
     if cfg.token_file:
-        p = Path(cfg.token_file).expanduser()
-        try:
-            token = p.read_text(encoding="utf-8").strip().splitlines()[0].strip() if p.stat().st_size else ""
-        except OSError as e:
-            raise UserError(f"carbon token_file {p}: cannot read ({e.strerror}) — fix the path or its permissions") from None
-        remember_secret(token)
-        return token
+        return read_secret_file(cfg.token_file, "[carbon] token_file")
     return env.get("JOULED_CARBON_TOKEN", "").strip()
 
 

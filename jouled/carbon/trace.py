@@ -23,6 +23,7 @@ from jouled.carbon.base import (
 )
 from jouled.carbon.series import IntensitySeries
 from jouled.errors import UserError
+from jouled.userfile import read_user_text
 
 COLUMNS = ("direct", "lca")
 # Let's Wait Awhile names its files by country; map them to Electricity Maps zone keys.
@@ -68,14 +69,12 @@ def load_trace(path: str | Path, column: str = "direct") -> Trace:
     col = column.strip().lower()
     if col not in COLUMNS:
         raise UserError(f"trace column {column!r}: unknown — use one of {', '.join(COLUMNS)}")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UserError(f"trace {p}: file not found — pass an existing CSV trace file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"trace {p}: not UTF-8 text — export the trace as UTF-8 CSV") from None
-    except OSError as e:
-        raise UserError(f"trace {p}: cannot read ({e.strerror}) — check the path and its permissions") from None
+    text = read_user_text(
+        p, encoding="utf-8-sig",
+        missing=f"trace {p}: file not found — pass an existing CSV trace file",
+        not_utf8=f"trace {p}: not UTF-8 text — export the trace as UTF-8 CSV",
+        unreadable=f"trace {p}: cannot read ({{strerror}}) — check the path and its permissions",
+    )
     rows = csv.reader(text.splitlines())
     try:
         header = next(rows)
