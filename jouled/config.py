@@ -137,6 +137,12 @@ class NasConfig(_Section):
     window_h: float = Field(24.0, gt=0)
 
 
+class PrometheusConfig(_Section):
+    # "host:port" ("[::1]:9464" for IPv6) where the daemon serves /metrics (jouled.daemon.prometheus); empty = off.
+    # No auth on /metrics: keep it on loopback unless a firewall or a reverse proxy guards it.
+    listen: str = ""
+
+
 class Config(_Section):
     daemon: DaemonConfig = DaemonConfig()
     store: StoreConfig = StoreConfig()
@@ -145,6 +151,7 @@ class Config(_Section):
     sources: SourcesConfig = SourcesConfig()
     carbon: CarbonConfig = CarbonConfig()
     nas: NasConfig = NasConfig()
+    prometheus: PrometheusConfig = PrometheusConfig()
     source_file: str = Field("", exclude=True)
 
     def store_path(self) -> Path:
