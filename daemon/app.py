@@ -88,6 +88,10 @@ def _build(
     from jouled.daemon.carbon import attach_carbon_poller
 
     attach_carbon_poller(daemon)
+    if config.prometheus.listen.strip():
+        from jouled.daemon.prometheus import attach_prometheus
+
+        attach_prometheus(daemon)  # last: it binds its port, which nothing after it could fail to release
     return daemon
 
 
