@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import threading
 import time
@@ -46,6 +48,7 @@ class _Zone:
     counter: MonotoneCounter = field(default_factory=MonotoneCounter)
     last_energy_j: float | None = None
     last_mono_ns: int = 0
+    fd: int = -1  # energy_uj, kept open: a pread at offset 0 re-reads the counter without an open/close per tick
 
 
 def zone_device_name(raw_name: str, package_of_parent: str | None) -> str:
@@ -131,7 +134,17 @@ class RaplSource:
                 max_range = int(read_file(path / "max_energy_range_uj").strip())
             except (OSError, ValueError):
                 max_range = 0  # unknown: a drop is then treated as a reset, never as negative energy
-            opened.append(_Zone(path, dev, raw, max_range, MonotoneCounter(wrap=float(max_range))))
+            zone = _Zone(path, dev, raw, max_range, MonotoneCounter(wrap=float(max_range)))
+            try:
+                zone.fd = os.open(energy, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                for z in opened:
+                    os.close(z.fd)
+                raise SourceUnavailable(f"{energy} {PERMISSION_FIX}" if isinstance(e, PermissionError) else
+                                        f"cannot open {energy} ({e.strerror}) — check the powercap driver (dmesg), "
+                                        "or disable with [sources.rapl] enabled = false") from None
+            opened.append(zone)
+        self._close_files()
         self._zones = opened
         notes = []
         subs = [z.device for z in opened if z.raw_name in SUBDOMAINS]
@@ -169,7 +182,7 @@ class RaplSource:
         out: list[Reading] = []
         with self._lock:  # read() and read_counters() may come from different threads
             for z in self._zones:
-                raw = read_file(z.path / "energy_uj")
+                raw = os.pread(z.fd, 32, 0)  # sysfs regenerates the value on each read at offset 0
                 mono_ns = time.monotonic_ns()
                 energy_j = z.counter.update(float(int(raw))) / 1e6
                 power_w = None
@@ -180,5 +193,14 @@ class RaplSource:
                 out.append(Reading(CLOCK.from_monotonic_ns(mono_ns), z.device, power_w, energy_j))
         return out
 
+    def _close_files(self) -> None:
+        for z in self._zones:
+            if z.fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(z.fd)
+                z.fd = -1
+
     def close(self) -> None:
-        self._zones = []
+        with self._lock:
+            self._close_files()
+            self._zones = []
