@@ -17,8 +17,7 @@ from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
 from jouled.energy import NO_SAMPLES, has_samples
 from jouled.errors import UserError
 from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
-from jouled.query import compute_rows, epoch_rows, run_rows, run_totals
-from jouled.store.sqlite import open_store
+from jouled.query import compute_rows, epoch_rows, open_readonly, run_rows, run_totals
 from jouled.tables import Column, WideOpt, print_table
 
 energy_app = make_app(help="Energy and carbon per epoch, phase and run, from the markers in the store.")
@@ -99,7 +98,7 @@ def epochs(
     if host_devices not in ("total", "share", "exclude"):
         raise UserError(f"--host-devices {host_devices!r}: choose total, share or exclude")
     ctx = context(config, store)
-    st = open_store(ctx.store_url, readonly=True)
+    st = open_readonly(ctx.store_url, ctx.config)  # sqlite:///, influx://, influx2://
     scopes = ("epoch", "phase", "run") if scope == "all" else (scope,)
     with progress_bar("energy per window", enabled=progress_enabled(no_progress)) as on_progress:
         rows, problems = compute_rows(st, ctx.config, run, scopes, host_devices, on_progress=on_progress)
@@ -159,7 +158,7 @@ def runs(
     if fmt not in ("table", "csv", "json"):
         raise UserError(f"--format {fmt!r}: choose table, csv or json")
     ctx = context(config, store)
-    st = open_store(ctx.store_url, readonly=True)
+    st = open_readonly(ctx.store_url, ctx.config)  # sqlite:///, influx://, influx2://
     with progress_bar("energy per run", enabled=progress_enabled(no_progress)) as on_progress:
         rows, problems = compute_rows(st, ctx.config, None, ("run",), on_progress=on_progress)
     for p in problems:

@@ -11,7 +11,8 @@ from typing import IO
 
 import numpy as np
 
-from jouled.store.sqlite import SeriesKey, SqliteStore
+from jouled.store.reader import ReadStore
+from jouled.store.sqlite import SeriesKey
 from jouled.timefmt import format_time_ns
 
 SLICE_NS = 600 * 1_000_000_000  # 10 min of every series at a time: memory stays bounded on a month-long log
@@ -34,7 +35,7 @@ class Slice:
 
 
 def iter_slices(
-    store: SqliteStore,
+    store: ReadStore,
     start_ns: int,
     end_ns: int,
     *,

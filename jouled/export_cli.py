@@ -62,7 +62,7 @@ def samples(
         if output is None:
             raise UserError("--format parquet: a binary file — pass -o FILE.parquet")
     ctx = context(config, store)
-    st = open_readonly(ctx.store_url)
+    st = open_readonly(ctx.store_url, ctx.config)  # sqlite:///, influx://, influx2://
     hosts = list(host) if host else None
     if run is not None:
         markers = st.read_markers(run)
@@ -103,7 +103,7 @@ def samples(
     _report(n, lo, hi, st.path, output)
 
 
-def _report(n: int, lo_ns: int, hi_ns: int, store: Path, output: Path | None) -> None:
+def _report(n: int, lo_ns: int, hi_ns: int, store: Path | str, output: Path | None) -> None:
     """A count on stderr (stdout carries the data); an export of nothing is not a success."""
     span = f"{_iso(lo_ns)} … {_iso(hi_ns)}"
     if n == 0:

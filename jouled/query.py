@@ -27,7 +27,9 @@ from jouled.energy import SeriesArrays, Window, energy_rows, windows_from_marker
 from jouled.energy import run_totals as _energy_run_totals
 from jouled.errors import UserError
 from jouled.series import SeriesMeta, meta_or_default, period_or_nan
-from jouled.store.sqlite import SeriesKey, SqliteStore, open_store, sqlite_url
+from jouled.store.reader import ReadStore
+from jouled.store.sqlite import SeriesKey, open_store, sqlite_url
+from jouled.store.url import is_influx_url
 
 SCOPES = ("epoch", "phase", "run", "all")
 HOST_DEVICES = ("total", "share", "exclude")
@@ -70,7 +72,7 @@ class MissingModule(UserError):
 
 
 def load_series(
-    store: SqliteStore, host: str | None, start_ns: int, end_ns: int, config: Config | None = None
+    store: ReadStore, host: str | None, start_ns: int, end_ns: int, config: Config | None = None
 ) -> dict[tuple[str, str], SeriesArrays]:
     """Every series of `host` over [start, end], padded by a margin so edge interpolation has neighbours.
 
@@ -99,7 +101,7 @@ def load_series(
     return out
 
 
-def series_metas(store: SqliteStore, host: str | None = None) -> dict[tuple[str, str], SeriesMeta]:
+def series_metas(store: ReadStore, host: str | None = None) -> dict[tuple[str, str], SeriesMeta]:
     """What each (source, device) of `host` (None: any host) is: its latest declaration, else the default."""
     return {
         (k.source, k.device): meta_or_default(k.meta, k.source, k.device)
@@ -107,7 +109,7 @@ def series_metas(store: SqliteStore, host: str | None = None) -> dict[tuple[str,
     }
 
 
-def run_totals(rows: Sequence[Mapping[str, Any]], store: SqliteStore | None = None) -> list[dict[str, Any]]:
+def run_totals(rows: Sequence[Mapping[str, Any]], store: ReadStore | None = None) -> list[dict[str, Any]]:
     """One dict per run (the fields of `jouled energy runs --format json`), totals chosen by the series' roles.
 
     Each GPU counts once (NVML preferred to nvidia-smi), CPU packages and DRAM are added (core/uncore lie inside
@@ -117,7 +119,7 @@ def run_totals(rows: Sequence[Mapping[str, Any]], store: SqliteStore | None = No
     return _energy_run_totals(rows, series_metas(store) if store is not None else None)
 
 
-def carbon_for(store: SqliteStore, config: Config, start_ns: int, end_ns: int) -> IntensitySeries | None:
+def carbon_for(store: ReadStore, config: Config, start_ns: int, end_ns: int) -> IntensitySeries | None:
     """Intensity from the store (zone from config, else any), else the configured constant, else none."""
     pts = store.read_carbon(config.carbon.zone or None, None, end_ns)
     # the value in force at the window start may be older than the window: keep the last before it
@@ -132,7 +134,7 @@ def carbon_for(store: SqliteStore, config: Config, start_ns: int, end_ns: int) -
 
 
 def compute_rows(
-    store: SqliteStore,
+    store: ReadStore,
     config: Config,
     run: str | None,
     scopes: Sequence[str],
@@ -174,7 +176,7 @@ def compute_rows(
     return rows, [str(p) for p in problems]
 
 
-def _segments(store: SqliteStore, host: str, windows: list[Window]) -> list[list[Window]]:
+def _segments(store: ReadStore, host: str, windows: list[Window]) -> list[list[Window]]:
     """Windows split where a series of `host` was re-declared (a restart with another rate), so each window is
     judged by the metadata in force when it started; one segment (the usual case) when nothing changed."""
     changes = sorted({since for k in store.series() if k.host == host and k.meta is not None
@@ -354,9 +356,16 @@ def resolve(store_url: str | None = None, config: str | Path | Config | None = N
     return cfg, url
 
 
-def open_readonly(url: str) -> SqliteStore:
-    """The store at `url`, read-only; any failure is a StoreError with one line."""
+def open_readonly(url: str, config: Config | None = None) -> ReadStore:
+    """The store at `url` (sqlite:///…, influx://…, influx2://…), read-only; any failure is a StoreError with one line.
+
+    `config`: where an InfluxDB store's credentials come from ([influx] username, password_file, token_file);
+    None: the default config."""
     try:
+        if is_influx_url(url):
+            from jouled.store.influx import open_influx
+
+            return open_influx(url, config)
         st = open_store(url, readonly=True)
         st.series()  # touch the schema now: a file that is not a jouled log fails here, not mid-query
         return st
@@ -371,7 +380,7 @@ def open_readonly(url: str) -> SqliteStore:
 class Query:
     """Read-only queries over one store. Build it with `jouled.query.open(...)`."""
 
-    def __init__(self, store: SqliteStore, config: Config, store_url: str) -> None:
+    def __init__(self, store: ReadStore, config: Config, store_url: str) -> None:
         self.store, self.config, self.store_url = store, config, store_url
 
     def run_ids(self) -> list[str]:
@@ -425,7 +434,7 @@ def open(store_url: str | None = None, config: str | Path | Config | None = None
     built-in defaults). Errors are `QueryError`s (a `jouled.errors.UserError`) with one line naming the fix.
     """
     cfg, url = resolve(store_url, config)
-    return Query(open_readonly(url), cfg, url)
+    return Query(open_readonly(url, cfg), cfg, url)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -534,7 +543,7 @@ def _needed_ns(key: SeriesKey, until_ns: int, neighbours: bool) -> int:
 
 
 def lagging_series(
-    store: SqliteStore, until_ns: int, *, host: str | None = None, since_ns: int | None = None, neighbours: bool = True
+    store: ReadStore, until_ns: int, *, host: str | None = None, since_ns: int | None = None, neighbours: bool = True
 ) -> list[SeriesKey] | None:
     """The live series of `host` whose log is not yet complete until `until_ns` (see `wait_complete`).
 
@@ -551,7 +560,7 @@ def lagging_series(
 
 
 def wait_complete(
-    store: SqliteStore,
+    store: ReadStore,
     until_ns: int,
     timeout_s: float = 30.0,
     *,

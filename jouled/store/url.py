@@ -21,6 +21,11 @@ def parse_store_url(url: str) -> Path:
     raise UserError(f"store URL {shown!r}: scheme '{scheme}' cannot be read here — use sqlite:///path.db")
 
 
+def is_influx_url(url: str) -> bool:
+    """An InfluxDB store URL (influx:// v1, influx2:// v2): read by jouled.store.influx, not by the SQLite store."""
+    return "://" in url and url.split("://", 1)[0].lower() in ("influx", "influx2")
+
+
 def sqlite_url(path: str | Path) -> str:
     """The store URL of a log file: sqlite:///abs/path.db."""
     return "sqlite://" + str(Path(path).expanduser().resolve())
