@@ -1,0 +1,1 @@
+"""Tests of the InfluxDB forwarder and the line-protocol encoding."""
