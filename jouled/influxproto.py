@@ -42,7 +42,7 @@ HEALTH = "jouled_health"
 # jouled_health fields that are integers in the schema (any other health field is a float)
 HEALTH_INT_FIELDS = frozenset({"errors", "missed", "backlog_points", "points_sent", "quarantined"})
 
-FieldValue = float | int | str | bool
+FieldValue = float | int | str | bool | np.integer | np.floating
 
 
 class LineProtocolError(ValueError):

@@ -27,7 +27,7 @@ DB = "roundtrip"
 _ts = itertools.count(1_700_000_000_000_000_000)
 
 NASTY = st.text(
-    alphabet=st.sampled_from(list(' ,="\\\n\r\t\'#ab0üλ日\U0001f600{}:;\x01')) | st.characters(blacklist_categories=("Cs",)),
+    alphabet=st.sampled_from(list(' ,="\\\n\r\t\'#ab0üλ日\U0001f600{}:;\x01')) | st.characters(blacklist_categories=["Cs"]),
     max_size=12,
 )
 
