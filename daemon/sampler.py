@@ -18,6 +18,7 @@ import numpy as np
 
 from jouled.backoff import Backoff
 from jouled.clock import CLOCK
+from jouled.columns import ChunkBatch, ColumnSink
 from jouled.daemon.sources.base import Source, SourceInfo
 from jouled.daemon.sources.common import PartialRead
 from jouled.errors import SourceUnavailable
@@ -99,7 +100,7 @@ class SourceRunner(threading.Thread):
     sets `snapshot`, which wakes the thread at once to read the energy counters.
     """
 
-    def __init__(self, source: Source, period_s: float, sink: deque[tuple[str, Reading]]) -> None:
+    def __init__(self, source: Source, period_s: float, sink: ColumnSink) -> None:
         super().__init__(name=f"jouled-{source.name}", daemon=True)
         self.source = source
         self.period_ns = max(int(period_s * 1e9), 1)
@@ -177,9 +178,7 @@ class SourceRunner(threading.Thread):
         self._read_since_ns = None
 
     def _emit(self, readings: list[Reading]) -> None:
-        name = self.source.name
-        for r in readings:
-            self.sink.append((name, r))
+        self.sink.add(self.source.name, readings)
         if readings:
             self.health.readings += len(readings)
             self.health.last_sample_ns = max(r.time_ns for r in readings)
@@ -307,8 +306,8 @@ class Sampler:
     """All source runners plus the shared queue the daemon loop drains."""
 
     def __init__(self, sources: list[tuple[Source, float]]) -> None:
-        self.queue: deque[tuple[str, Reading]] = deque()
-        self.runners = [SourceRunner(src, period_s, self.queue) for src, period_s in sources]
+        self.sink = ColumnSink()  # the one carrier from the sources' threads to the store (jouled/columns.py)
+        self.runners = [SourceRunner(src, period_s, self.sink) for src, period_s in sources]
 
     def start(self) -> None:
         for r in self.runners:
@@ -332,14 +331,9 @@ class Sampler:
         reading of those devices stamped before complete_ns."""
         return {r.source.name: (r.complete_ns(), list(r.health.devices)) for r in self.runners if r.info is not None}
 
-    def drain(self) -> list[tuple[str, Reading]]:
-        out = []
-        q = self.queue
-        while True:
-            try:
-                out.append(q.popleft())
-            except IndexError:
-                return out
+    def drain(self, host: str) -> list[ChunkBatch]:
+        """What the sources read since the last drain: one column batch per (source, device), tagged ``host``."""
+        return self.sink.drain(host)
 
     def health(self) -> list[dict[str, Any]]:
         now = CLOCK.now_ns()

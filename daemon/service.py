@@ -23,11 +23,10 @@ from jouled.daemon import sdnotify
 from jouled.daemon.sampler import Sampler
 from jouled.daemon.sources.base import Source
 from jouled.errors import UserError
-from jouled.model import Reading, Sample
 from jouled.secrets import make_private_dir, write_private_file
 from jouled.series import SeriesMeta, default_meta
 from jouled.statusfile import beside_store_path, default_status_path
-from jouled.store.sqlite import ChunkBatch, SeriesKey, SqliteStore, batches_from_samples
+from jouled.store.sqlite import ChunkBatch, SeriesKey, SqliteStore
 
 T = TypeVar("T")
 log = logging.getLogger("jouled.daemon")
@@ -129,7 +128,7 @@ class Daemon:
         self.sampler = Sampler(self.sources)
         self.host = self.config.daemon.host
         self.store_health = StoreHealth(path=str(self.store.path))
-        self._pending: list[Sample] = []
+        self._pending: list[ChunkBatch] = []
         # series whose metadata this daemon has stored, with the source's open generation it came from
         self._declared: dict[SeriesKey, int] = {}
         self._runners = {r.source.name: r for r in self.sampler.runners}
@@ -160,21 +159,16 @@ class Daemon:
 
     # -- storage ---------------------------------------------------------------------------------
 
-    def _to_samples(self, items: list[tuple[str, Reading]]) -> list[Sample]:
-        host = self.host
-        return [Sample(r.time_ns, host, src, r.device, r.power_w, r.energy_j, r.extras) for src, r in items]
-
     async def flush(self) -> int:
         """Move queued readings into the log. On a write error keep them and retry at the next flush."""
         # the watermark first, the drain second: the drain then holds every reading stamped before it
         complete = {
             SeriesKey(self.host, src, dev): t for src, (t, devices) in self.sampler.complete().items() for dev in devices
         }
-        self._pending.extend(self._to_samples(self.sampler.drain()))
+        self._pending.extend(self.sampler.drain(self.host))
         if not self._pending and not complete:
             return 0
-        batch, self._pending = self._pending, []
-        batches = batches_from_samples(batch)
+        batches, self._pending = self._pending, []
         declare = self._declarations(batches)
         try:
             n = await self.in_store_thread(
@@ -182,29 +176,44 @@ class Daemon:
                 since_ns=min((t for _m, _g, t in declare.values()), default=0), complete=complete,
             )
         except Exception as e:
-            self._pending = batch + self._pending
+            self._pending = batches + self._pending
             h = self.store_health
             h.write_errors += 1
             msg = f"{type(e).__name__}: {e}".splitlines()[0]
             if msg != h.last_error:
-                log.error("store %s: write failed (%s); keeping %d samples in memory and retrying", h.path, msg, len(batch))
+                log.error("store %s: write failed (%s); keeping %d samples in memory and retrying", h.path, msg,
+                          sum(len(b) for b in batches))
             h.last_error = msg
-            if len(self._pending) > MAX_PENDING_SAMPLES:  # bounded memory: drop the oldest, and say so
-                drop = len(self._pending) - MAX_PENDING_SAMPLES
-                del self._pending[:drop]
-                h.dropped += drop
-            h.pending = len(self._pending)
+            h.pending = self._bound_pending()
             return 0
         for key, (_m, gen, _t) in declare.items():
             self._declared[key] = gen
         h = self.store_health
         h.written += n
         h.flushes += 1
-        h.pending = len(self._pending)
+        h.pending = sum(len(b) for b in self._pending)
         h.last_flush_ns = CLOCK.now_ns()
         if h.last_error:
             log.info("store %s: writing again", h.path)
             h.last_error = ""
+        return n
+
+    def _bound_pending(self) -> int:
+        """Bounded memory while the store refuses writes: drop the oldest batches past MAX_PENDING_SAMPLES, and count
+        them. Returns the samples still pending."""
+        n = sum(len(b) for b in self._pending)
+        h = self.store_health
+        while n > MAX_PENDING_SAMPLES and len(self._pending) > 1:
+            old = self._pending.pop(0)
+            n -= len(old)
+            h.dropped += len(old)
+        if n > MAX_PENDING_SAMPLES:  # one huge batch: keep its newest part
+            b = self._pending[0]
+            cut = n - MAX_PENDING_SAMPLES
+            self._pending[0] = ChunkBatch(b.key, b.time_ns[cut:], b.power_w[cut:], b.energy_j[cut:],
+                                          {k: v[cut:] for k, v in b.extras.items()})
+            h.dropped += cut
+            n -= cut
         return n
 
     def _declarations(self, batches: list[ChunkBatch]) -> dict[SeriesKey, tuple[SeriesMeta, int, int]]:
@@ -266,7 +275,7 @@ class Daemon:
             "store": {
                 "path": h.path,
                 "written": h.written,
-                "pending": h.pending + len(self.sampler.queue),
+                "pending": h.pending + len(self.sampler.sink),
                 "flushes": h.flushes,
                 "write_errors": h.write_errors,
                 "last_error": h.last_error,

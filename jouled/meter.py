@@ -44,7 +44,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_RATE_HZ = 20.0
 START_TIMEOUT_S = 10.0  # sources open in their threads; a meter's handshake may take a few seconds
-DRAIN_INTERVAL_S = 0.5  # readings move from the sampler's queue into compact columns this often
+DRAIN_INTERVAL_S = 0.5  # readings move from the sampler's column sink into compact typed arrays this often
 
 
 class _Columns:
@@ -74,18 +74,17 @@ class _Session:
         self.measurement = Measurement()
 
     def _drain(self) -> None:
-        batch = self.sampler.drain()
-        if not batch:
+        batches = self.sampler.drain("")
+        if not batches:
             return
-        nan = float("nan")
         with self.lock:
-            for name, r in batch:
-                c = self.cols.get((name, r.device))
+            for b in batches:
+                c = self.cols.get((b.key.source, b.key.device))
                 if c is None:
-                    c = self.cols[(name, r.device)] = _Columns()
-                c.t.append(r.time_ns)
-                c.p.append(nan if r.power_w is None else r.power_w)
-                c.e.append(nan if r.energy_j is None else r.energy_j)
+                    c = self.cols[(b.key.source, b.key.device)] = _Columns()
+                c.t.frombytes(b.time_ns.tobytes())
+                c.p.frombytes(b.power_w.tobytes())
+                c.e.frombytes(b.energy_j.tobytes())
 
     def _drain_loop(self) -> None:
         while not self.stop_drain.wait(DRAIN_INTERVAL_S):

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from jouled.columns import ChunkBatch as ChunkBatch  # re-exported: the one column carrier (jouled/columns.py)
+from jouled.columns import batches_from_rows
 from jouled.errors import UserError
 from jouled.model import Allocation, CarbonPoint, Marker, Sample
 from jouled.secrets import make_private_dir
@@ -130,33 +132,11 @@ class SeriesData:
         return int(self.time_ns.size)
 
 
-@dataclass
-class ChunkBatch:
-    """Columns for one series, ready to store as one chunk."""
-
-    key: SeriesKey
-    time_ns: np.ndarray
-    power_w: np.ndarray
-    energy_j: np.ndarray
-    extras: dict[str, np.ndarray] = field(default_factory=dict)
-
-
 def batches_from_samples(samples: Iterable[Sample]) -> list[ChunkBatch]:
-    """Group row samples into per-series column batches (sorted by time within each)."""
-    groups: dict[SeriesKey, list[Sample]] = defaultdict(list)
-    for s in samples:
-        groups[SeriesKey(s.host, s.source, s.device)].append(s)
-    out = []
-    for key, rows in groups.items():
-        t = np.fromiter((r.time_ns for r in rows), dtype=np.int64, count=len(rows))
-        p = np.fromiter((np.nan if r.power_w is None else r.power_w for r in rows), dtype=np.float64, count=len(rows))
-        e = np.fromiter((np.nan if r.energy_j is None else r.energy_j for r in rows), dtype=np.float64, count=len(rows))
-        names = sorted({k for r in rows for k in r.extras})
-        extras = {
-            k: np.fromiter((r.extras.get(k, np.nan) for r in rows), dtype=np.float64, count=len(rows)) for k in names
-        }
-        out.append(ChunkBatch(key, t, p, e, extras))
-    return out
+    """Group row samples (importers, tests) into per-series column batches, in their given order."""
+    return batches_from_rows(
+        (SeriesKey(s.host, s.source, s.device), s.time_ns, s.power_w, s.energy_j, s.extras) for s in samples
+    )
 
 
 class MarkerRowError(UserError):

@@ -37,10 +37,10 @@ def test_sampler_rate_and_jitter() -> None:
     assert h["delivered_ratio"] > 0.95
     assert h["jitter_p99_ms"] < 20  # loose: the CI box is shared; bench/ measures the real figure
     assert src.closed.is_set()
-    items = s.drain()
-    assert len(items) == h["readings"]
-    t = np.array([r.time_ns for _, r in items])
-    assert np.all(np.diff(t) > 0)
+    batches = s.drain("h")
+    assert sum(len(b) for b in batches) == h["readings"]
+    assert len(batches) == 1 and batches[0].key.host == "h"
+    assert np.all(np.diff(batches[0].time_ns) > 0)
 
 
 def test_daemon_stores_everything_read_and_writes_status(tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_partial_read_keeps_healthy_devices() -> None:
     time.sleep(0.3)
     s.stop()
     h = s.health()[0]
-    items = s.drain()
+    per_device = {b.key.device: len(b) for b in s.drain("h")}
     assert h["errors"] == 1 and "GPU is lost" in h["last_error"]
-    assert sum(1 for _, r in items if r.device == "dev0") == src.reads  # dev0 never missed a read
-    assert sum(1 for _, r in items if r.device == "dev1") == src.reads - 1
+    assert per_device["dev0"] == src.reads  # dev0 never missed a read
+    assert per_device["dev1"] == src.reads - 1

@@ -1,0 +1,75 @@
+"""The column carrier (jouled/columns.py): readings in, one time-ordered batch per series out, extras aligned."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from jouled.columns import ColumnSink, batches_from_rows
+from jouled.model import Reading
+from jouled.store.sqlite import SeriesKey
+
+
+def test_drain_gives_one_batch_per_series_with_nan_for_absent_fields() -> None:
+    sink = ColumnSink()
+    sink.add("nvml", [Reading(1, "gpu0", 100.0, 5.0), Reading(1, "gpu1", 50.0)])
+    sink.add("nvml", [Reading(2, "gpu0", None, 6.0)])
+    assert len(sink) == 3
+    got = {b.key: b for b in sink.drain("h")}
+    assert len(sink) == 0 and sink.drain("h") == []
+    g0 = got[SeriesKey("h", "nvml", "gpu0")]
+    assert g0.time_ns.tolist() == [1, 2] and g0.time_ns.dtype == np.int64
+    assert g0.power_w[0] == 100.0 and math.isnan(g0.power_w[1]) and g0.energy_j.tolist() == [5.0, 6.0]
+    g1 = got[SeriesKey("h", "nvml", "gpu1")]
+    assert g1.power_w.tolist() == [50.0] and math.isnan(g1.energy_j[0])
+
+
+def test_extras_that_come_and_go_stay_aligned_with_time() -> None:
+    sink = ColumnSink()
+    sink.add("s", [Reading(1, "d", 1.0)])
+    sink.add("s", [Reading(2, "d", 1.0, extras={"util": 0.5})])
+    sink.add("s", [Reading(3, "d", 1.0)])
+    sink.add("s", [Reading(4, "d", 1.0, extras={"temp": 60.0, "util": 0.7})])
+    (b,) = sink.drain("h")
+    assert set(b.extras) == {"util", "temp"}
+    for col in b.extras.values():
+        assert col.size == b.time_ns.size
+    assert np.isnan(b.extras["util"][[0, 2]]).all() and b.extras["util"][[1, 3]].tolist() == [0.5, 0.7]
+    assert np.isnan(b.extras["temp"][:3]).all() and b.extras["temp"][3] == 60.0
+
+
+def test_threads_adding_while_a_drain_runs_lose_nothing() -> None:
+    sink = ColumnSink()
+    per_thread = 20_000
+    stop = threading.Event()
+    drained: list[int] = []
+
+    def writer(dev: str) -> None:
+        for i in range(per_thread):
+            sink.add("s", [Reading(i, dev, float(i))])
+
+    def drainer() -> None:
+        while not stop.is_set():
+            drained.extend(len(b) for b in sink.drain("h"))
+
+    ts = [threading.Thread(target=writer, args=(f"d{k}",)) for k in range(4)]
+    d = threading.Thread(target=drainer)
+    d.start()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    stop.set()
+    d.join()
+    drained.extend(len(b) for b in sink.drain("h"))
+    assert sum(drained) == 4 * per_thread
+
+
+def test_rows_group_in_their_given_order() -> None:
+    a, b = SeriesKey("h", "csv", "a"), SeriesKey("h", "csv", "b")
+    out = batches_from_rows([(a, 3, 1.0, None, {}), (b, 1, None, 2.0, {}), (a, 4, 2.0, None, {"x": 1.0})])
+    got = {x.key: x for x in out}
+    assert got[a].time_ns.tolist() == [3, 4] and math.isnan(got[a].extras["x"][0]) and got[a].extras["x"][1] == 1.0
+    assert got[b].energy_j.tolist() == [2.0]
