@@ -60,7 +60,7 @@ def _cli_json(*args: str) -> Any:
 
 
 def test_store_reads_match(stores: tuple[str, str, Path]) -> None:
-    sq_url, ix_url, cfg = stores
+    sq_url, ix_url, _cfg = stores
     sq: ReadStore = SqliteStore(sq_url[len("sqlite://"):], readonly=True)
     ix = open_influx(ix_url)
     assert isinstance(ix, InfluxV1Store) and isinstance(ix, ReadStore)
