@@ -655,6 +655,68 @@ class SqliteStore:
                 np.frombuffer(e, "<f8") if e is not None else np.full(n, np.nan),
             )
 
+    def raw_chunks_after(
+        self, after_id: int, limit: int = 1000, max_points: int | None = None
+    ) -> list[tuple[int, SeriesKey, SeriesData]]:
+        """Raw chunks (res_s = 0) with id > after_id in id order, at most `limit` chunks and — past the first —
+        about `max_points` samples: the forwarder's read (aggregates are never forwarded: they would double count)."""
+        rows = self._conn().execute(
+            "SELECT c.id, s.host, s.source, s.device, c.n, c.time_ns, c.power_w, c.energy_j FROM chunks c"
+            " JOIN series s ON s.id = c.series_id WHERE c.id > ? AND c.res_s = 0 ORDER BY c.id LIMIT ?",
+            (after_id, limit),
+        ).fetchall()
+        out: list[tuple[int, SeriesKey, SeriesData]] = []
+        total = 0
+        for cid, host, source, device, n, t, p, e in rows:
+            if out and max_points is not None and total + n > max_points:
+                break
+            key = SeriesKey(host, source, device)
+            out.append((cid, key, SeriesData(
+                key,
+                np.frombuffer(t, "<i8"),
+                np.frombuffer(p, "<f8") if p is not None else np.full(n, np.nan),
+                np.frombuffer(e, "<f8") if e is not None else np.full(n, np.nan),
+            )))
+            total += n
+        return out
+
+    def raw_backlog(self, after_id: int) -> tuple[int, int, int | None]:
+        """(chunks, samples, newest t1_ns) of raw chunks with id > after_id: what a forwarder has not sent yet."""
+        row = self._conn().execute(
+            "SELECT count(*), coalesce(sum(n), 0), max(t1_ns) FROM chunks WHERE id > ? AND res_s = 0", (after_id,)
+        ).fetchone()
+        return int(row[0]), int(row[1]), None if row[2] is None else int(row[2])
+
+    def chunk_t1_ns(self, chunk_id: int) -> int | None:
+        """The newest sample time of raw chunks with id <= chunk_id, looking at the last few (cheap, by rowid)."""
+        row = self._conn().execute(
+            "SELECT max(t1_ns) FROM (SELECT t1_ns FROM chunks WHERE id <= ? AND res_s = 0 ORDER BY id DESC LIMIT 64)",
+            (chunk_id,),
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def markers_after(self, after_id: int, limit: int = 1000) -> list[tuple[int, Marker]]:
+        """Markers with rowid > after_id in id order (insertion order): the forwarder's marker cursor."""
+        rows = self._conn().execute(
+            "SELECT id, time_ns, host, run, scope, event, seq, epoch, phase, arch, gpus, attrs FROM markers"
+            " WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        ).fetchall()
+        return [
+            (r[0], Marker(time_ns=r[1], host=r[2], run=r[3], scope=r[4], event=r[5], seq=r[6], epoch=r[7], phase=r[8],
+                          arch=r[9], gpus=tuple(r[10].split()) if r[10] else (), attrs=json.loads(r[11])))
+            for r in rows
+        ]
+
+    def allocations_after(self, after_id: int, limit: int = 1000) -> list[tuple[int, Allocation]]:
+        """Allocations with rowid > after_id in id order: the forwarder's allocation cursor."""
+        rows = self._conn().execute(
+            "SELECT id, time_ns, search, gpus_sampling, gpus_evaluation, lambda_s, intensity_g_per_kwh FROM allocation"
+            " WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        ).fetchall()
+        return [(r[0], Allocation(*r[1:])) for r in rows]
+
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return default if row is None else str(row[0])
@@ -673,7 +735,7 @@ class SqliteStore:
         Returns the number of chunks removed.
         """
         conn = self._conn()
-        limit = 2**63 - 1 if max_id is None else max_id
+        limit = _below_newest(conn, max_id)
         rows = conn.execute(
             "SELECT id, series_id, n FROM chunks WHERE res_s=0 AND t1_ns<? AND id<=? AND n<?"
             " ORDER BY series_id, t0_ns, id",
@@ -729,17 +791,18 @@ class SqliteStore:
         ).fetchall()
         return _decode_chunks(SeriesKey("", "", ""), chunks, extras=True)
 
-    def downsample(self, *, older_than_ns: int, period_s: float = 1.0) -> int:
+    def downsample(self, *, older_than_ns: int, period_s: float = 1.0, max_id: int | None = None) -> int:
         """Replace raw chunks that end before older_than_ns by period_s aggregates.
 
         Aggregate = mean power and the last counter value of each bucket, stamped at the bucket's mean
-        sample time, so energy over long windows stays right. Returns raw samples replaced.
+        sample time, so energy over long windows stays right. Returns raw samples replaced. Only chunks with
+        id <= max_id: raw data a forwarder has not sent yet stays raw until it has.
         """
         conn = self._conn()
         rows = conn.execute(
             "SELECT c.id, c.series_id, s.host, s.source, s.device FROM chunks c JOIN series s ON s.id=c.series_id"
-            " WHERE c.res_s=0 AND c.t1_ns<? ORDER BY c.series_id, c.t0_ns",
-            (older_than_ns,),
+            " WHERE c.res_s=0 AND c.t1_ns<? AND c.id<=? ORDER BY c.series_id, c.t0_ns",
+            (older_than_ns, _below_newest(conn, max_id)),
         ).fetchall()
         by_series: dict[tuple[int, SeriesKey], list[int]] = defaultdict(list)
         for cid, sid, h, src, dev in rows:
@@ -768,13 +831,25 @@ class SqliteStore:
         self, *, now_ns: int, raw_retention_s: float, aggregate_retention_s: float, aggregate_period_s: float,
         compact_after_s: float = 60.0, max_id: int | None = None,
     ) -> dict[str, int]:
-        """One pass of the daemon's housekeeping: compact recent chunks, downsample old ones, expire older."""
+        """One pass of the daemon's housekeeping: compact recent chunks, downsample old ones, expire older.
+
+        max_id: the forwarder's chunk cursor — chunks above it are neither merged nor downsampled (not yet sent)."""
         compacted = self.compact(older_than_ns=now_ns - int(compact_after_s * NS_PER_S), max_id=max_id)
         downsampled = self.downsample(
-            older_than_ns=now_ns - int(raw_retention_s * NS_PER_S), period_s=aggregate_period_s
+            older_than_ns=now_ns - int(raw_retention_s * NS_PER_S), period_s=aggregate_period_s, max_id=max_id
         )
         expired = self.expire(aggregates_before_ns=now_ns - int(aggregate_retention_s * NS_PER_S))
         return {"compacted_chunks": compacted, "downsampled_samples": downsampled, "expired_chunks": expired}
+
+
+def _below_newest(conn: sqlite3.Connection, max_id: int | None) -> int:
+    """The highest chunk id maintenance may touch: everything without a forwarder cursor (max_id None); with one,
+    at most the cursor and never the newest chunk — deleting the highest id would let the next insert reuse it
+    (rowids are max + 1, not AUTOINCREMENT), behind the cursor, and that chunk would never be forwarded."""
+    if max_id is None:
+        return 2**63 - 1
+    newest = conn.execute("SELECT max(id) FROM chunks").fetchone()[0]
+    return min(max_id, int(newest) - 1) if newest is not None else max_id
 
 
 def aggregate(
