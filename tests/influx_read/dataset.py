@@ -1,4 +1,4 @@
-"""One dataset written to both an SQLite log and InfluxDB (line protocol per the shared schema), for the reader tests.
+"""One dataset written to both an SQLite log and InfluxDB (jouled.influxproto's line protocol), for the reader tests.
 
 Counters and power-only series, a declared comparison series (nvidia-smi), an estimated host-wide series, a wall
 meter, an undeclared series, a gap, two hosts, three runs with epochs and phases, and carbon intensity.
@@ -6,67 +6,36 @@ meter, an undeclared series, a gap, two hosts, three runs with epochs and phases
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import httpx
 import numpy as np
 
+from jouled import influxproto
 from jouled.model import CarbonPoint, Marker
-from jouled.series import SeriesMeta, default_meta, meta_or_default
+from jouled.series import SeriesMeta, default_meta
 from jouled.store.sqlite import ChunkBatch, SeriesKey, SqliteStore
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
 
 
-# -- line protocol (the schema in docs/architecture.md; escaping per the InfluxDB 1.x docs) ----------------------
-
-
-def _tag(s: str) -> str:
-    return s.replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
-
-
-def _str_field(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _tags(tags: dict[str, str | None]) -> str:
-    return "".join(f",{k}={_tag(v)}" for k, v in sorted(tags.items()) if v)
+# -- line protocol: the forwarder's own encoder (jouled.influxproto), so the reader is tested on what it will read --
 
 
 def power_lines(key: SeriesKey, meta: SeriesMeta | None, t: np.ndarray, p: np.ndarray, e: np.ndarray) -> list[str]:
-    m = meta_or_default(meta, key.source, key.device)
-    head = "power" + _tags({
-        "host": key.host, "source": key.source, "device": key.device, "role": m.role, "kind": m.kind,
-        "scope": "host" if m.host_wide else "device",
-    })
-    out = []
-    for ti, pi, ei in zip(t.tolist(), p.tolist(), e.tolist(), strict=True):
-        fields = ",".join(f for f in (
-            f"power_w={pi!r}" if pi == pi else "", f"energy_j={ei!r}" if ei == ei else "") if f)
-        if fields:
-            out.append(f"{head} {fields} {ti}")
-    return out
+    return influxproto.encode_series(key.host, key.source, key.device, meta, t, p, e)
 
 
 def marker_line(m: Marker) -> str:
-    tags = _tags({"host": m.host, "run": m.run, "scope": m.scope, "event": m.event, "seq": str(m.seq)})
-    fields = []
-    if m.epoch is not None:
-        fields.append(f"epoch={m.epoch}i")
-    for name, v in (("phase", m.phase), ("arch", m.arch)):
-        if v is not None:
-            fields.append(f"{name}={_str_field(v)}")
-    fields.append(f"gpus={_str_field(' '.join(m.gpus))}")
-    fields.append(f"attrs={_str_field(json.dumps(m.attrs, sort_keys=True, separators=(',', ':'), ensure_ascii=False))}")
-    return f"marker{tags} {','.join(fields)} {m.time_ns}"
+    return influxproto.encode_marker(m)
 
 
 def carbon_line(c: CarbonPoint) -> str:
-    tags = _tags({"zone": c.zone, "provider": c.provider, "forecast": "true" if c.forecast else "false"})
-    return f"carbon{tags} intensity_g_per_kwh={float(c.intensity_g_per_kwh)!r} {c.time_ns}"
+    line = influxproto.encode_carbon(c)
+    assert line is not None
+    return line
 
 
 def write_lines(url: str, db: str, lines: Iterable[str], batch: int = 50_000) -> None:
