@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from jouled.carbon.series import J_PER_KWH, IntensitySeries
+from jouled.markers import PairProblem, PairProblemKind, WindowPairer, window_key
 from jouled.model import Marker
 from jouled.series import SeriesMeta, choose_totals, default_meta
 from jouled.timefmt import format_time_ns  # re-exported: energy rows' times are RFC 3339
@@ -140,11 +141,26 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class MarkerProblem:
-    """A marker that could not be paired; reported, never raised."""
+    """A marker that could not be paired; reported, never raised (kinds: `jouled.markers.PairProblem`)."""
 
-    kind: Literal["end_without_start", "start_without_end", "end_before_start", "bad_event"]
+    kind: PairProblemKind
     marker: Marker
     message: str
+
+
+def _problem(p: PairProblem[Marker]) -> MarkerProblem:
+    mk, other = p.marker, p.other
+    if p.kind == "start_while_open":
+        why = f"started again while seq {other.seq if other else '?'} was open — that start has no end"
+    elif p.kind == "end_without_start":
+        why = "no open start"
+    elif p.kind == "end_before_start":
+        why = f"ends before its start (seq {other.seq if other else '?'})"
+    elif p.kind == "start_without_end":
+        why = "no end"
+    else:
+        why = f"event {mk.event!r} is not start/end"
+    return MarkerProblem(p.kind, mk, f"{_describe(mk)}: {why}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -587,32 +603,16 @@ def windows_from_markers(markers: Sequence[Marker]) -> tuple[list[Window], list[
         seen.add(seq_key)
         ordered.append(mk)
 
-    open_: dict[tuple[str, str, str, int | None, str | None], Marker] = {}
+    pairer: WindowPairer[Marker] = WindowPairer()
     pairs: list[tuple[Marker, Marker]] = []
     problems: list[MarkerProblem] = []
     for mk in ordered:
-        key = (mk.host, mk.run, mk.scope, mk.epoch, mk.phase)
-        if mk.event == "start":
-            old = open_.get(key)
-            if old is not None:
-                problems.append(
-                    MarkerProblem("start_without_end", old, f"{_describe(old)}: a new start (seq {mk.seq}) came first")
-                )
-            open_[key] = mk
-        elif mk.event == "end":
-            start = open_.pop(key, None)
-            if start is None:
-                problems.append(MarkerProblem("end_without_start", mk, f"{_describe(mk)}: no open start"))
-            elif mk.time_ns < start.time_ns:
-                problems.append(
-                    MarkerProblem("end_before_start", mk, f"{_describe(mk)}: ends before its start (seq {start.seq})")
-                )
-            else:
-                pairs.append((start, mk))
-        else:
-            problems.append(MarkerProblem("bad_event", mk, f"{_describe(mk)}: event {mk.event!r} is not start/end"))
-    for mk in open_.values():
-        problems.append(MarkerProblem("start_without_end", mk, f"{_describe(mk)}: no end"))
+        got = pairer.push((mk.host, *window_key(mk)), mk)
+        if isinstance(got, PairProblem):
+            problems.append(_problem(got))
+        elif got is not None:
+            pairs.append(got)
+    problems.extend(_problem(p) for p in pairer.finish())
 
     run_info: dict[tuple[str, str], tuple[tuple[str, ...], str | None]] = {}
     for start, end in pairs:

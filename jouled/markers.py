@@ -36,9 +36,9 @@ import json
 import math
 import re
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from jouled.model import EVENTS, SCOPES, Marker
 from jouled.mqtturl import BrokerAddress as BrokerAddress  # the broker URL's home is jouled.mqtturl: re-exported
@@ -63,6 +63,7 @@ ErrorKind = Literal[
     "duplicate_seq",
     "end_without_start",
     "start_while_open",
+    "end_before_start",
     "too_large",
     "too_deep",
     "out_of_range",
@@ -457,6 +458,70 @@ def window_key(m: Marker | Tracked) -> WindowKey:
     return (m.run, "phase", m.epoch, m.phase)
 
 
+PairProblemKind = Literal["start_while_open", "end_without_start", "end_before_start", "start_without_end", "bad_event"]
+
+
+class Pairable(Protocol):
+    """What pairing reads of a marker (a `Marker`, or the tracker's compact `Tracked`)."""
+
+    @property
+    def event(self) -> str: ...
+    @property
+    def time_ns(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+
+
+P = TypeVar("P", bound=Pairable)
+
+
+@dataclass(frozen=True, slots=True)
+class PairProblem(Generic[P]):
+    """A marker that did not pair: ``marker`` is the one this is about, ``other`` the open start it met (if any).
+
+    - ``start_while_open``: a start while the same window was open — the open one (``other``) is abandoned;
+    - ``end_without_start``: an end with no open start;
+    - ``end_before_start``: an end stamped before its start (``other``) — both are dropped;
+    - ``start_without_end``: a start still open when pairing finished (``WindowPairer.finish``);
+    - ``bad_event``: neither start nor end.
+    """
+
+    kind: PairProblemKind
+    marker: P
+    other: P | None = None
+
+
+class WindowPairer(Generic[P]):
+    """Start/end pairing by window key, in arrival (seq) order: the one implementation behind the daemon's live
+    check of each marker (`MarkerTracker`) and the energy windows read from the log (`energy.windows_from_markers`).
+
+    Pure state: ``push`` returns the (start, end) pair it closed or the problem it found; ``open`` holds the starts
+    still waiting, by key. The key is the caller's: ``window_key(m)``, with the host in front where markers of
+    several hosts meet.
+    """
+
+    def __init__(self) -> None:
+        self.open: dict[Hashable, P] = {}
+
+    def push(self, key: Hashable, m: P) -> tuple[P, P] | PairProblem[P] | None:
+        if m.event == "start":
+            prev = self.open.get(key)
+            self.open[key] = m
+            return None if prev is None else PairProblem("start_while_open", m, prev)
+        if m.event != "end":
+            return PairProblem("bad_event", m)
+        start = self.open.pop(key, None)
+        if start is None:
+            return PairProblem("end_without_start", m)
+        if m.time_ns < start.time_ns:
+            return PairProblem("end_before_start", m, start)
+        return (start, m)
+
+    def finish(self) -> list[PairProblem[P]]:
+        """The starts still open, as ``start_without_end`` problems, oldest first (the state is left as it was)."""
+        return [PairProblem("start_without_end", m) for m in sorted(self.open.values(), key=lambda m: m.time_ns)]
+
+
 @dataclass(frozen=True, slots=True)
 class TrackResult:
     """What the tracker made of one marker.
@@ -537,7 +602,7 @@ class MarkerTracker:
         self.max_runs = max_runs
         self.budget_bytes = budget_bytes
         self._seen: OrderedDict[str, _RunState] = OrderedDict()
-        self._open: dict[WindowKey, Tracked] = {}
+        self._pairer: WindowPairer[Tracked] = WindowPairer()
         self._phases: dict[str, str] = {}
         self.bytes = 0  # the estimate of what the tracked state holds
         self.evicted_runs = 0
@@ -564,8 +629,9 @@ class MarkerTracker:
                 continue
             self.bytes -= self._seen.pop(old_run).bytes
             self.evicted_runs += 1
-            for key in [k for k in self._open if k[0] == old_run]:
-                del self._open[key]
+            open_ = self._pairer.open
+            for key in [k for k in open_ if k[0] == old_run]:  # type: ignore[index]  # keys are window_key()s
+                del open_[key]
 
     def _track(self, st: _RunState, m: Marker) -> Tracked:
         """The compact record, its strings shared with the run and the other markers (one copy each)."""
@@ -586,16 +652,17 @@ class MarkerTracker:
             self._evict(keep=t.run)
 
     def _pair(self, t: Tracked) -> MarkerError | None:
-        key = window_key(t)
-        if t.event == "start":
-            prev = self._open.get(key)
-            self._open[key] = t
-            if prev is not None:
-                return MarkerError("start_while_open", "event", f"{key} started again (seq {prev.seq}) without an end")
+        got = self._pairer.push(window_key(t), t)
+        if not isinstance(got, PairProblem):
             return None
-        if self._open.pop(key, None) is None:
-            return MarkerError("end_without_start", "event", f"end of {key} without a start")
-        return None
+        key = window_key(t)
+        if got.kind == "start_while_open":
+            seq = got.other.seq if got.other is not None else "?"
+            return MarkerError("start_while_open", "event", f"{key} started again (seq {seq}) without an end")
+        if got.kind == "end_before_start":
+            seq = got.other.seq if got.other is not None else "?"
+            return MarkerError("end_before_start", "time", f"end of {key} is stamped before its start (seq {seq})")
+        return MarkerError("end_without_start", "event", f"end of {key} without a start")
 
     def seed(self, m: Marker) -> None:
         """Record a marker already stored (no counting, no problems)."""
@@ -649,5 +716,5 @@ class MarkerTracker:
 
     def open_windows(self) -> list[Tracked]:
         """Start markers still waiting for their end, oldest first."""
-        return sorted(self._open.values(), key=lambda t: t.time_ns)
+        return [p.marker for p in self._pairer.finish()]
 
