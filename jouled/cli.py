@@ -48,9 +48,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "carbon": ("jouled.carbon_cli:carbon_app", "Grid carbon intensity: now, history, forecast."),
     "nas": ("jouled.cli:_nas_app", "Carbon-aware neural architecture search (CE-NAS) on NAS-Bench-201."),
     "service": ("jouled.service_cli:service_app", "Install or remove jouled as a systemd service."),
+    "grafana": ("jouled.grafana_cli:grafana_app", "Upload jouled's Grafana dashboards (InfluxQL, Flux, PromQL)."),
 }
 COMMAND_ORDER = ("train", "demo", "run", "sources", "status", "import", "energy", "export", "markers", "carbon", "nas",
-                 "service")
+                 "service", "grafana")
 
 
 def _nas_app() -> typer.Typer:
