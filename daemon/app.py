@@ -88,6 +88,10 @@ def _build(
     from jouled.daemon.carbon import attach_carbon_poller
 
     attach_carbon_poller(daemon)
+    if config.influx.url.strip():
+        from jouled.daemon.forward import attach_forwarder
+
+        attach_forwarder(daemon)  # a bad [influx] key fails `jouled run` here, with one line
     if config.prometheus.listen.strip():
         from jouled.daemon.prometheus import attach_prometheus
 

@@ -123,6 +123,8 @@ class Daemon:
     status_extras: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
     recorder: Any = None  # the MarkerRecorder, when markers are on
     lock: StoreLock | None = None  # one daemon per log (build_daemon takes it; run() holds it until it returns)
+    # the forwarder's chunk cursor: maintenance neither merges nor downsamples chunks past it (not yet forwarded)
+    maintain_max_id: Callable[[], int | None] | None = None
 
     def __post_init__(self) -> None:
         self.sampler = Sampler(self.sources)
@@ -256,6 +258,7 @@ class Daemon:
                     raw_retention_s=s.raw_retention_days * 86400,
                     aggregate_retention_s=s.aggregate_retention_days * 86400,
                     aggregate_period_s=s.aggregate_period_s,
+                    max_id=self.maintain_max_id() if self.maintain_max_id is not None else None,
                 )
             except Exception as e:  # housekeeping must never stop sampling
                 log.warning("store maintenance failed: %s", e)

@@ -46,7 +46,11 @@ class InfluxConfig(_Section):
     org: str = ""
     bucket: str = "jouled"
     token_file: str = ""  # v2 token (jouled.secrets: systemd credential influx-token > token_file > $JOULED_INFLUX_TOKEN)
-    batch_size: int = Field(5000, gt=0)
+    batch_size: int = Field(5000, gt=0)  # points per write request (the forwarder)
+    retention_policy: str = ""  # v1: the rp= of each write ('' = the database's default policy)
+    timeout_s: float = Field(10.0, gt=0)  # one write request's timeout
+    max_retry_s: float = Field(60.0, gt=0)  # the longest wait between retries while InfluxDB is down or refusing
+    disk_budget_mb: float = Field(4096.0, ge=0)  # warn when the local log grows past this (0 = never)
 
 
 class MqttConfig(_Section):

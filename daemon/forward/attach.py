@@ -1,0 +1,96 @@
+"""Build the forwarder from `[influx]` (credentials through jouled.secrets; a bad key is one line at start) and
+plug it into the daemon: its thread, its status, its hold on maintenance, and the sources' `jouled_health` points."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from jouled import influxproto as lp
+from jouled.clock import CLOCK
+from jouled.config import Config
+from jouled.daemon.forward.forwarder import Forwarder
+from jouled.daemon.forward.writers import V1Writer, V2Writer, Writer, target_id
+from jouled.errors import UserError
+from jouled.secrets import influx_password, influx_token, redact_url
+from jouled.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from jouled.daemon.service import Daemon
+
+log = logging.getLogger("jouled.forward")
+
+
+def build_writer(cfg: Config) -> Writer:
+    """The write client `[influx]` asks for; UserError naming the key when the config cannot work."""
+    ic = cfg.influx
+    parts = urlsplit(ic.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"[influx] url {redact_url(ic.url)!r}: not an http(s) URL — e.g. url = \"http://127.0.0.1:8086\"")
+    if ic.api == "v2":
+        from jouled.extras import require
+
+        require("[influx] api = \"v2\"", "influx", "influxdb_client")
+        token = influx_token(cfg)
+        if not token:
+            raise UserError("[influx] api = \"v2\" needs a token — set [influx] token_file, the systemd credential "
+                            "influx-token or $JOULED_INFLUX_TOKEN")
+        if not ic.org:
+            raise UserError("[influx] api = \"v2\" needs [influx] org (and bucket)")
+        return V2Writer(ic.url, ic.org, ic.bucket, token, timeout_s=ic.timeout_s)
+    if not ic.database:
+        raise UserError("[influx] database is empty — name the InfluxDB database to write to")
+    password = influx_password(cfg) if ic.username else None
+    return V1Writer(ic.url, ic.database, retention_policy=ic.retention_policy, username=ic.username,
+                    password=password, timeout_s=ic.timeout_s)
+
+
+def build_forwarder(cfg: Config, store: SqliteStore, **kw: object) -> Forwarder:
+    """A forwarder for `store` with `[influx]`'s settings (keyword arguments override Forwarder's)."""
+    ic = cfg.influx
+    writer = build_writer(cfg)
+    opts: dict[str, object] = {
+        "batch_size": ic.batch_size, "max_retry_s": ic.max_retry_s, "poll_s": min(cfg.daemon.flush_interval_s, 1.0),
+        "health_period_s": max(cfg.daemon.health_interval_s, 1.0), "host": cfg.daemon.host,
+        "disk_budget_mb": ic.disk_budget_mb,
+    }
+    opts.update(kw)
+    return Forwarder(store, writer, target=target_id(ic.url, ic.api, ic.database, ic.bucket), **opts)  # type: ignore[arg-type]
+
+
+def source_health_lines(daemon: Daemon) -> list[str]:
+    """`jouled_health` points of each source (rate, jitter, errors, missed, last sample age), now."""
+    now = CLOCK.now_ns()
+    out = []
+    for h in daemon.sampler.health():
+        line = lp.encode_health(daemon.host, str(h["name"]), {
+            "rate_hz": h.get("achieved_rate_hz"), "jitter_s": (h.get("jitter_p99_ms") or 0.0) / 1e3,
+            "errors": h.get("errors", 0), "missed": h.get("missed", 0), "last_sample_age_s": h.get("last_sample_age_s"),
+        }, now)
+        if line is not None:
+            out.append(line)
+    return out
+
+
+def attach_forwarder(daemon: Daemon) -> Forwarder | None:
+    """Add the forwarding task when `[influx] url` is set; None when it is not."""
+    cfg = daemon.config
+    if not cfg.influx.url.strip():
+        return None
+    fwd = build_forwarder(cfg, daemon.store, health_lines=lambda: source_health_lines(daemon))
+    stop = threading.Event()
+
+    async def forward(_: Daemon) -> None:
+        try:
+            await asyncio.to_thread(fwd.run, stop)
+        finally:
+            stop.set()  # cancelled at shutdown: the thread ends after its current write
+
+    daemon.tasks.append(forward)
+    daemon.status_extras["forwarder"] = fwd.status
+    daemon.maintain_max_id = fwd.chunk_cursor
+    log.info("forwarder: %s into %s (api %s)", daemon.store.path, redact_url(cfg.influx.url), cfg.influx.api)
+    return fwd
