@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,12 +15,6 @@ from rich.console import Console
 from jouled.cli_common import ConfigOpt, StoreOpt, context
 from jouled.errors import UserError
 from jouled.tables import Column, WideOpt, make_console, print_table
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _print_summary(doc: dict[str, Any], console: Console, wide: bool = False) -> None:
@@ -85,7 +77,9 @@ def search_command(
     period: Annotated[
         float, typer.Option("--period", metavar="SECONDS", help="decision period, provider seconds (0: [nas] decision_period_s)")
     ] = 0.0,
-    no_daemon: Annotated[bool, typer.Option("--no-daemon", help="use the running daemon's broker ([mqtt] url)")] = False,
+    no_daemon: Annotated[bool, typer.Option(
+        "--no-daemon", help="start no daemon: markers go to the broker in [mqtt] url, where a daemon elsewhere records them"
+    )] = False,
     data: Annotated[
         Path | None, typer.Option("--data", metavar="DIR", help="folder of the NAS-Bench-201 tables (default $JOULED_NAS_DATA)")
     ] = None,
@@ -158,31 +152,20 @@ def search_command(
     store_path = parse_store_url(ctx.store_url)
     err = Console(stderr=True)
 
-    bg = None
+    link = None
     if no_daemon:
         broker = cfg.mqtt.url
         if not broker:
             raise UserError("--no-daemon: no running daemon's broker configured — set [mqtt] url or drop --no-daemon")
     else:
-        from jouled.daemon.app import build_daemon
-        from jouled.daemon.background import BackgroundDaemon
+        from jouled.daemonproc import attach_or_start
 
-        cfg.mqtt.url = ""
-        cfg.mqtt.embedded_port = _free_port()
-        daemon = build_daemon(cfg, ctx.store_url)
-        bg = BackgroundDaemon(daemon).start()
-        broker = f"mqtt://127.0.0.1:{cfg.mqtt.embedded_port}"
-        err.print(f"daemon: logging to {ctx.store_url}, broker {broker}")
-        from urllib.parse import quote
-
-        from jouled.secrets import mqtt_auth
-
-        # embedded_auth on: the workers' clients present the daemon's credentials, in the URL handed to them in
-        # memory (never a command line; redacted wherever a URL is shown)
-        auth = mqtt_auth(cfg)
-        if auth.password:
-            user, pw = quote(auth.username or "", safe=""), quote(auth.password, safe="")
-            broker = f"mqtt://{user}:{pw}@127.0.0.1:{cfg.mqtt.embedded_port}"
+        # the daemon that logs to this store already, else `jouled run` as a child process (never in-process: the
+        # scheduler does not import the daemon); it delivers what the workers spool while its broker is away
+        link = attach_or_start(cfg, ctx.store_url, store_path, work / "daemon", config_file=config,
+                               spool_dir=work / "spool")
+        broker = link.broker_url  # may hold the embedded broker's credentials: in memory only, redacted when shown
+        err.print(link.shown)
     settings = WorkerSettings(dataset=dataset, channels=channels, cells_per_stage=cells,
                               max_batches=max_batches or None, seed=seed, broker_url=broker, host=cfg.daemon.host,
                               spool_dir=str(work / "spool"))
@@ -200,9 +183,8 @@ def search_command(
     finally:
         if ex is not None:
             ex.shutdown()
-        if bg is not None:
-            time.sleep(0.2)
-            bg.stop()
+        if link is not None:
+            link.close()
     doc["store"] = ctx.store_url
     doc["work_dir"] = str(work)
     if fmt == "json":

@@ -37,12 +37,6 @@ KNOWN_VIOLATIONS: dict[Violation, str] = {
     # live where both use them (issue 10: "the sources live where both the daemon and `jouled sources` use them")
     ("core imports no component", "jouled.meter", "jouled.daemon.sampler"): "the sampler lives in the daemon",
     ("core imports no component", "jouled.meter", "jouled.daemon.sources.registry"): "sources live in the daemon",
-    # `nas search` builds a daemon in-process; goes when it talks to a running daemon or starts `jouled run` as a
-    # child process (issue 10 "Clean boundaries")
-    ("scheduler does not import the daemon", "jouled.scheduler.search_cli", "jouled.daemon.app"):
-        "nas search builds the daemon in-process",
-    ("scheduler does not import the daemon", "jouled.scheduler.search_cli", "jouled.daemon.background"):
-        "nas search runs the daemon in-process",
 }
 
 

@@ -61,3 +61,49 @@ def test_search_command_runs_with_its_own_daemon(tmp_path: Path, trace_file: Pat
     assert store.read_allocations(doc["search"])[0].gpus_evaluation == 2
     # the real daemon (estimate source on this machine) measured the finished evaluation
     assert any(r["energy_j"] is not None and r["energy_j"] > 0 for r in doc["evaluated"] if r["finished"]), doc
+
+
+def test_search_uses_the_daemon_already_logging_to_the_store(tmp_path: Path, trace_file: Path, nas_data: Path) -> None:
+    """A daemon (`jouled run`, its own process) holds the store: the search attaches to it (its broker, from the same
+    config) instead of starting a second one, and leaves it running; the daemon records the evaluation's markers."""
+    pytest.importorskip("torch")
+    import os
+    import subprocess
+    import sys
+
+    from jouled.daemonproc import lock_holder
+    from tests.brokers import free_port
+
+    db = tmp_path / "shared.db"
+    conf = tmp_path / "jouled.toml"
+    conf.write_text(f'[mqtt]\nembedded_port = {free_port()}\n[store]\npath = "{db}"\n')
+    env = {**os.environ, "JOULED_CONFIG": str(conf), "XDG_DATA_HOME": str(tmp_path), "JOULED_STORE": ""}
+    env.pop("JOULED_MQTT_URL", None)
+    status = tmp_path / "daemon.status.json"
+    daemon = subprocess.Popen([sys.executable, "-m", "jouled", "run", "--config", str(conf)],
+                              env={**env, "JOULED_DAEMON_STATUS_PATH": str(status)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import time
+
+        deadline = time.monotonic() + 60
+        while not (status.exists() and json.loads(status.read_text() or "{}").get("markers", {}).get("connected")):
+            assert daemon.poll() is None, daemon.stderr.read().decode() if daemon.stderr else ""
+            assert time.monotonic() < deadline, "daemon did not come up"
+            time.sleep(0.1)
+        assert lock_holder(db) == daemon.pid
+        res = runner.invoke(app, [
+            "nas", "search", "--config", str(conf), "--provider", "trace", "--trace", str(trace_file), "--zone",
+            "DE", "--devices", "cpu:2", "--hours", "1", "--speedup", "150", "--epochs", "1", "--max-batches", "2",
+            "--channels", "4", "--cells", "1", "--max-evaluations", "1", "--data", str(nas_data),
+            "--work-dir", str(tmp_path / "work"), "--format", "json",
+        ], env={"JOULED_CONFIG": str(conf), "XDG_DATA_HOME": str(tmp_path), "JOULED_STORE": ""})
+        assert res.exit_code == 0, res.output[-3000:]
+        assert f"daemon pid {daemon.pid} (running)" in res.stderr
+        assert daemon.poll() is None  # an attached daemon is not ours to stop
+        doc = json.loads(res.stdout[res.stdout.index("{"):])
+        assert doc["evaluations"] >= 1
+        assert SqliteStore(db).read_markers(), "the running daemon recorded no marker"
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
