@@ -335,6 +335,15 @@ class JouledCollector:
                     g = GaugeMetricFamily(name, helptext, labels=["host"])
                     g.add_metric([host], v)
                     yield g
+            for name, key, helptext in (
+                ("jouled_forwarder_points_sent", "points_sent", "Points written to InfluxDB"),
+                ("jouled_forwarder_errors", "errors", "Failed writes to InfluxDB (retried)"),
+            ):
+                v = _num(fwd.get(key))
+                if v is not None:
+                    c = CounterMetricFamily(name, helptext, labels=["host"])
+                    c.add_metric([host], v)
+                    yield c
 
     def _log_metrics(self, host: str, now_ns: int) -> Iterator[Metric]:
         tail = self.tail

@@ -67,7 +67,8 @@ def gpu_daemon(tmp_path: Path) -> Iterator[tuple[BackgroundDaemon, int]]:
     shim = NvmlShim([FakeGpu(power_w=250.0), FakeGpu(power_w=250.0), old_gpu(power_w=100.0)])
     src = NvmlSource(NvmlConfig(), nvml_module=shim)
     d = build_daemon(cfg, sqlite_url(cfg.store.path), rate_hz=20, sources=[src], markers=False)
-    d.status_extras["forwarder"] = lambda: {"lag_s": 1.5, "backlog_points": 42, "url": "http://x"}
+    d.status_extras["forwarder"] = lambda: {"lag_s": 1.5, "backlog_points": 42, "url": "http://x", "points_sent": 7,
+                                           "errors": None}
     bg = BackgroundDaemon(d).start()
     try:
         yield bg, port
@@ -126,6 +127,8 @@ def test_metrics_agree_with_the_log(gpu_daemon: tuple[BackgroundDaemon, int]) ->
     assert m["jouled_store_write_errors_total"] == {(("host", "testhost"),): 0.0}
     assert m["jouled_forwarder_lag_seconds"] == {(("host", "testhost"),): 1.5}
     assert m["jouled_forwarder_backlog_points"] == {(("host", "testhost"),): 42.0}
+    assert m["jouled_forwarder_points_sent_total"] == {(("host", "testhost"),): 7.0}
+    assert "jouled_forwarder_errors_total" not in m  # a value the status does not have is left out, not 0
     assert m["jouled_carbon_intensity_g_per_kwh"] == {(("provider", "trace"), ("zone", "DE")): 310.0}
     assert m["jouled_cenas_gpus"] == {(("role", "evaluation"), ("search", "s1")): 6.0,
                                       (("role", "sampling"), ("search", "s1")): 2.0}
@@ -201,3 +204,20 @@ def test_two_daemons_in_one_process_have_their_own_metrics(tmp_path: Path) -> No
         for bg in bgs:
             bg.stop()
     assert got == [[pytest.approx(120.0)], [pytest.approx(330.0)]]
+
+
+def test_ipv6_loopback(tmp_path: Path) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            port = s.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    cfg = make_config(tmp_path)
+    cfg.prometheus.listen = f"[::1]:{port}"
+    bg = BackgroundDaemon(build_daemon(cfg, sqlite_url(cfg.store.path), sources=[ScriptedSource()], markers=False)).start()
+    try:
+        body = httpx.get(f"http://[::1]:{port}/metrics", timeout=5).text
+    finally:
+        bg.stop()
+    assert "jouled_build_info{" in body
