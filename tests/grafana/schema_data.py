@@ -7,15 +7,19 @@ forecast; a CE-NAS allocation; health points per source and for the forwarder (c
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+
+import numpy as np
+
+from jouled import influxproto as lp
+from jouled.model import Allocation, CarbonPoint, Marker
 
 HOSTS = ("node-a", "node-b")
 RUN = "run-1"
 ARCH = "nb201-|nor_conv_3x3~0|+|skip_connect~0|"  # NAS-Bench-201 arch strings carry regex characters
 SEARCH = "search-1"
 ZONE = "DE"
-ATTRS = json.dumps({"lr": 0.1, "note": 'a "quoted" word'}, separators=(",", ":"))
+ATTRS = {"lr": 0.1, "note": 'a "quoted" word, with = and \\'}
 
 
 @dataclass(frozen=True)
@@ -39,44 +43,29 @@ DEVICES = (
 )
 
 
-def _field_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _tag(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
-
-
 def lines(now_ns: int, span_s: int = 600) -> list[str]:
-    """Line protocol for [now - span_s, now], one power sample per device per second."""
+    """Line protocol for [now - span_s, now], one power sample per device per second, encoded by the forwarder's
+    own encoder (jouled.influxproto), so the tags, field names and field types are what the forwarder writes."""
     s = 1_000_000_000
     t0 = now_ns - span_s * s
     out: list[str] = []
     for host in HOSTS:
         for d in DEVICES if host == HOSTS[0] else DEVICES[:1]:
-            tags = (f"power,host={host},source={d.source},device={d.device},role={_tag(d.role)},kind={d.kind},"
-                    f"scope={d.scope}")
-            for i in range(span_s + 1):
-                p = d.power_w * (1.0 + 0.1 * ((i // 30) % 2))  # a square wave: steps every 30 s
-                fields = f"power_w={p}"
-                if d.counter:
-                    fields += f",energy_j={d.power_w * i * 1.05}"
-                out.append(f"{tags} {fields} {t0 + i * s}")
-    # run-1: run start, 4 epochs of 100 s (train), run end; seq counts per run
+            tags = {"host": host, "source": d.source, "device": d.device, "role": d.role, "kind": d.kind, "scope": d.scope}
+            times = np.array([t0 + i * s for i in range(span_s + 1)], dtype=np.int64)
+            power = np.array([d.power_w * (1.0 + 0.1 * ((i // 30) % 2)) for i in range(span_s + 1)])  # 30 s steps
+            energy = np.array([d.power_w * i * 1.05 for i in range(span_s + 1)]) if d.counter else np.full(len(times), np.nan)
+            out += lp.encode_samples(lp.power_prefix(tags), times, power, energy)
     host = HOSTS[0]
     seq = 0
 
-    def marker(run: str, scope: str, event: str, t_s: float, epoch: int | None = None, arch: str = "") -> None:
+    def marker(run: str, scope: str, event: str, t_s: float, epoch: int | None = None, arch: str | None = None) -> None:
         nonlocal seq
         seq += 1
-        fields = [f"phase={_field_str('train')}", f"gpus={_field_str('gpu0 gpu1')}", f"attrs={_field_str(ATTRS)}"]
-        if epoch is not None:
-            fields.append(f"epoch={epoch}i")
-        if arch:
-            fields.append(f"arch={_field_str(arch)}")
-        out.append(f"marker,host={host},run={run},scope={scope},event={event},seq={seq} {','.join(fields)} "
-                   f"{t0 + int(t_s * s)}")
+        out.append(lp.encode_marker(Marker(t0 + int(t_s * s), host, run, scope, event, seq, epoch=epoch, phase="train",
+                                           arch=arch, gpus=("gpu0", "gpu1"), attrs=ATTRS)))
 
+    # run-1: run start, 4 epochs of 100 s (train), run end; run-2 without an arch
     marker(RUN, "run", "start", 20, arch=ARCH)
     for e in range(4):
         marker(RUN, "epoch", "start", 20 + 100 * e, e, ARCH)
@@ -87,19 +76,20 @@ def lines(now_ns: int, span_s: int = 600) -> list[str]:
     marker("run-2", "epoch", "start", 450, 0)
     marker("run-2", "epoch", "end", 550, 0)
     marker("run-2", "run", "end", 560)
+    encoded: list[str | None] = []
     for i in range(0, span_s + 1, 60):
-        ci = 300.0 + i / 10
-        out.append(f"carbon,zone={ZONE},provider=electricitymaps,forecast=false intensity_g_per_kwh={ci} {t0 + i * s}")
-        out.append(f"carbon,zone={ZONE},provider=electricitymaps,forecast=true intensity_g_per_kwh={ci + 5} {t0 + i * s}")
+        for forecast in (False, True):
+            encoded.append(lp.encode_carbon(CarbonPoint(t0 + i * s, ZONE, "electricitymaps", 300.0 + i / 10 + 5 * forecast,
+                                                        forecast)))
     for i in range(0, span_s + 1, 30):
         lam = (i % 120) / 120
-        out.append(f"allocation,search={SEARCH} gpus_sampling={round(8 * lam)}i,gpus_evaluation={8 - round(8 * lam)}i,"
-                   f"lambda_s={lam},intensity_g_per_kwh={300.0 + i / 10} {t0 + i * s}")
+        encoded.append(lp.encode_allocation(Allocation(t0 + i * s, SEARCH, round(8 * lam), 8 - round(8 * lam), lam,
+                                                       300.0 + i / 10)))
     for host in HOSTS:
         for k, i in enumerate(range(0, span_s + 1, 10)):
-            for src in ("nvml", "rapl", "visa"):
-                out.append(f"jouled_health,host={host},source={src} rate_hz={9.9 + (k % 3) * 0.05},jitter_s=0.0004,"
-                           f"errors={k // 7}i,missed={k // 11}i,last_sample_age_s=0.1 {t0 + i * s}")
-            out.append(f"jouled_health,host={host},source=forwarder lag_s={1.5 + (k % 4)},backlog_points={10 * (k % 5)}i "
-                       f"{t0 + i * s}")
-    return out
+            for src in ("nvml", "rapl", "visa"):  # errors and missed: cumulative counts, as the daemon reports them
+                encoded.append(lp.encode_health(host, src, {"rate_hz": 9.9 + (k % 3) * 0.05, "jitter_s": 0.0004,
+                               "errors": k // 7, "missed": k // 11, "last_sample_age_s": 0.1}, t0 + i * s))
+            encoded.append(lp.encode_health(host, "forwarder", {"lag_s": 1.5 + (k % 4), "backlog_points": 10 * (k % 5)},
+                                            t0 + i * s))
+    return out + [line for line in encoded if line is not None]

@@ -2,7 +2,9 @@
 
 Panels, annotations and template variables: each query must run without error and return the series its panel
 shows (non-empty; the columns its `AS` aliases name; the tags its legend alias names), for "All" selections and for
-single values (an arch string full of regex characters included, as Grafana escapes it).
+single values (an arch string full of regex characters included, as Grafana escapes it). The data is encoded by
+the forwarder's own encoder (jouled.influxproto); test_daemon_data.py runs the same queries over what a real
+daemon forwarded.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The exposition server here serves jouled's metric names and labels (DESIGN.md: Prometheus, and the metrics of
 issue 11) in the text format, with counters that grow between scrapes; Prometheus scrapes it twice a second. Each
 panel, annotation and variable query, as Grafana interpolates it, must parse and return data carrying the labels
-its legend names.
+its legend names. test_daemon_data.py runs them against the daemon's own /metrics too.
 """
 
 from __future__ import annotations
