@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from jouled.carbon.series import IntensitySeries
-from jouled.energy import SeriesArrays, Window, energy_rows, prepare, window_carbon_many, window_energy_many
+from jouled.energy import SeriesArrays, prepare, window_carbon_many, window_energy_many
+from jouled.rows import energy_rows
+from jouled.windows import Window
 
 S = 1_000_000_000
 COUNTER_UPDATE_S = 0.020

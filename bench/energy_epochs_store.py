@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from jouled.config import Config
-from jouled.energy import energy_rows, prepare, window_energy_many, windows_from_markers
+from jouled.energy import prepare, window_energy_many
 from jouled.model import Marker
 from jouled.query import compute_rows, load_series
+from jouled.rows import energy_rows
 from jouled.store.sqlite import NS_PER_S, ChunkBatch, SeriesKey, SqliteStore
+from jouled.windows import windows_from_markers
 
 RESULTS = Path(__file__).parent / "results" / "energy_epochs_store.json"
 T0 = 1_700_000_000 * NS_PER_S

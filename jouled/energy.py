@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from jouled.carbon.series import J_PER_KWH, IntensitySeries
-from jouled.markers import PairProblem, PairProblemKind, WindowPairer, window_key
-from jouled.model import Marker
-from jouled.series import SeriesMeta, choose_totals, default_meta
-from jouled.timefmt import format_time_ns  # re-exported: energy rows' times are RFC 3339
+from jouled.series import SeriesMeta
 
 Method = Literal["counter", "integral", "none"]
-HostDevicesPolicy = Literal["total", "exclude", "share"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -33,7 +27,7 @@ GAP_PERIODS = 5.0  # a hole longer than this many sample periods is flagged `gap
 GPU_SOURCES: frozenset[str] = frozenset({"nvml", "smi"})
 
 
-_METHODS: tuple[Method, ...] = ("none", "counter", "integral")
+METHODS: tuple[Method, ...] = ("none", "counter", "integral")
 _M_NONE, _M_COUNTER, _M_INTEGRAL = 0, 1, 2
 
 # Sources whose figure is the whole machine's, not the run's: the estimate bills all of the host's CPU load
@@ -102,7 +96,7 @@ class WindowEnergyBatch:
         return int(self.energy_j.shape[0])
 
     def method_name(self, i: int) -> Method:
-        return _METHODS[int(self.method[i])]
+        return METHODS[int(self.method[i])]
 
     def flag_names(self, i: int) -> tuple[str, ...]:
         return flag_names(int(self.flags[i]))
@@ -122,45 +116,6 @@ class WindowEnergyBatch:
 def flag_names(mask: int) -> tuple[str, ...]:
     """Names of the flag bits set in mask, in the order of the output contract."""
     return tuple(name for bit, name in enumerate(_FLAG_NAMES) if mask & (1 << bit))
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """One marker pair: the span of a run, an epoch or a phase."""
-
-    run: str
-    scope: str
-    epoch: int | None
-    phase: str | None
-    arch: str | None
-    gpus: tuple[str, ...]
-    start_ns: int
-    end_ns: int
-    host: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class MarkerProblem:
-    """A marker that could not be paired; reported, never raised (kinds: `jouled.markers.PairProblem`)."""
-
-    kind: PairProblemKind
-    marker: Marker
-    message: str
-
-
-def _problem(p: PairProblem[Marker]) -> MarkerProblem:
-    mk, other = p.marker, p.other
-    if p.kind == "start_while_open":
-        why = f"started again while seq {other.seq if other else '?'} was open — that start has no end"
-    elif p.kind == "end_without_start":
-        why = "no open start"
-    elif p.kind == "end_before_start":
-        why = f"ends before its start (seq {other.seq if other else '?'})"
-    elif p.kind == "start_without_end":
-        why = "no end"
-    else:
-        why = f"event {mk.event!r} is not start/end"
-    return MarkerProblem(p.kind, mk, f"{_describe(mk)}: {why}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -580,304 +535,3 @@ def window_carbon_g(
     carbon = IntensitySeries(np.asarray(ci_time_ns, dtype=np.int64), np.asarray(ci_g_per_kwh, dtype=np.float64))
     v = float(window_carbon_many(series, carbon, [start_ns], [end_ns])[0])
     return None if np.isnan(v) else v
-
-
-# --------------------------------------------------------------------------------------------------
-# Windows from markers
-# --------------------------------------------------------------------------------------------------
-
-
-def windows_from_markers(markers: Sequence[Marker]) -> tuple[list[Window], list[MarkerProblem]]:
-    """Pair start/end markers per (run, scope, epoch, phase) in seq order.
-
-    Duplicates of one (run, seq) (an MQTT QoS 1 redelivery) count once. A second start
-    before an end abandons the first (reported `start_without_end`). Epoch and phase
-    windows without `gpus`/`arch` inherit them from their run's start marker.
-    """
-    seen: set[tuple[str, str, int]] = set()
-    ordered: list[Marker] = []
-    for mk in sorted(markers, key=lambda m: (m.host, m.run, m.seq, m.time_ns)):
-        seq_key = (mk.host, mk.run, mk.seq)
-        if seq_key in seen:
-            continue
-        seen.add(seq_key)
-        ordered.append(mk)
-
-    pairer: WindowPairer[Marker] = WindowPairer()
-    pairs: list[tuple[Marker, Marker]] = []
-    problems: list[MarkerProblem] = []
-    for mk in ordered:
-        got = pairer.push((mk.host, *window_key(mk)), mk)
-        if isinstance(got, PairProblem):
-            problems.append(_problem(got))
-        elif got is not None:
-            pairs.append(got)
-    problems.extend(_problem(p) for p in pairer.finish())
-
-    run_info: dict[tuple[str, str], tuple[tuple[str, ...], str | None]] = {}
-    for start, end in pairs:
-        if start.scope == "run":
-            run_info[(start.host, start.run)] = (start.gpus or end.gpus, start.arch or end.arch)
-    for mk in ordered:  # a run start without an end still names the run's gpus
-        if mk.scope == "run" and mk.event == "start":
-            run_info.setdefault((mk.host, mk.run), (mk.gpus, mk.arch))
-
-    windows = []
-    for start, end in pairs:
-        gpus = start.gpus or end.gpus
-        arch = start.arch or end.arch
-        inherited_gpus, inherited_arch = run_info.get((start.host, start.run), ((), None))
-        windows.append(
-            Window(
-                run=start.run,
-                scope=start.scope,
-                epoch=start.epoch,
-                phase=start.phase,
-                arch=arch or inherited_arch,
-                gpus=tuple(gpus or inherited_gpus),
-                start_ns=start.time_ns,
-                end_ns=end.time_ns,
-                host=start.host,
-            )
-        )
-    windows.sort(key=lambda w: (w.host, w.run, w.start_ns, _SCOPE_ORDER.get(w.scope, 9), w.end_ns))
-    return windows, problems
-
-
-_SCOPE_ORDER = {"run": 0, "epoch": 1, "phase": 2}
-
-
-def _describe(mk: Marker) -> str:
-    parts = [f"run {mk.run}", mk.scope]
-    if mk.epoch is not None:
-        parts.append(f"epoch {mk.epoch}")
-    if mk.phase:
-        parts.append(f"phase {mk.phase}")
-    return " ".join(parts) + f" {mk.event} (seq {mk.seq})"
-
-
-# --------------------------------------------------------------------------------------------------
-# Rows for the CLI (`energy epochs`, `energy runs`)
-# --------------------------------------------------------------------------------------------------
-
-
-def normalise_gpu(name: str) -> str:
-    """`0`, `cuda:0`, `gpu0` all name the device the NVML source calls `gpu0`."""
-    s = name.strip().lower()
-    if s.startswith("cuda:"):
-        s = s[5:]
-    if s.isdigit():
-        return f"gpu{int(s)}"
-    return s
-
-
-def energy_rows(
-    windows: Sequence[Window],
-    series: Mapping[tuple[str, str], SeriesArrays],
-    *,
-    carbon: IntensitySeries | None = None,
-    host_devices: HostDevicesPolicy = "total",
-) -> list[dict[str, Any]]:
-    """One row per (window, device): the JSON contract of `jouled energy epochs`.
-
-    GPU sources (nvml, smi) count only the devices in the window's `gpus` (all GPUs when it
-    names none). Host-wide sources are host totals: `total` reports them whole, `exclude`
-    leaves them out, `share` gives the run the fraction of the host's GPUs it uses
-    (len(gpus)/GPU count; the whole when either is unknown) and adds `share` to the row.
-    What a series is comes from its `meta` (else `default_meta(source, device)`): role `gpu` is attributed
-    through `gpus`, every other role is a host device; `host_wide` series are flagged `host-wide`; each row
-    carries its series' `role`. A window no device has samples for
-    (the daemon was not running) still gets one row: no source or device, energy_j null,
-    flagged `no-samples` — never a silent gap or a 0.
-    """
-    metas = {key: s.meta if s.meta is not None else default_meta(*key) for key, s in series.items()}
-    gpu_devices = sorted({m.for_device(dev) for (src, dev), m in metas.items() if m.role == "gpu"})
-    n_gpus = len(gpu_devices)
-    starts = np.array([w.start_ns for w in windows], dtype=np.int64)
-    ends = np.array([w.end_ns for w in windows], dtype=np.int64)
-    # per-window work done once, not once per device
-    win_gpus = [frozenset(normalise_gpu(g) for g in w.gpus) for w in windows]
-    win_start = [format_time_ns(w.start_ns) for w in windows]
-    win_end = [format_time_ns(w.end_ns) for w in windows]
-    any_gpus = any(win_gpus)
-    all_idx = list(range(len(windows)))
-    rows: list[tuple[int, int, dict[str, Any]]] = []
-    for key_i, ((src, dev), s) in enumerate(sorted(series.items())):
-        meta = metas[(src, dev)]
-        is_gpu = meta.role == "gpu"
-        if not is_gpu and host_devices == "exclude":
-            continue
-        if is_gpu and any_gpus:
-            idx = [i for i in range(len(windows)) if not win_gpus[i] or dev in win_gpus[i]]
-        else:
-            idx = all_idx
-        if not idx:
-            continue
-        sel = np.array(idx, dtype=np.int64)
-        prep = prepare(s)
-        batch = window_energy_many(prep, starts[sel], ends[sel])
-        energies = batch.energy_j.tolist()
-        samples = batch.samples.tolist()
-        gaps = batch.max_gap_s.tolist()
-        methods = [_METHODS[m] for m in batch.method.tolist()]
-        extra = F_HOST_WIDE if meta.host_wide else 0
-        role = meta.role
-        flag_lists = [list(flag_names(f | extra)) for f in batch.flags.tolist()]  # a fresh list per row
-        grams = (
-            window_carbon_many(prep, carbon, starts[sel], ends[sel], batch.method).tolist()
-            if carbon is not None
-            else None
-        )
-        for j, i in enumerate(idx):
-            w = windows[i]
-            share = 1.0
-            if not is_gpu and host_devices == "share" and w.gpus and n_gpus:
-                share = min(1.0, len(w.gpus) / n_gpus)
-            e = energies[j]
-            row: dict[str, Any] = {
-                "run": w.run,
-                "scope": w.scope,
-                "epoch": w.epoch,
-                "phase": w.phase,
-                "arch": w.arch,
-                "host": w.host,
-                "source": src,
-                "device": dev,
-                "role": role,
-                "start": win_start[i],
-                "end": win_end[i],
-                "start_ns": w.start_ns,
-                "end_ns": w.end_ns,
-                "duration_s": (w.end_ns - w.start_ns) * 1e-9,
-                "energy_j": None if e != e else e * share,  # NaN: no usable samples
-                "method": methods[j],
-                "samples": samples[j],
-                "max_gap_s": gaps[j],
-                "flags": flag_lists[j],
-            }
-            if host_devices == "share" and not is_gpu:
-                row["share"] = share
-            if grams is not None:
-                g = grams[j]
-                row["carbon_g"] = None if g != g else g * share
-            rows.append((i, key_i, row))
-    covered = {i for i, _, _ in rows}
-    for i, w in enumerate(windows):
-        if i not in covered:
-            rows.append((i, -1, _no_samples_row(w, win_start[i], win_end[i], carbon is not None)))
-    rows.sort(key=lambda r: (r[0], r[1]))
-    return [r[2] for r in rows]
-
-
-def _no_samples_row(w: Window, start: str, end: str, with_carbon: bool) -> dict[str, Any]:
-    """The row of a window without any device's samples: it says so, instead of vanishing from the table."""
-    duration_s = (w.end_ns - w.start_ns) * 1e-9
-    row: dict[str, Any] = {
-        "run": w.run, "scope": w.scope, "epoch": w.epoch, "phase": w.phase, "arch": w.arch, "host": w.host,
-        "source": "", "device": "", "role": "", "start": start, "end": end, "start_ns": w.start_ns, "end_ns": w.end_ns,
-        "duration_s": duration_s, "energy_j": None, "method": "none", "samples": 0, "max_gap_s": duration_s,
-        "flags": [NO_SAMPLES],
-    }
-    if with_carbon:
-        row["carbon_g"] = None
-    return row
-
-
-def has_samples(rows: Iterable[Mapping[str, Any]]) -> bool:
-    """Whether any row has a measured (or estimated) energy: False means the log holds nothing for the windows."""
-    return any(r.get("energy_j") is not None for r in rows)
-
-
-# Which rows make up a run's total is chosen by role (jouled.series.choose_totals): each GPU once (NVML preferred
-# to nvidia-smi), CPU packages and DRAM (a model estimate only without them); core/uncore lie inside the package
-# and psys contains it, so neither is added; a wall meter measures all of it plus PSU losses and is reported
-# beside the total (`wall_j`), never added to it.
-
-
-@dataclass
-class _RunAcc:
-    start_ns: int
-    end_ns: int
-    basis: str
-    by_device: dict[str, float] = field(default_factory=dict)
-    carbon_by_device: dict[str, float] = field(default_factory=dict)
-    flags: set[str] = field(default_factory=set)
-    unknown: set[str] = field(default_factory=set)
-
-
-def run_totals(
-    rows: Sequence[Mapping[str, Any]], metas: Mapping[tuple[str, str], SeriesMeta] | None = None
-) -> list[dict[str, Any]]:
-    """One row per run: start, end, duration, energy per device (`source:device`) and total, carbon.
-
-    A run's figures come from its `run`-scope window when there is one, else from the sum
-    of its epoch windows (else its phase windows); `basis` says which. `metas` (by (source, device))
-    says what each series is; a series without one takes its row's `role` over the default from its name.
-    """
-    metas = _metas_with_row_roles(rows, metas)
-    scopes_by_run: dict[str, set[str]] = {}
-    for r in rows:
-        scopes_by_run.setdefault(str(r["run"]), set()).add(str(r["scope"]))
-    acc: dict[str, _RunAcc] = {}
-    for r in rows:
-        run = str(r["run"])
-        avail = scopes_by_run[run]
-        basis = next((s for s in ("run", "epoch", "phase") if s in avail), str(r["scope"]))
-        if r["scope"] != basis:
-            continue
-        a = acc.get(run)
-        if a is None:
-            a = acc[run] = _RunAcc(int(r["start_ns"]), int(r["end_ns"]), basis)
-        a.start_ns = min(a.start_ns, int(r["start_ns"]))
-        a.end_ns = max(a.end_ns, int(r["end_ns"]))
-        a.flags.update(r.get("flags", ()))
-        if not r["source"]:  # a window with no device's samples: only its flag counts
-            continue
-        key = f"{r['source']}:{r['device']}"
-        if r["energy_j"] is None:
-            a.unknown.add(key)
-            a.by_device.setdefault(key, 0.0)
-            continue
-        a.by_device[key] = a.by_device.get(key, 0.0) + float(r["energy_j"])
-        if r.get("carbon_g") is not None:
-            a.carbon_by_device[key] = a.carbon_by_device.get(key, 0.0) + float(r["carbon_g"])
-    out = []
-    for run, a in acc.items():
-        choice = choose_totals(a.by_device, metas)
-        total_keys = list(choice.total)
-        known = [k for k in total_keys if k not in a.unknown]
-        carbon_known = bool(a.carbon_by_device) and all(k in a.carbon_by_device for k in total_keys)
-        wall = list(choice.wall)
-        out.append(
-            {
-                "run": run,
-                "basis": a.basis,
-                "start": format_time_ns(a.start_ns),
-                "end": format_time_ns(a.end_ns),
-                "start_ns": a.start_ns,
-                "end_ns": a.end_ns,
-                "duration_s": (a.end_ns - a.start_ns) * 1e-9,
-                "energy_j_by_device": {k: (None if k in a.unknown else v) for k, v in sorted(a.by_device.items())},
-                # null, not 0, when no device of the total has a single usable sample
-                "energy_j": sum(a.by_device[k] for k in known) if known else None,
-                "total_devices": total_keys,
-                "wall_j": sum(a.by_device[k] for k in wall) if wall else None,
-                "carbon_g": sum(a.carbon_by_device[k] for k in total_keys) if carbon_known else None,
-                "flags": sorted(a.flags),
-            }
-        )
-    out.sort(key=lambda r: (r["start_ns"], r["run"]))
-    return out
-
-
-def _metas_with_row_roles(
-    rows: Sequence[Mapping[str, Any]], metas: Mapping[tuple[str, str], SeriesMeta] | None
-) -> dict[tuple[str, str], SeriesMeta]:
-    out = dict(metas or {})
-    for r in rows:
-        key = (str(r["source"]), str(r["device"]))
-        role = r.get("role")
-        if key not in out and key[0] and role:
-            d = default_meta(*key)
-            out[key] = d if d.role == role else dataclasses.replace(d, role=str(role))
-    return out

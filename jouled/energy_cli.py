@@ -14,10 +14,11 @@ import typer
 from rich.console import Console
 
 from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
-from jouled.energy import NO_SAMPLES, has_samples
+from jouled.energy import NO_SAMPLES
 from jouled.errors import UserError
 from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
 from jouled.query import compute_rows, epoch_rows, open_readonly, run_rows, run_totals
+from jouled.rows import has_samples
 from jouled.tables import Column, WideOpt, print_table
 
 energy_app = make_app(help="Energy and carbon per epoch, phase and run, from the markers in the store.")

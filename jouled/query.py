@@ -23,13 +23,15 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from jouled.carbon.series import IntensitySeries
 from jouled.config import Config, load_config
-from jouled.energy import SeriesArrays, Window, energy_rows, windows_from_markers
-from jouled.energy import run_totals as _energy_run_totals
+from jouled.energy import SeriesArrays
 from jouled.errors import UserError
+from jouled.rows import energy_rows
+from jouled.rows import run_totals as _energy_run_totals
 from jouled.series import SeriesMeta, meta_or_default, period_or_nan
 from jouled.store.reader import ReadStore
 from jouled.store.sqlite import SeriesKey, open_store, sqlite_url
 from jouled.store.url import is_influx_url
+from jouled.windows import Window, windows_from_markers
 
 SCOPES = ("epoch", "phase", "run", "all")
 HOST_DEVICES = ("total", "share", "exclude")

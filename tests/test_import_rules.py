@@ -1,6 +1,7 @@
 """The import rules between jouled's parts (the whiteboard's never-arrows), read from every module's AST.
 
-1. energy math does no I/O: ``jouled.energy`` imports no I/O module (sqlite3, sockets, HTTP, MQTT, asyncio, ...);
+1. energy math does no I/O: ``jouled.energy`` (window math), ``jouled.windows`` (marker pairs) and ``jouled.rows``
+   (energy rows, run totals) import no I/O module (sqlite3, sockets, HTTP, MQTT, asyncio, ...);
 2. the core (``jouled.<module>``, ``jouled.store``) imports no component (``jouled.daemon``, ``jouled.trainer``,
    ``jouled.scheduler``) — except the command-line modules, which mount components and may import them lazily,
    inside a function, never at import time;
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"jouled": "jouled", "daemon": "jouled.daemon", "trainer": "jouled.trainer", "scheduler": "jouled.scheduler"}
 COMPONENTS = ("jouled.daemon", "jouled.trainer", "jouled.scheduler")
 # the core modules that are the command line's own: they mount the components' commands
+PURE_MODULES = frozenset({"jouled.energy", "jouled.windows", "jouled.rows"})  # the energy math: no I/O
 CLI_MODULES = frozenset({"jouled.cli", "jouled.cli_common", "jouled.demo", "jouled.energy_cli", "jouled.export_cli",
                          "jouled.import_cli", "jouled.service_cli"})
 IO_MODULES = ("sqlite3", "socket", "socketserver", "ssl", "select", "selectors", "asyncio", "http", "urllib.request",
@@ -111,7 +113,7 @@ def violations(imports: list[Import]) -> set[Violation]:
         who, what = imp.importer, imp.imported
         if not _is_module(what):
             continue  # `from jouled.x import name`: the arrow is to jouled.x, recorded separately
-        if _under(who, "jouled.energy") and who == "jouled.energy" and _under(what, IO_MODULES):
+        if who in PURE_MODULES and _under(what, IO_MODULES):
             found.add(("energy math does no I/O", who, what))
         in_core = not _under(who, COMPONENTS)
         if in_core and _under(what, COMPONENTS) and not (who in CLI_MODULES and imp.lazy):

@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from jouled.cli import app
-from jouled.energy import format_time_ns
 from jouled.export import iter_slices, write_line_protocol
 from jouled.model import Sample
 from jouled.store.sqlite import SeriesKey, SqliteStore, parse_store_url, sqlite_url
+from jouled.timefmt import format_time_ns
 
 from .conftest import HOST, T0_NS
 

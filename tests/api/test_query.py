@@ -76,7 +76,7 @@ def test_cli_json_is_these_rows_byte_for_byte(api_store: str) -> None:
     res = runner.invoke(app, ["energy", "runs", "--format", "json", "--store", api_store])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == q.runs().to_dicts()
-    from jouled.energy import run_totals
+    from jouled.rows import run_totals
 
     raw, _ = compute_rows(st, Config(), None, ("run",))
     assert res.stdout == json.dumps(run_totals(raw), indent=2) + "\n"

@@ -8,17 +8,11 @@ import numpy as np
 import pytest
 
 from jouled.carbon.series import IntensitySeries
-from jouled.energy import (
-    J_PER_KWH,
-    SeriesArrays,
-    Window,
-    energy_rows,
-    format_time_ns,
-    normalise_gpu,
-    run_totals,
-    windows_from_markers,
-)
+from jouled.energy import J_PER_KWH, SeriesArrays
 from jouled.model import Marker
+from jouled.rows import energy_rows, normalise_gpu, run_totals
+from jouled.timefmt import format_time_ns
+from jouled.windows import Window, windows_from_markers
 
 S = 1_000_000_000
 
