@@ -81,6 +81,7 @@ def attach_forwarder(daemon: Daemon) -> Forwarder | None:
     if not cfg.influx.url.strip():
         return None
     fwd = build_forwarder(cfg, daemon.store, health_lines=lambda: source_health_lines(daemon))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per write request would flood the journal
     stop = threading.Event()
 
     async def forward(_: Daemon) -> None:

@@ -115,7 +115,7 @@ class Forwarder:
         self.stats = ForwardStats(target=writer.target)
         self.quarantine = Quarantine(quarantine_path(store.path))
         self.stats.quarantined = self.quarantine.count()
-        self.backoff = Backoff(min_retry_s, max_retry_s)
+        self.backoff = Backoff(min(min_retry_s, max_retry_s), max_retry_s)
         self._prefixes: dict[SeriesKey, str] = {}
         self._carbon_sent: dict[tuple[str, str, bool, int], float] = {}
         self._cursors: dict[str, int] = {}
@@ -157,6 +157,7 @@ class Forwarder:
                     sent = self.step()
                 except WriteError as e:
                     self._failed(e.kind, str(e))
+                    self._backlog_while_failing()
                     stop.wait(self.max_retry_s if e.kind == "config" else self.backoff.next_delay())
                     continue
                 except Exception as e:  # the log unreadable, a bug: counted, logged once, retried
@@ -169,10 +170,15 @@ class Forwarder:
                     stop.wait(self.poll_s)
         finally:
             self.stats.state = "stopped"
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-            self.writer.close()
-            self.store.close()  # this thread's connection
+            self.close()
+
+    def close(self) -> None:
+        """Release the write client and this thread's store connection (run() does it when it ends)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.writer.close()
+        self.store.close()
 
     def drain(self, timeout_s: float = 600.0) -> int:
         """Send everything the log holds now (tests, benchmarks, a final pass); raises WriteError on failure."""
@@ -196,6 +202,14 @@ class Forwarder:
         if n:
             self.stats.state = "forwarding"
         return n
+
+    def _backlog_while_failing(self) -> None:
+        """Keep lag and backlog current while writes fail (the status shows the outage growing)."""
+        try:
+            self._update_backlog()
+            self._check_disk()
+        except Exception as e:  # the log itself failing: the next step reports it
+            log.debug("forward: backlog unknown (%s)", e)
 
     def _failed(self, kind: str, msg: str) -> None:
         with self._stat_lock:
