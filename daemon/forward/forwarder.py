@@ -66,6 +66,7 @@ class ForwardStats:
     backlog_points: int = 0
     backlog_chunks: int = 0
     forwarded_until_ns: int | None = None
+    delivery_delay_s: float | None = None
     log_mb: float = 0.0
 
 
@@ -389,6 +390,8 @@ class Forwarder:
         self._advance("chunks", cid)
         if t1_ns and (self.stats.forwarded_until_ns is None or t1_ns > self.stats.forwarded_until_ns):
             self.stats.forwarded_until_ns = t1_ns
+        if t1_ns:  # sampled → acknowledged by InfluxDB, for the newest sample of this batch
+            self.stats.delivery_delay_s = (CLOCK.now_ns() - t1_ns) / 1e9
 
     # -- status, health, disk ----------------------------------------------------------------------------------
 
@@ -450,7 +453,8 @@ class Forwarder:
     def status(self) -> dict[str, Any]:
         s = self.stats
         return {
-            "url": s.target, "state": s.state, "lag_s": s.lag_s, "backlog_points": s.backlog_points,
+            "url": s.target, "state": s.state, "lag_s": s.lag_s, "delivery_delay_s": s.delivery_delay_s,
+            "backlog_points": s.backlog_points,
             "backlog_chunks": s.backlog_chunks, "points_sent": s.points_sent, "batches": s.batches,
             "errors": s.errors, "last_error": s.last_error, "quarantined": s.quarantined,
             "quarantine_path": str(self.quarantine.path), "log_mb": round(s.log_mb, 1),

@@ -25,12 +25,15 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--batch-size", type=int, default=5000)
     ap.add_argument("--duration", type=float, default=None)
+    ap.add_argument("--status", default="", help="status file path ('' = the default)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = Config()
     cfg.daemon.host = a.host
     cfg.daemon.flush_interval_s = 0.2
     cfg.store.path = a.store
+    cfg.daemon.status_path = a.status
+    cfg.daemon.health_interval_s = 0.25
     cfg.influx.url = a.influx
     cfg.influx.database = a.database
     cfg.influx.batch_size = a.batch_size
