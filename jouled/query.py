@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -25,7 +27,7 @@ from jouled.carbon.series import IntensitySeries
 from jouled.config import Config, load_config
 from jouled.energy import SeriesArrays
 from jouled.errors import UserError
-from jouled.rows import energy_rows
+from jouled.rows import MapFn, energy_rows
 from jouled.rows import run_totals as _energy_run_totals
 from jouled.series import SeriesMeta, meta_or_default, period_or_nan
 from jouled.store.reader import ReadStore
@@ -34,6 +36,8 @@ from jouled.store.url import is_influx_url
 from jouled.windows import Window, windows_from_markers
 
 SCOPES = ("epoch", "phase", "run", "all")
+# series read and computed at once: a few per core (each waits on SQLite or numpy with the GIL released)
+READ_THREADS = max(2, min(8, 2 * (os.cpu_count() or 1)))
 HOST_DEVICES = ("total", "share", "exclude")
 
 ProgressFn = Callable[[int, int], None]
@@ -74,7 +78,8 @@ class MissingModule(UserError):
 
 
 def load_series(
-    store: ReadStore, host: str | None, start_ns: int, end_ns: int, config: Config | None = None
+    store: ReadStore, host: str | None, start_ns: int, end_ns: int, config: Config | None = None,
+    map_fn: MapFn = map,
 ) -> dict[tuple[str, str], SeriesArrays]:
     """Every series of `host` over [start, end], padded by a margin so edge interpolation has neighbours.
 
@@ -82,8 +87,10 @@ def load_series(
     declared when the data was taken (the declaration in force at `start_ns`), stored with the data; a series
     nobody declared (imported samples, an older log) takes `default_meta(source, device)`, whose unknown periods
     are judged against the median spacing of each field's samples. `config` is no longer read (kept for callers).
+    ``map_fn``: how the per-series reads are mapped (``map``; `compute_rows` passes a thread pool's — each thread
+    reads on its own connection, and SQLite and numpy release the GIL while they work).
     """
-    out: dict[tuple[str, str], SeriesArrays] = {}
+    jobs: list[tuple[SeriesKey, SeriesMeta, int]] = []
     for key in store.series():
         if host is not None and key.host != host:
             continue
@@ -93,13 +100,22 @@ def load_series(
         meta = meta_or_default(meta, key.source, key.device)
         periods = [p for p in (meta.power_period_s, meta.counter_period_s) if p is not None]
         margin_ns = int(max([*periods, 1.0]) * 5e9)  # a few periods either side: the samples around each edge
+        jobs.append((key, meta, margin_ns))
+
+    def read(job: tuple[SeriesKey, SeriesMeta, int]) -> SeriesArrays | None:
+        key, meta, margin_ns = job
         d = store.read_series(key, start_ns - margin_ns, end_ns + margin_ns)
         if len(d) == 0:
-            continue
-        out[(key.source, key.device)] = SeriesArrays(
+            return None
+        return SeriesArrays(
             d.time_ns, d.power_w, d.energy_j, key.source, key.device, period_or_nan(meta.power_period_s), meta.estimated,
             counter_period_s=period_or_nan(meta.counter_period_s), meta=meta,
         )
+
+    out: dict[tuple[str, str], SeriesArrays] = {}
+    for (key, _m, _g), arrays in zip(jobs, map_fn(read, jobs), strict=True):
+        if arrays is not None:
+            out[(key.source, key.device)] = arrays
     return out
 
 
@@ -162,19 +178,23 @@ def compute_rows(
     done = 0
     if on_progress is not None:
         on_progress(0, len(windows))
-    for host, ws in by_host.items():
-        host_rows: list[dict[str, Any]] = []
-        for seg in _segments(store, host, ws):
-            start = min(w.start_ns for w in seg)
-            end = max(w.end_ns for w in seg)
-            series = load_series(store, host, start, end, config)
-            host_rows.extend(
-                energy_rows(seg, series, carbon=carbon_for(store, config, start, end), host_devices=host_devices)  # type: ignore[arg-type]
-            )
-        rows.extend(host_rows if len(host_rows) < 2 or len(ws) == 1 else _in_window_order(host_rows, ws))
-        done += len(ws)
-        if on_progress is not None:
-            on_progress(done, len(windows))
+    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="jouled-query") as pool:
+        for host, ws in by_host.items():
+            host_rows: list[dict[str, Any]] = []
+            segments = _segments(store, host, ws)
+            for seg in segments:
+                start = min(w.start_ns for w in seg)
+                end = max(w.end_ns for w in seg)
+                series = load_series(store, host, start, end, config, map_fn=pool.map)
+                host_rows.extend(energy_rows(
+                    seg, series, carbon=carbon_for(store, config, start, end),
+                    host_devices=host_devices, map_fn=pool.map,  # type: ignore[arg-type]
+                ))
+            # one segment (the usual case) is in window order already
+            rows.extend(_in_window_order(host_rows, ws) if len(segments) > 1 else host_rows)
+            done += len(ws)
+            if on_progress is not None:
+                on_progress(done, len(windows))
     return rows, [str(p) for p in problems]
 
 

@@ -7,7 +7,7 @@ the store and hands both in. Which rows make a run's total is chosen by the seri
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from jouled.timefmt import format_time_ns
 from jouled.windows import Window
 
 HostDevicesPolicy = Literal["total", "exclude", "share"]
+FloatArrays = tuple[np.ndarray, np.ndarray]  # window starts and ends, ns
 
 
 
@@ -43,12 +44,49 @@ def normalise_gpu(name: str) -> str:
     return s
 
 
+MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _SeriesResult:
+    """One series' energy over the windows it counts for (``idx`` into the windows)."""
+
+    src: str
+    dev: str
+    meta: SeriesMeta
+    idx: list[int]
+    energies: list[float]
+    samples: list[int]
+    gaps: list[float]
+    methods: list[str]
+    flags: list[int]
+    grams: list[float] | None
+
+
+def _series_result(
+    job: tuple[str, str, SeriesArrays, SeriesMeta, list[int], FloatArrays, IntensitySeries | None],
+) -> _SeriesResult:
+    """The numeric part for one series (numpy, no Python loop per window): what may run in a worker thread."""
+    src, dev, s, meta, idx, (starts, ends), carbon = job
+    sel = np.asarray(idx, dtype=np.int64)
+    a, b = starts[sel], ends[sel]
+    prep = prepare(s)
+    batch = window_energy_many(prep, a, b)
+    extra = F_HOST_WIDE if meta.host_wide else 0
+    grams = window_carbon_many(prep, carbon, a, b, batch.method).tolist() if carbon is not None else None
+    return _SeriesResult(
+        src, dev, meta, idx, batch.energy_j.tolist(), batch.samples.tolist(), batch.max_gap_s.tolist(),
+        [METHODS[m] for m in batch.method.tolist()], (batch.flags | extra).tolist(), grams,
+    )
+
+
 def energy_rows(
     windows: Sequence[Window],
     series: Mapping[tuple[str, str], SeriesArrays],
     *,
     carbon: IntensitySeries | None = None,
     host_devices: HostDevicesPolicy = "total",
+    map_fn: MapFn = map,
 ) -> list[dict[str, Any]]:
     """One row per (window, device): the JSON contract of `jouled energy epochs`.
 
@@ -61,49 +99,41 @@ def energy_rows(
     carries its series' `role`. A window no device has samples for
     (the daemon was not running) still gets one row: no source or device, energy_j null,
     flagged `no-samples` — never a silent gap or a 0.
+
+    ``map_fn``: how the per-series numeric work is mapped (``map``; `jouled.query` passes a thread pool's, since
+    numpy releases the GIL for the heavy parts). Rows come out in window order, devices sorted, either way.
     """
     metas = {key: s.meta if s.meta is not None else default_meta(*key) for key, s in series.items()}
     gpu_devices = sorted({m.for_device(dev) for (src, dev), m in metas.items() if m.role == "gpu"})
     n_gpus = len(gpu_devices)
-    starts = np.array([w.start_ns for w in windows], dtype=np.int64)
-    ends = np.array([w.end_ns for w in windows], dtype=np.int64)
+    bounds = (np.array([w.start_ns for w in windows], dtype=np.int64), np.array([w.end_ns for w in windows], dtype=np.int64))
     # per-window work done once, not once per device
     win_gpus = [frozenset(normalise_gpu(g) for g in w.gpus) for w in windows]
-    win_start = [format_time_ns(w.start_ns) for w in windows]
-    win_end = [format_time_ns(w.end_ns) for w in windows]
     any_gpus = any(win_gpus)
     all_idx = list(range(len(windows)))
-    rows: list[tuple[int, int, dict[str, Any]]] = []
-    for key_i, ((src, dev), s) in enumerate(sorted(series.items())):
+    jobs = []
+    for (src, dev), s in sorted(series.items()):
         meta = metas[(src, dev)]
         is_gpu = meta.role == "gpu"
         if not is_gpu and host_devices == "exclude":
             continue
-        if is_gpu and any_gpus:
-            idx = [i for i in range(len(windows)) if not win_gpus[i] or dev in win_gpus[i]]
-        else:
-            idx = all_idx
-        if not idx:
-            continue
-        sel = np.array(idx, dtype=np.int64)
-        prep = prepare(s)
-        batch = window_energy_many(prep, starts[sel], ends[sel])
-        energies = batch.energy_j.tolist()
-        samples = batch.samples.tolist()
-        gaps = batch.max_gap_s.tolist()
-        methods = [METHODS[m] for m in batch.method.tolist()]
-        extra = F_HOST_WIDE if meta.host_wide else 0
-        role = meta.role
-        flag_lists = [list(flag_names(f | extra)) for f in batch.flags.tolist()]  # a fresh list per row
-        grams = (
-            window_carbon_many(prep, carbon, starts[sel], ends[sel], batch.method).tolist()
-            if carbon is not None
-            else None
-        )
-        for j, i in enumerate(idx):
+        idx = [i for i in all_idx if not win_gpus[i] or dev in win_gpus[i]] if is_gpu and any_gpus else all_idx
+        if idx:
+            jobs.append((src, dev, s, meta, idx, bounds, carbon))
+    results = list(map_fn(_series_result, jobs))
+    win_start = [format_time_ns(w.start_ns) for w in windows]
+    win_end = [format_time_ns(w.end_ns) for w in windows]
+    per_window: list[list[dict[str, Any]]] = [[] for _ in windows]
+    share_rows = host_devices == "share"
+    for res in results:
+        is_gpu = res.meta.role == "gpu"
+        src, dev, role = res.src, res.dev, res.meta.role
+        energies, samples, gaps, methods, grams = res.energies, res.samples, res.gaps, res.methods, res.grams
+        flag_lists = [list(flag_names(f)) for f in res.flags]  # a fresh list per row
+        for j, i in enumerate(res.idx):
             w = windows[i]
             share = 1.0
-            if not is_gpu and host_devices == "share" and w.gpus and n_gpus:
+            if share_rows and not is_gpu and w.gpus and n_gpus:
                 share = min(1.0, len(w.gpus) / n_gpus)
             e = energies[j]
             row: dict[str, Any] = {
@@ -127,18 +157,21 @@ def energy_rows(
                 "max_gap_s": gaps[j],
                 "flags": flag_lists[j],
             }
-            if host_devices == "share" and not is_gpu:
+            if share_rows and not is_gpu:
                 row["share"] = share
             if grams is not None:
                 g = grams[j]
                 row["carbon_g"] = None if g != g else g * share
-            rows.append((i, key_i, row))
-    covered = {i for i, _, _ in rows}
+            per_window[i].append(row)
+    out: list[dict[str, Any]] = []
+    with_carbon = carbon is not None
     for i, w in enumerate(windows):
-        if i not in covered:
-            rows.append((i, -1, _no_samples_row(w, win_start[i], win_end[i], carbon is not None)))
-    rows.sort(key=lambda r: (r[0], r[1]))
-    return [r[2] for r in rows]
+        rows_i = per_window[i]
+        if rows_i:
+            out.extend(rows_i)
+        else:
+            out.append(_no_samples_row(w, win_start[i], win_end[i], with_carbon))
+    return out
 
 
 def _no_samples_row(w: Window, start: str, end: str, with_carbon: bool) -> dict[str, Any]:

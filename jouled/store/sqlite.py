@@ -606,7 +606,8 @@ class SqliteStore:
         return [
             Marker(
                 time_ns=r[0], host=r[1], run=r[2], scope=r[3], event=r[4], seq=r[5], epoch=r[6], phase=r[7],
-                arch=r[8], gpus=tuple(r[9].split()) if r[9] else (), attrs=json.loads(r[10]),
+                arch=r[8], gpus=tuple(r[9].split()) if r[9] else (),
+                attrs={} if r[10] == "{}" else json.loads(r[10]),  # most markers carry none: skip the parser
             )
             for r in self._conn().execute(q, args)
         ]
