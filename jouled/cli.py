@@ -355,6 +355,16 @@ def _print_status_table(st: dict[str, Any], wide: bool = False) -> None:
         if session:
             warn = mk.get("session") == "not persistent"
             console.print(f"broker session: {session}", style="yellow" if warn else None, highlight=False)
+    fw = st.get("forwarder")
+    if fw:  # [influx] url set: the forwarder's progress, and its error as a whole sentence
+        console.print(
+            f"forwarding to {redact_url(str(fw.get('url')))}: {fw.get('state')}, lag {_fmt(fw.get('lag_s'), '.1f')} s, "
+            f"backlog {fw.get('backlog_points', 0)} points, {fw.get('points_sent', 0)} sent, {fw.get('errors', 0)} errors, "
+            f"{fw.get('quarantined', 0)} quarantined",
+            style="yellow" if fw.get("last_error") else None, highlight=False,
+        )
+        if fw.get("last_error"):
+            console.print(f"[yellow]forwarder:[/] {escape(str(fw['last_error']))}", highlight=False)
 
 
 # what the daemon's marker recorder learned about the broker's sessions (daemon/recorder.py session_verdict)

@@ -77,7 +77,9 @@ def caught_up(bd: BackgroundDaemon) -> bool:
     return int(s["points_sent"]) > 0 and s["backlog_points"] == 0  # type: ignore[call-overload]
 
 
-def test_daemon_forwards_samples_markers_and_health(influx: ServerHandle, db: str, tmp_path: Path) -> None:
+def test_daemon_forwards_samples_markers_and_health(
+    influx: ServerHandle, db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = influx_config(influx.url, db, tmp_path)
     bd = start(cfg)
     side = SqliteStore(Path(cfg.store.path))  # markers as the recorder stores them: the forwarder tails the table
@@ -88,6 +90,11 @@ def test_daemon_forwards_samples_markers_and_health(influx: ServerHandle, db: st
     wait_for(lambda: bool(influx.influxql("SELECT count(lag_s) FROM jouled_health", db)), what="health points")
     st = fwd_status(bd)
     assert st["errors"] == 0 and st["quarantined"] == 0 and st["lag_s"] is not None
+    from jouled.cli import _print_status_table
+
+    _print_status_table(bd.daemon.status())  # what `jouled status` prints
+    out = capsys.readouterr().out
+    assert f"forwarding to {influx.url}" in out and "0 errors" in out
     bd.stop()
     drain(cfg)
     assert_same(log_totals(Path(cfg.store.path)), influx_totals(influx, db))
