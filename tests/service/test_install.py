@@ -42,9 +42,9 @@ def test_second_install_changes_nothing_and_says_so(tmp_path: Path) -> None:
 def test_a_changed_file_is_rewritten_alone(tmp_path: Path) -> None:
     _run("install", "--root", str(tmp_path), "--no-enable")
     unit = tmp_path / UNIT
-    unit.write_text(unit.read_text().replace("Nice=5", "Nice=0"))
+    unit.write_text(unit.read_text().replace("Nice=0", "Nice=5"))
     out = _run("install", "--root", str(tmp_path), "--no-enable")
-    assert f"installed {unit}" in out and f"unchanged {tmp_path / TMPFILES}" in out and "Nice=5" in unit.read_text()
+    assert f"installed {unit}" in out and f"unchanged {tmp_path / TMPFILES}" in out and "Nice=0" in unit.read_text()
 
 
 def test_credentials_enabled_only_when_their_file_exists(tmp_path: Path) -> None:
