@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from jouled.clock import CLOCK
 from jouled.config import Config
-from jouled.daemon import sdnotify
+from jouled.daemon import memory, sdnotify
 from jouled.daemon.sampler import Sampler
 from jouled.daemon.sources.base import Source
 from jouled.errors import UserError
@@ -260,6 +260,7 @@ class Daemon:
                     aggregate_period_s=s.aggregate_period_s,
                     max_id=self.maintain_max_id() if self.maintain_max_id is not None else None,
                 )
+                memory.trim()  # after housekeeping freed its buffers: flat RSS over months (daemon/memory.py)
             except Exception as e:  # housekeeping must never stop sampling
                 log.warning("store maintenance failed: %s", e)
 
@@ -352,6 +353,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
+        memory.limit_arenas()  # before the sampling threads start: each would get its own glibc arena
         self.sampler.start()
         side = [asyncio.create_task(t(self), name=getattr(t, "__name__", "task")) for t in self.tasks]
         core = [
