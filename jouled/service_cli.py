@@ -294,11 +294,19 @@ def install(
 def uninstall(
     root: Annotated[Path, typer.Option("--root", metavar="DIR", help="the root it was installed under")] = Path("/"),
     purge: Annotated[bool, typer.Option("--purge", help="also remove /etc/jouled/jouled.toml and mqtt-passwd")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be removed and run; change nothing")] = False,
 ) -> None:
     """Stop and remove the unit, its drop-in, the README and the tmpfiles rule (the config and the log stay unless --purge)."""
+    rels = (UNIT, INFLUX_DROPIN, TMPFILES, DOC, *((CONFIG, MQTT_PASSWORD) if purge else ()))
+    if dry_run:
+        present = [str(root / rel) for rel in rels if (root / rel).exists()]
+        typer.echo("would remove " + (", ".join(present) if present else "nothing (not installed)"))
+        if _is_live(root):
+            typer.echo("would run: systemctl disable --now jouled.service, systemctl daemon-reload")
+        return
     _systemctl("disable", "--now", "jouled.service", root=root)
     removed = []
-    for rel in (UNIT, INFLUX_DROPIN, TMPFILES, DOC, *((CONFIG, MQTT_PASSWORD) if purge else ())):
+    for rel in rels:
         p = root / rel
         try:
             p.unlink()

@@ -64,6 +64,8 @@ def test_influxdb_drop_in_and_uninstall(tmp_path: Path) -> None:
     _run("install", "--root", str(tmp_path), "--no-enable", "--with-influxdb")
     drop = (tmp_path / INFLUX_DROPIN).read_text()
     assert "After=influxdb.service" in drop and "Wants=influxdb.service" in drop and "\nRequires=" not in drop
+    dry = _run("uninstall", "--root", str(tmp_path), "--dry-run")
+    assert str(tmp_path / INFLUX_DROPIN) in dry and (tmp_path / UNIT).exists()
     out = _run("uninstall", "--root", str(tmp_path))
     for rel in (UNIT, INFLUX_DROPIN, TMPFILES, DOC):
         assert not (tmp_path / rel).exists() and str(tmp_path / rel) in out
