@@ -202,7 +202,12 @@ def _systemctl(*args: str, root: Path) -> None:
 def _ensure_user() -> None:
     """The system user `jouled` (its own group, no login, home = the state folder), in the device groups that exist."""
     if shutil.which("useradd") and subprocess.run(["id", SERVICE_GROUP], capture_output=True).returncode:
-        subprocess.run(["useradd", "--system", "--user-group", "--home-dir", "/var/lib/jouled", "--no-create-home",
+        try:  # the group may exist already (the RAPL rule's instructions create it): join it, else make it
+            grp.getgrnam(SERVICE_GROUP)
+            group = ["--gid", SERVICE_GROUP]
+        except KeyError:
+            group = ["--user-group"]
+        subprocess.run(["useradd", "--system", *group, "--home-dir", "/var/lib/jouled", "--no-create-home",
                         "--shell", "/usr/sbin/nologin", SERVICE_GROUP], check=False)
     for g in missing_device_groups():
         subprocess.run(["usermod", "--append", "--groups", g, SERVICE_GROUP], check=False)
