@@ -26,21 +26,9 @@ from jouled.daemon.service import Daemon
 from jouled.daemon.sources.nvml import NvmlSource
 from jouled.daemon.sources.rapl import RaplSource
 from jouled.store.sqlite import SqliteStore
+from tests.sources.powercap import powercap_tree
 
 RESULTS = Path(__file__).parent / "results" / "sampler.json"
-
-
-def powercap_tree(root: Path, domains: int) -> Path:
-    """`domains` zones (packages and DRAM) as the kernel lays them out."""
-    names = [("intel-rapl:0", "package-0"), ("intel-rapl:0:0", "dram"), ("intel-rapl:1", "package-1"),
-             ("intel-rapl:1:0", "dram"), ("intel-rapl:2", "package-2"), ("intel-rapl:3", "package-3")][:domains]
-    for folder, name in names:
-        z = root / folder
-        z.mkdir(parents=True)
-        (z / "name").write_text(name + "\n")
-        (z / "energy_uj").write_text("1000000\n")
-        (z / "max_energy_range_uj").write_text("262143328850\n")
-    return root
 
 
 def make_sources(tmp: Path, gpus: int, rapl_domains: int, real_nvml: bool) -> list[Any]:

@@ -32,6 +32,7 @@ T = TypeVar("T")
 log = logging.getLogger("jouled.daemon")
 
 MAINTENANCE_PERIOD_S = 60.0
+STATUS_COPY_PERIOD_S = 10.0  # the status copy beside the log (the status file itself: every health_interval_s)
 SOURCES_OPEN_WAIT_S = 10.0  # READY waits this long for the sources to open (a meter's handshake takes a while)
 MAX_PENDING_SAMPLES = 5_000_000  # ~10 min of 1000 Hz × 8 devices held in memory while the store is down
 
@@ -142,6 +143,7 @@ class Daemon:
         if not self.config.daemon.status_path and self.status_path == default_status_path(self.store.path):
             self.status_copy = beside_store_path(self.store.path)
         self._status_errors: dict[Path, str] = {}
+        self._copy_written_s = float("-inf")
         self._store_pool: ThreadPoolExecutor | None = None
 
     async def in_store_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -291,13 +293,22 @@ class Daemon:
             out[name] = fn()
         return out
 
-    def write_status(self) -> None:
-        """Write the status file (and its copy beside the log); raise OSError only when the status file itself fails."""
+    def write_status(self, *, final: bool = False) -> None:
+        """Write the status file (and its copy beside the log); raise OSError only when the status file itself fails.
+
+        The copy beside the log (what `jouled status` finds after the runtime dir is gone) is refreshed every
+        STATUS_COPY_PERIOD_S, at the end, and every time while the status file itself cannot be written: a rename
+        a second on the log's disk was a third of an idle daemon's CPU.
+        """
         st = self.status()
         primary_error: OSError | None = None
-        for path in (self.status_path, self.status_copy):
+        now_s = time.monotonic()
+        copy_due = final or now_s - self._copy_written_s >= STATUS_COPY_PERIOD_S or self.status_path in self._status_errors
+        for path in (self.status_path, self.status_copy if copy_due else None):
             if path is None:
                 continue
+            if path == self.status_copy:
+                self._copy_written_s = now_s
             try:
                 write_json_atomic(path, st)
             except OSError as e:
@@ -380,9 +391,10 @@ class Daemon:
             await asyncio.gather(*core, return_exceptions=True)
             await self.flush()  # final flush: every reading taken reaches the log
             if self._pending:
-                log.error("store %s: %d samples could not be written at shutdown", self.store.path, len(self._pending))
+                log.error("store %s: %d samples could not be written at shutdown", self.store.path,
+                          sum(len(b) for b in self._pending))
             with contextlib.suppress(OSError):
-                self.write_status()
+                self.write_status(final=True)
             if self._store_pool is not None:
                 self._store_pool.shutdown(wait=True)  # its calls are done (the final flush above)
                 self._store_pool = None

@@ -269,7 +269,9 @@ class NvmlSource:
             if fv.timestamp:
                 time_ns = CLOCK.from_wall_us(fv.timestamp)
         extras: dict[str, float] = {}
-        if g.average:
+        # the driver's 1-s average changes slowly: beside the instant field it is an extra (at most every
+        # EXTRAS_PERIOD_NS — half the NVML calls at 100 Hz); without that field it is the power, read every tick
+        if g.average and (power_w is None or with_extras):
             avg_w = nv.nvmlDeviceGetPowerUsage(h) / 1000.0
             extras["power_avg_w"] = avg_w
             if power_w is None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
-from jouled.config import Config, NvmlConfig
+from jouled.config import Config, NvmlConfig, RaplConfig
 from jouled.daemon.app import build_daemon, run_daemon
 from jouled.daemon.sources.nvml import NvmlSource
+from jouled.daemon.sources.rapl import RaplSource
 from jouled.store.sqlite import sqlite_url
 from tests.sources.nvml_shim import make_shim
 
@@ -24,6 +26,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0, help="embedded broker port (0: markers off)")
     ap.add_argument("--mqtt-url", default="")
     ap.add_argument("--duration", type=float, default=None)
+    ap.add_argument("--rapl-root", default="", help="also sample RAPL from this powercap tree (tests/sources/powercap.py)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = Config()
@@ -32,8 +35,10 @@ def main() -> None:
     cfg.mqtt.url = a.mqtt_url
     if a.port:
         cfg.mqtt.embedded_port = a.port
-    src = NvmlSource(NvmlConfig(), nvml_module=make_shim(a.devices))
-    d = build_daemon(cfg, sqlite_url(a.store), rate_hz=a.rate, sources=[src], markers=bool(a.port or a.mqtt_url))
+    srcs: list[Any] = [NvmlSource(NvmlConfig(), nvml_module=make_shim(a.devices))]
+    if a.rapl_root:
+        srcs.append(RaplSource(RaplConfig(root=a.rapl_root)))
+    d = build_daemon(cfg, sqlite_url(a.store), rate_hz=a.rate, sources=srcs, markers=bool(a.port or a.mqtt_url))
     run_daemon(d, a.duration)
 
 
