@@ -67,9 +67,9 @@ def influx_count(srv: ServerHandle, db: str) -> int:
 
 
 def bench_catch_up(srv: ServerHandle, tmp: Path, batch_size: int, devices: int, rate_hz: int, seconds: int) -> dict[str, Any]:
-    db = f"catchup{batch_size}"
+    db = f"catchup{batch_size}_{seconds}"
     srv.create_database(db)
-    path = tmp / f"outage{batch_size}.db"
+    path = tmp / f"outage{batch_size}_{seconds}.db"
     t = time.perf_counter()
     n = fill_outage(path, devices, rate_hz, seconds)
     fill_s = time.perf_counter() - t
@@ -86,7 +86,8 @@ def bench_catch_up(srv: ServerHandle, tmp: Path, batch_size: int, devices: int, 
     fwd.close()
     stored = influx_count(srv, db)
     return {
-        "samples_in_log": n, "points_sent": sent, "points_in_influx": stored, "batch_size": batch_size,
+        "outage_s": seconds, "devices": devices, "rate_hz": rate_hz, "samples_in_log": n, "points_sent": sent,
+        "points_in_influx": stored, "batch_size": batch_size,
         "writes_in_flight": fwd.in_flight, "fill_s": round(fill_s, 1), "drain_s": round(elapsed, 2),
         "points_per_s": round(sent / elapsed), "goal_points_per_s": 100_000, "meets_goal": sent / elapsed >= 100_000,
         "loadavg_before": load0, "loadavg_after": load1,
@@ -157,28 +158,36 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, action="append", help="catch-up batch size(s); default 5000 and 20000")
     ap.add_argument("--run-s", type=float, default=60.0)
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--parts", default="catch_up,steady", help="comma-separated: catch_up, steady")
+    ap.add_argument("--append", action="store_true", help="add the catch-up runs to those already in --out")
     a = ap.parse_args()
-    srv = start_influxd()
-    result: dict[str, Any] = {
+    parts = set(a.parts.split(","))
+    out = Path(a.out)
+    result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}  # parts may run separately
+    result.update({
         "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
         "influxdb": "InfluxDB 1.x (Debian influxdb, tests/servers.start_influxd, inmem index), same machine",
-    }
+    })
+    srv = start_influxd()
     try:
         with tempfile.TemporaryDirectory(prefix="jouled-bench-fwd-") as d:
             tmp = Path(d)
-            result["catch_up"] = [bench_catch_up(srv, tmp, b, a.devices, a.rate, a.seconds)
-                                  for b in (a.batch_size or [5000, 20000])]
-            for b in a.batch_size or [5000, 20000]:
-                srv.influxql(f'DROP DATABASE "catchup{b}"')
-            srv.create_database("steady")
-            result["steady_forwarding_on"] = run_daemon(tmp, "on", srv.url, "steady", a.devices, a.rate, a.run_s)
-            result["steady_forwarding_off"] = run_daemon(tmp, "off", "", "steady", a.devices, a.rate, a.run_s)
+            if "catch_up" in parts:
+                runs = []
+                for b in a.batch_size or [5000, 20000]:
+                    runs.append(bench_catch_up(srv, tmp, b, a.devices, a.rate, a.seconds))
+                    srv.influxql(f'DROP DATABASE "catchup{b}_{a.seconds}"')
+                result["catch_up"] = (result.get("catch_up", []) if a.append else []) + runs
+            if "steady" in parts:
+                srv.create_database("steady")
+                result["steady_forwarding_on"] = run_daemon(tmp, "on", srv.url, "steady", a.devices, a.rate, a.run_s)
+                result["steady_forwarding_off"] = run_daemon(tmp, "off", "", "steady", a.devices, a.rate, a.run_s)
+                on, off = result["steady_forwarding_on"], result["steady_forwarding_off"]
+                result["forwarding_cpu_pct_added"] = round(on["cpu_pct_of_one_core"] - off["cpu_pct_of_one_core"], 1)
     finally:
         srv.stop()
-    on, off = result["steady_forwarding_on"], result["steady_forwarding_off"]
-    result["forwarding_cpu_pct_added"] = round(on["cpu_pct_of_one_core"] - off["cpu_pct_of_one_core"], 1)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

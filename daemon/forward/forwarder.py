@@ -43,6 +43,7 @@ from jouled.store.sqlite import SeriesKey, SqliteStore
 log = logging.getLogger("jouled.forward")
 
 CARBON_LOOKBACK_S = 6 * 3600.0
+CARBON_EVERY_S = 10.0
 CHUNKS_PER_READ = 4096
 BACKLOG_EVERY_S = 1.0
 DISK_EVERY_S = 30.0
@@ -124,6 +125,7 @@ class Forwarder:
         self._last_backlog = 0.0
         self._last_disk = 0.0
         self._last_health = 0.0
+        self._last_carbon = -CARBON_EVERY_S
         self._over_budget = False
         self._pool: ThreadPoolExecutor | None = None
         self._stat_lock = threading.Lock()
@@ -152,7 +154,6 @@ class Forwarder:
         """Forward until `stop` is set; never raises (a failure is logged once, counted and retried)."""
         log.info("forwarding the log to InfluxDB %s", self.writer.target)
         try:
-            self.cursor("chunks")
             while not stop.is_set():
                 try:
                     sent = self.step()
@@ -195,7 +196,7 @@ class Forwarder:
 
     def step(self, *, health: bool = True) -> int:
         """One pass: markers, allocations, carbon, then up to a read's worth of sample chunks. Points sent."""
-        n = self._markers() + self._allocations() + self._carbon() + self._chunks()
+        n = self._markers() + self._allocations() + self._carbon(force=not health) + self._chunks()
         self._update_backlog(force=n == 0)
         self._check_disk()
         if health:
@@ -305,7 +306,12 @@ class Forwarder:
         self._advance("allocation", rows[-1][0])
         return len(lines)
 
-    def _carbon(self) -> int:
+    def _carbon(self, *, force: bool = False) -> int:
+        # its table has no index by time alone: read it every CARBON_EVERY_S, not every pass (carbon changes slowly)
+        now = time.monotonic()
+        if not force and now - self._last_carbon < CARBON_EVERY_S:
+            return 0
+        self._last_carbon = now
         since = self.cursor("carbon") - int(CARBON_LOOKBACK_S * 1e9)
         new: list[tuple[tuple[str, str, bool, int], float, str]] = []
         for forecast in (False, True):

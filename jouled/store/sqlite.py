@@ -661,11 +661,11 @@ class SqliteStore:
     ) -> list[tuple[int, SeriesKey, SeriesData]]:
         """Raw chunks (res_s = 0) with id > after_id in id order, at most `limit` chunks and — past the first —
         about `max_points` samples: the forwarder's read (aggregates are never forwarded: they would double count)."""
-        rows = self._conn().execute(
+        rows = self._conn().execute(  # iterated, not fetched whole: a batch is often far fewer rows than `limit`
             "SELECT c.id, s.host, s.source, s.device, c.n, c.time_ns, c.power_w, c.energy_j FROM chunks c"
             " JOIN series s ON s.id = c.series_id WHERE c.id > ? AND c.res_s = 0 ORDER BY c.id LIMIT ?",
             (after_id, limit),
-        ).fetchall()
+        )
         out: list[tuple[int, SeriesKey, SeriesData]] = []
         total = 0
         for cid, host, source, device, n, t, p, e in rows:
@@ -679,6 +679,7 @@ class SqliteStore:
                 np.frombuffer(e, "<f8") if e is not None else np.full(n, np.nan),
             )))
             total += n
+        rows.close()  # end the statement now: an open one would hold its read snapshot (and the WAL) back
         return out
 
     def raw_backlog(self, after_id: int) -> tuple[int, int, int | None]:

@@ -274,3 +274,31 @@ def test_bad_config_is_one_line(tmp_path: Path) -> None:
     cfg.influx.org = "o"
     with pytest.raises(UserError, match="token"):
         build_forwarder(cfg, SqliteStore(tmp_path / "y.db"))
+
+
+def test_carbon_allocations_and_a_changed_forecast(influx: ServerHandle, db: str, tmp_path: Path) -> None:
+    from jouled.model import Allocation, CarbonPoint
+
+    cfg = influx_config(influx.url, db, tmp_path, host="h")
+    st = SqliteStore(Path(cfg.store.path))
+    now = time.time_ns()
+    st.write_carbon([CarbonPoint(now - k * 300 * 10**9, "DE", "trace", 300.0 + k) for k in range(5)])
+    st.write_carbon([CarbonPoint(now + 3600 * 10**9, "DE", "trace", 111.0, forecast=True)])
+    st.write_allocations([Allocation(now, "s1", 3, 1, 0.75, 250.0)])
+    fwd = build_forwarder(cfg, st)
+    assert fwd.drain() == 7
+    assert fwd.drain() == 0  # nothing new: nothing re-sent
+    st.write_carbon([CarbonPoint(now + 3600 * 10**9, "DE", "trace", 222.0, forecast=True)])  # a revised forecast
+    assert fwd.drain() == 1
+    fwd.close()
+    actual = influx.influxql("SELECT count(intensity_g_per_kwh) FROM carbon WHERE forecast = 'false'", db)
+    assert actual[0]["values"][0][1] == 5
+    fc = influx.influxql("SELECT intensity_g_per_kwh FROM carbon WHERE forecast = 'true'", db)
+    assert [v[1] for v in fc[0]["values"]] == [222.0]
+    alloc = influx.influxql("SELECT gpus_sampling, lambda_s FROM allocation", db)
+    assert alloc[0]["values"][0][1:] == [3, 0.75]
+    # a restarted forwarder re-reads the carbon lookback (idempotent) but not the allocations (rowid cursor)
+    fwd2 = build_forwarder(cfg, SqliteStore(Path(cfg.store.path)))
+    assert fwd2.drain() == 6
+    fwd2.close()
+    assert influx.influxql("SELECT count(intensity_g_per_kwh) FROM carbon", db)[0]["values"][0][1] == 6
