@@ -27,7 +27,7 @@ import numpy as np
 
 from jouled.errors import UserError
 from jouled.model import CarbonPoint, Marker
-from jouled.secrets import redact_url
+from jouled.secrets import redact_url, remember_secret
 from jouled.series import SeriesMeta, default_meta
 from jouled.store import influx_flux as flux
 from jouled.store.influx_flux import INFLUX_MAX_NS, INFLUX_MIN_NS, clamp_ns
@@ -575,6 +575,7 @@ def open_influx(url: str, config: Config | None = None) -> InfluxV1Store | Influ
 
     cfg = config if config is not None else load_config(None)
     u = parse_influx_url(url, cfg)
+    remember_secret(u.password)  # a password given in the URL is masked in every later log line too
     store: InfluxV1Store | InfluxV2Store
     if u.api == "v1":
         if not u.username and cfg.influx.username:
