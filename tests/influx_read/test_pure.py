@@ -142,3 +142,16 @@ def test_marker_from_row_and_arrays() -> None:
 def test_seriesmeta_default_comparison_kept_only_for_default_role() -> None:
     m = meta_from_tags("smi", "gpu0", {"role": "other"})
     assert isinstance(m, SeriesMeta) and not m.comparison
+
+
+@pytest.mark.parametrize("value", NASTY)
+def test_flux_params_become_literals_in_the_client_ast(value: str) -> None:
+    """influxdb-client sends params as an AST of literals (`option params.x = …`): strings as StringLiteral, times
+    as IntegerLiteral — the nearest this project can come to the server (no Flux server runs in its tests)."""
+    client_base = pytest.importorskip("influxdb_client.client._base")
+    _text, params = flux.samples_query("b", value, "nvml", "gpu0", -5, 10)
+    ast = client_base._BaseQueryApi._build_flux_ast(params, None)
+    got = {st.assignment.id.name: (type(st.assignment.init).__name__, st.assignment.init.value)
+           for st in ast.body}
+    assert got["host"] == ("StringLiteral", value)
+    assert got["start"] == ("IntegerLiteral", "-5") and got["stop"] == ("IntegerLiteral", "11")
