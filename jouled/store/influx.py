@@ -7,7 +7,8 @@ its role/kind/scope tags; the nominal periods are not in InfluxDB, so windows ar
 of the samples (as for an imported series). Nobody vouches for completeness here: `watermarks()` is empty.
 
 Safety: every user value (run, host, device, times) is a bound parameter — InfluxQL `params` with `$name`
-placeholders, Flux `params.name` — never text spliced into a query; identifiers are constants, quoted.
+placeholders, Flux extern options `jouled_<name>` (influxdb-client `params=`) — never text spliced into a query;
+identifiers are constants, quoted.
 Size: v1 reads use `chunked=true`, so a day of 10 devices at 10 Hz streams in chunks instead of hitting
 `max-row-limit`. Credentials: v1 user from the URL or `[influx] username`, password from the URL or
 `jouled.secrets.influx_password`; v2 token only from `jouled.secrets.influx_token` (never the command line).

@@ -1,9 +1,10 @@
 """Flux query texts for the influx2:// reader (pure): every user value travels as a Flux parameter, never in the text.
 
 Each builder returns (flux, params); `InfluxV2Store` passes params to `query_api().query(..., params=...)`, which
-influxdb-client turns into a Flux `option params = {...}` AST (values as literals, not text). Times are integer ns
-(`time(v: params.start)`), and each row carries its own time back as integer ns (`t_ns`), because the client's
-datetime has only microseconds.
+influxdb-client sends as an AST of extern options beside the query (`option jouled_host = "…"` as a string literal,
+never text), and the query refers to them by name. The names carry the prefix `jouled_` so that none shadows a Flux
+builtin or option (`now`, `location`, …). Times are integer ns (`time(v: jouled_start)`), and each row carries its
+own time back as integer ns (`t_ns`), because the client's datetime has only microseconds.
 
 Not exercised against a real server here (no Flux server is installable in this project's CI: InfluxDB 1.6 has no
 Flux); the texts are tested as text, and their parameters are checked to be the only place user values appear.
@@ -18,6 +19,7 @@ INFLUX_MIN_NS = -9_223_372_036_854_775_806
 INFLUX_MAX_NS = 9_223_372_036_854_775_806
 
 Params = dict[str, Any]
+P = "jouled_"  # the prefix of every parameter name (see above)
 
 _T_NS = '  |> map(fn: (r) => ({r with t_ns: int(v: r._time)}))\n'
 
@@ -33,16 +35,16 @@ def _head(bucket: str, start_ns: int | None, end_ns: int | None) -> tuple[str, P
     """`from |> range` over [start, end] (range's stop is exclusive: end + 1)."""
     start = clamp_ns(start_ns, 0)
     stop = min(clamp_ns(end_ns, INFLUX_MAX_NS - 1) + 1, INFLUX_MAX_NS)
-    text = "from(bucket: params.bucket)\n  |> range(start: time(v: params.start), stop: time(v: params.stop))\n"
-    return text, {"bucket": bucket, "start": start, "stop": stop}
+    text = f"from(bucket: {P}bucket)\n  |> range(start: time(v: {P}start), stop: time(v: {P}stop))\n"
+    return text, {f"{P}bucket": bucket, f"{P}start": start, f"{P}stop": stop}
 
 
 def _tag_clause(tag: str, name: str, value: str, params: Params) -> str:
-    """`r.<tag> == params.<name>`; an empty value means "tag absent" (InfluxDB stores no empty tags)."""
+    """`r.<tag> == jouled_<name>`; an empty value means "tag absent" (InfluxDB stores no empty tags)."""
     if value == "":
         return f"not exists r.{tag}"
-    params[name] = value
-    return f"r.{tag} == params.{name}"
+    params[P + name] = value
+    return f"r.{tag} == {P}{name}"
 
 
 def series_query(bucket: str) -> tuple[str, Params]:
@@ -126,8 +128,8 @@ def runs_query(bucket: str) -> tuple[str, Params]:
 def carbon_query(bucket: str, zone: str | None, start_ns: int | None, end_ns: int | None, forecast: bool) -> tuple[str, Params]:
     """Carbon intensity points: rows with zone, provider, _value (g/kWh), t_ns."""
     text, params = _head(bucket, start_ns, end_ns)
-    params["forecast"] = "true" if forecast else "false"
-    conds = ['r._measurement == "carbon"', 'r._field == "intensity_g_per_kwh"', "r.forecast == params.forecast"]
+    params[P + "forecast"] = "true" if forecast else "false"
+    conds = ['r._measurement == "carbon"', 'r._field == "intensity_g_per_kwh"', f"r.forecast == {P}forecast"]
     if zone:
         conds.append(_tag_clause("zone", "zone", zone, params))
     text += f"  |> filter(fn: (r) => {' and '.join(conds)})\n" + _T_NS

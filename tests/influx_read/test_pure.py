@@ -24,7 +24,7 @@ from jouled.store.sqlite import SeriesKey
 from jouled.store.url import is_influx_url
 
 NASTY = ["x'; DROP MEASUREMENT power; --", 'a"b', "a'b", "../../etc", "a\nb", "Ünïcødé-模型-🚀", "a\\b", "$run",
-         'x" OR "1"="1', "params.run", "r) => true or (r"]
+         'x" OR "1"="1', "params.run", "jouled_host", "r) => true or (r"]
 
 
 def test_v1_urls() -> None:
@@ -90,17 +90,17 @@ def test_flux_user_values_only_in_params(value: str) -> None:
     built = build(value)
     for (text, params), (plain, _p) in zip(built, build("plain"), strict=True):
         assert text == plain, text  # the value never reaches the text
-        assert params["bucket"] == value
+        assert params["jouled_bucket"] == value
     text, params = built[0]
-    assert params["host"] == params["source"] == params["device"] == value
-    assert (params["start"], params["stop"]) == (-5, 11)  # range's stop is exclusive: the end is kept
-    assert "r.host == params.host" in text and "time(v: params.start)" in text
+    assert params["jouled_host"] == params["jouled_source"] == params["jouled_device"] == value
+    assert (params["jouled_start"], params["jouled_stop"]) == (-5, 11)  # range's stop is exclusive: the end is kept
+    assert "r.host == jouled_host" in text and "time(v: jouled_start)" in text
 
 
 def test_flux_empty_tag_is_absent_tag() -> None:
     text, params = flux.samples_query("b", "", "nvml", "gpu0", None, None)
-    assert "not exists r.host" in text and "host" not in params
-    assert params["start"] == 0 and params["stop"] == flux.INFLUX_MAX_NS
+    assert "not exists r.host" in text and "jouled_host" not in params
+    assert params["jouled_start"] == 0 and params["jouled_stop"] == flux.INFLUX_MAX_NS
     assert flux.clamp_ns(-(2**63), 0) == flux.INFLUX_MIN_NS
 
 
@@ -146,12 +146,16 @@ def test_seriesmeta_default_comparison_kept_only_for_default_role() -> None:
 
 @pytest.mark.parametrize("value", NASTY)
 def test_flux_params_become_literals_in_the_client_ast(value: str) -> None:
-    """influxdb-client sends params as an AST of literals (`option params.x = …`): strings as StringLiteral, times
-    as IntegerLiteral — the nearest this project can come to the server (no Flux server runs in its tests)."""
+    """influxdb-client sends params as extern options of literals (`option jouled_host = …`), each a name the query
+    uses: strings as StringLiteral, times as IntegerLiteral — the nearest this project can come to the server (no
+    Flux server runs in its tests)."""
     client_base = pytest.importorskip("influxdb_client.client._base")
     _text, params = flux.samples_query("b", value, "nvml", "gpu0", -5, 10)
     ast = client_base._BaseQueryApi._build_flux_ast(params, None)
     got = {st.assignment.id.name: (type(st.assignment.init).__name__, st.assignment.init.value)
            for st in ast.body}
-    assert got["host"] == ("StringLiteral", value)
-    assert got["start"] == ("IntegerLiteral", "-5") and got["stop"] == ("IntegerLiteral", "11")
+    assert got["jouled_host"] == ("StringLiteral", value)
+    assert got["jouled_start"] == ("IntegerLiteral", "-5") and got["jouled_stop"] == ("IntegerLiteral", "11")
+    text, _p = flux.samples_query("b", value, "nvml", "gpu0", -5, 10)
+    for name in got:  # every option the client sends is one the query refers to, and nothing else is needed
+        assert name in text
