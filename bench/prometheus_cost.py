@@ -61,19 +61,22 @@ def measure(seconds: float, scrape: bool) -> dict[str, Any]:
         time.sleep(WARMUP_S)
         if proc.poll() is not None:
             raise RuntimeError(f"daemon exited with {proc.returncode}")
+        # one client for the run: httpx.get() would build a client (and an SSL context) per scrape, ~80 ms here
+        client = httpx.Client(timeout=5)
         c0, t0, load0 = ps.cpu_times(), time.monotonic(), os.getloadavg()
         scrapes, scrape_s, size = 0, 0.0, 0
         next_t = t0
         while time.monotonic() - t0 < seconds:
             if scrape:
                 s0 = time.perf_counter()
-                body = httpx.get(f"http://{listen}/metrics", timeout=5).text
+                body = client.get(f"http://{listen}/metrics").text
                 scrape_s += time.perf_counter() - s0
                 scrapes += 1
                 size = len(body)
             next_t += 1.0
             time.sleep(max(0.0, next_t - time.monotonic()))
         c1, t1, load1 = ps.cpu_times(), time.monotonic(), os.getloadavg()
+        client.close()
     finally:
         proc.kill()
         proc.wait()
