@@ -49,9 +49,15 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "nas": ("jouled.cli:_nas_app", "Carbon-aware neural architecture search (CE-NAS) on NAS-Bench-201."),
     "service": ("jouled.service_cli:service_app", "Install or remove jouled as a systemd service."),
     "grafana": ("jouled.grafana_cli:grafana_app", "Upload jouled's Grafana dashboards (InfluxQL, Flux, PromQL)."),
+    "assess": ("jouled.quality_cli:assess_command",
+               "The measurement checklist of the energy-benchmark study, each finding with the numbers behind its verdict."),
+    "compare": ("jouled.quality_cli:compare_command",
+                "Per-epoch energy of every tool that measured the run, and each one's error against the best truth."),
+    "report": ("jouled.quality_cli:report_command",
+               "One self-contained HTML page: power, energy per epoch, tool errors, GPU range, carbon, the assess findings."),
 }
-COMMAND_ORDER = ("train", "demo", "run", "sources", "status", "import", "energy", "export", "markers", "carbon", "nas",
-                 "service", "grafana")
+COMMAND_ORDER = ("train", "demo", "run", "sources", "status", "import", "energy", "assess", "compare", "report", "export",
+                 "markers", "carbon", "nas", "service", "grafana")
 
 
 def _nas_app() -> typer.Typer:

@@ -1,0 +1,160 @@
+"""Reading one run for `assess`, `compare` and `report`: windows, energy rows and samples, through the query core."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from jouled.config import Config
+from jouled.energy import SeriesArrays
+from jouled.errors import UserError
+from jouled.query import compute_rows, load_series, series_metas
+from jouled.rows import run_totals
+from jouled.series import SeriesMeta, choose_totals, meta_or_default
+from jouled.store.reader import ReadStore
+from jouled.store.sqlite import SeriesKey
+from jouled.windows import windows_from_markers
+
+from .assess import (
+    Finding,
+    coverage_findings,
+    gpu_range_findings,
+    samples_findings,
+    smi_nvml_findings,
+    totals_findings,
+    wall_correlation_findings,
+)
+from .compare import Comparison, EpochWindow, Interval, compare
+
+LIMIT_ATTRS = ("gpu_power_min_w", "gpu_power_max_w")  # a run marker's attrs may carry the GPUs' power limits
+
+
+@dataclass
+class RunData:
+    """What the quality commands need of one run (one host: the run's first)."""
+
+    run: str
+    host: str
+    start_ns: int
+    end_ns: int
+    gpus: tuple[str, ...]
+    windows: list[EpochWindow]
+    rows: list[dict[str, Any]]  # `energy epochs` rows, scope epoch
+    run_total: dict[str, Any] | None  # `energy runs` row of this run
+    series: dict[tuple[str, str], SeriesArrays]
+    avg_power: dict[tuple[str, str], SeriesArrays]
+    metas: dict[tuple[str, str], SeriesMeta]
+    total_keys: tuple[str, ...]
+    limits_w: dict[str, tuple[float, float]] = field(default_factory=dict)
+    limits_from: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_limits(text: str) -> tuple[float, float]:
+    """`MIN:MAX` in watts (e.g. 100:350) → (min, max); UserError when malformed."""
+    try:
+        lo_s, hi_s = text.split(":")
+        lo, hi = float(lo_s), float(hi_s)
+    except ValueError:
+        raise UserError(f"--gpu-limits {text!r}: give MIN:MAX in watts, e.g. 100:350") from None
+    if not (0 <= lo < hi):
+        raise UserError(f"--gpu-limits {text!r}: need 0 <= MIN < MAX (watts)")
+    return lo, hi
+
+
+def load_run(store: ReadStore, config: Config, run: str, limits: str | None = None) -> RunData:
+    """Read everything about `run` the quality commands use. Errors are one-line UserErrors (the query core's)."""
+    rows, problems = compute_rows(store, config, run, ("epoch", "run"))
+    markers = store.read_markers(run)
+    windows, _p = windows_from_markers(markers)
+    run_ws = [w for w in windows if w.scope == "run"]
+    epoch_ws = sorted((w for w in windows if w.scope == "epoch"), key=lambda w: (w.start_ns, w.end_ns))
+    if not epoch_ws:
+        raise UserError(f"run {run!r}: no complete epoch (start and end markers) in {store.path} — "
+                        "assess and compare work per epoch")
+    host = (run_ws or epoch_ws)[0].host
+    start_ns = run_ws[0].start_ns if run_ws else epoch_ws[0].start_ns
+    end_ns = run_ws[0].end_ns if run_ws else epoch_ws[-1].end_ns
+    gpus = (run_ws or epoch_ws)[0].gpus
+    epoch_rows = [r for r in rows if r["scope"] == "epoch" and r["host"] == host]
+    series = load_series(store, host, start_ns, end_ns, config)
+    metas = {k: meta_or_default(s.meta, *k) for k, s in series.items()}
+    avg: dict[tuple[str, str], SeriesArrays] = {}
+    for key in store.series():
+        if key.host != host or key.source != "nvml" or (key.source, key.device) not in series:
+            continue
+        d = store.read_series(SeriesKey(key.host, key.source, key.device), start_ns - 5_000_000_000,
+                              end_ns + 5_000_000_000, extras=True)
+        p = d.extras.get("power_avg_w")
+        if p is not None and bool(np.isfinite(p).any()):
+            ok = np.isfinite(p)
+            avg[(key.source, key.device)] = SeriesArrays(d.time_ns[ok], p[ok], np.full(int(ok.sum()), np.nan),
+                                                         key.source, key.device, float("nan"))
+    totals = run_totals([r for r in rows if r["host"] == host], series_metas(store, host))
+    run_total = next((t for t in totals if t["run"] == run), None)
+    keys = [f"{src}:{dev}" for (src, dev) in series]
+    total_keys = tuple(run_total["total_devices"]) if run_total else choose_totals(keys, metas).total
+    data = RunData(run, host, start_ns, end_ns, tuple(gpus), [EpochWindow(w.epoch, w.phase, w.start_ns, w.end_ns)
+                   for w in epoch_ws], epoch_rows, run_total, series, avg, metas, total_keys, problems=problems)
+    if limits:
+        data.limits_w, data.limits_from = {"*": parse_limits(limits)}, "--gpu-limits"
+    else:
+        attrs: dict[str, Any] = {}
+        for m in markers:
+            if m.scope == "run" and m.event == "start":
+                attrs = m.attrs
+        lim = _limits_from_attrs(attrs)
+        if lim:
+            data.limits_w, data.limits_from = lim, "the run's start marker (attrs gpu_power_min_w/gpu_power_max_w)"
+    return data
+
+
+def _limits_from_attrs(attrs: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """attrs {"gpu_power_min_w": 100, "gpu_power_max_w": 350} (every GPU) or per device {"gpu0": [100, 350]} under
+    "gpu_power_limits_w"."""
+    out: dict[str, tuple[float, float]] = {}
+    per = attrs.get("gpu_power_limits_w")
+    if isinstance(per, str):
+        try:
+            per = json.loads(per)
+        except ValueError:
+            per = None
+    if isinstance(per, dict):
+        for dev, v in per.items():
+            if isinstance(v, list | tuple) and len(v) == 2:
+                out[str(dev)] = (float(v[0]), float(v[1]))
+    try:
+        if all(k in attrs for k in LIMIT_ATTRS):
+            out["*"] = (float(attrs[LIMIT_ATTRS[0]]), float(attrs[LIMIT_ATTRS[1]]))
+    except (TypeError, ValueError):
+        pass
+    return out
+
+
+def run_series(data: RunData) -> dict[tuple[str, str], SeriesArrays]:
+    """The run's series restricted to its GPUs (others' GPUs are not this run's) and its host devices."""
+    if not data.gpus:
+        return data.series
+    want = set(data.gpus)
+    return {k: s for k, s in data.series.items()
+            if data.metas[k].role != "gpu" or data.metas[k].for_device(k[1]) in want}
+
+
+def assess_run(data: RunData) -> list[Finding]:
+    """Every check of the checklist, in the README's order."""
+    series = run_series(data)
+    return [
+        *samples_findings(data.rows),
+        *coverage_findings(series, data.start_ns, data.end_ns, data.rows),
+        *smi_nvml_findings(data.rows, data.metas),
+        *gpu_range_findings(series, data.start_ns, data.end_ns, data.limits_w),
+        *wall_correlation_findings(data.rows, data.metas),
+        *totals_findings(data.total_keys, data.metas),
+    ]
+
+
+def compare_run(data: RunData, codecarbon: dict[str, list[Interval]] | None = None) -> Comparison:
+    return compare(data.windows, data.series, avg_power=data.avg_power, gpus=data.gpus, codecarbon=codecarbon)

@@ -1,0 +1,148 @@
+"""`jouled assess`, `jouled compare`, `jouled report`: how far a run's energy numbers can be trusted (jouled.quality)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from jouled.cli_common import ConfigOpt, StoreOpt, WideOpt, context
+from jouled.errors import UserError
+from jouled.tables import Column, print_table
+
+RunOpt = Annotated[str, typer.Option("--run", metavar="RUN", help="run id (as in the markers)")]
+FmtOpt = Annotated[str, typer.Option("--format", metavar="FORMAT", help="table | json")]
+LimitsOpt = Annotated[
+    str | None,
+    typer.Option("--gpu-limits", metavar="MIN:MAX",
+                 help="the GPUs' min and max power limits in watts (nvidia-smi -q -d POWER: Min/Max Power Limit); "
+                      "default: the run start marker's attrs gpu_power_min_w/gpu_power_max_w"),
+]
+CodeCarbonOpt = Annotated[
+    Path | None, typer.Option("--codecarbon", metavar="FILE", help="CodeCarbon's emissions.csv of the same training"),
+]
+
+
+def _load(run: str, config: Path | None, store: str | None, limits: str | None) -> Any:
+    from jouled.quality.load import load_run
+    from jouled.query import open_readonly
+
+    ctx = context(config, store)
+    st = open_readonly(ctx.store_url, ctx.config)
+    try:
+        data = load_run(st, ctx.config, run, limits)
+    finally:
+        st.close()
+    for p in data.problems:
+        typer.echo(f"warning: {p}", err=True)
+    return data
+
+
+def _check_fmt(fmt: str) -> None:
+    if fmt not in ("table", "json"):
+        raise UserError(f"--format {fmt!r}: choose table or json")
+
+
+def assess_command(
+    run: RunOpt,
+    fmt: FmtOpt = "table",
+    gpu_limits: LimitsOpt = None,
+    wide: WideOpt = False,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """The measurement checklist of the energy-benchmark study, each finding with the numbers behind its verdict."""
+    from jouled.quality.assess import worst
+    from jouled.quality.load import assess_run
+
+    _check_fmt(fmt)
+    data = _load(run, config, store, gpu_limits)
+    findings = assess_run(data)
+    if fmt == "json":
+        typer.echo(json.dumps({"run": run, "host": data.host, "verdict": worst(findings),
+                               "gpu_limits_from": data.limits_from or None,
+                               "findings": [f.to_dict() for f in findings]}, indent=2))
+        return
+    cells = [[f.check, f.subject, f.verdict, f.why, _numbers(f.numbers)] for f in findings]
+    cols = [Column("check"), Column("subject"), Column("verdict"), Column("why", 0, fit="wrap"),
+            Column("numbers", 2, fit="wrap")]
+    print_table(f"assess — run {run} ({worst(findings)})", cols, cells, wide=wide)
+
+
+def _numbers(d: dict[str, Any]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, list):
+            return ",".join(map(str, v)) or "—"
+        return "—" if v is None else str(v)
+
+    return " ".join(f"{k}={fmt(v)}" for k, v in d.items())
+
+
+def compare_command(
+    run: RunOpt,
+    fmt: FmtOpt = "table",
+    codecarbon: CodeCarbonOpt = None,
+    wide: WideOpt = False,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Per-epoch energy of every tool that measured the run, and each one's error against the best truth."""
+    from jouled.quality.codecarbon import read_emissions
+    from jouled.quality.load import compare_run
+
+    _check_fmt(fmt)
+    cc = read_emissions(codecarbon) if codecarbon is not None else None
+    data = _load(run, config, store, None)
+    c = compare_run(data, cc)
+    if fmt == "json":
+        typer.echo(json.dumps({"run": run, "host": data.host, **c.to_dict()}, indent=2))
+        return
+    truth = ", ".join(f"{g}: {t}" for g, t in c.truth.items())
+    tools = list(c.energy_j)
+    cols = [Column("epoch", 0, "right"), Column("duration", 1, "right")] + [Column(t, 0, "right") for t in tools]
+    cells = []
+    for i, w in enumerate(c.windows):
+        line = ["" if w.epoch is None else str(w.epoch), f"{w.duration_s:.2f} s"]
+        for t in tools:
+            e = c.energy_j[t][i]
+            err = c.error_pct(t)[i]
+            line.append("—" if not math.isfinite(e) else f"{e:.1f} J" + ("" if not math.isfinite(err) else f" ({err:+.1f}%)"))
+        cells.append(line)
+    print_table(f"energy per epoch — run {run} (truth: {truth})", cols, cells, wide=wide)
+    bcols = [Column("epoch length"), Column("tool"), Column("truth"), Column("epochs", 0, "right"),
+             Column("mean |err|", 0, "right"), Column("max |err|", 0, "right"), Column("pearson", 1, "right")]
+    bcells = [[b["bucket"], b["tool"], b["truth"], str(b["epochs"]), _pct(b["mean_abs_error_pct"]),
+               _pct(b["max_abs_error_pct"]), "—" if b["pearson"] is None else f"{b['pearson']:.3f}"] for b in c.buckets]
+    print_table("error by epoch length", bcols, bcells, wide=wide)
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f} %"
+
+
+def report_command(
+    run: RunOpt,
+    out: Annotated[Path, typer.Option("-o", "--output", metavar="FILE.html", help="where to write the page")],
+    codecarbon: CodeCarbonOpt = None,
+    gpu_limits: LimitsOpt = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """One self-contained HTML page: power, energy per epoch, tool errors, GPU range, carbon, the assess findings."""
+    from jouled.quality.codecarbon import read_emissions
+    from jouled.quality.load import assess_run, compare_run
+    from jouled.quality.report import render_report
+
+    cc = read_emissions(codecarbon) if codecarbon is not None else None
+    data = _load(run, config, store, gpu_limits)
+    html = render_report(data, assess_run(data), compare_run(data, cc))
+    try:
+        out.write_text(html, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"-o {out}: cannot write it ({e.strerror}) — pick a writable path") from None
+    typer.echo(f"wrote {out} ({len(html) // 1024} KiB)")
