@@ -56,7 +56,7 @@ def _open(
 ) -> tuple[CarbonProvider, str]:
     if fmt not in ("table", "json"):
         raise UserError(f"--format {fmt!r}: unknown — use table or json")
-    cfg = context(config, store).config.carbon.model_copy()
+    cfg = context(config, store).config.carbon.copy()
     if trace is not None:
         cfg.provider, cfg.trace_file = "trace", str(trace)
     if provider:

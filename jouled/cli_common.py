@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 
 from jouled.errors import UserError
 
-if TYPE_CHECKING:  # the config (pydantic) and the store (numpy) load when a command resolves them, not for --help
+if TYPE_CHECKING:  # the config and the store (numpy) load when a command resolves them, not for --help
     from jouled.config import Config
 
 ConfigOpt = Annotated[

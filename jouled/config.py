@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
+import math
 import os
 import re
 import socket
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from jouled.errors import UserError
 from jouled.userfile import read_user_text
@@ -18,24 +21,152 @@ from jouled.userfile import read_user_text
 SYSTEM_CONFIG = Path("/etc/jouled/jouled.toml")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class ConfigError(ValueError):
+    """One invalid value: where (``loc``, the key path), what was given, and what it should be."""
+
+    def __init__(self, loc: tuple[str, ...], message: str, value: Any = None, *, unknown: bool = False) -> None:
+        super().__init__(message)
+        self.loc, self.message, self.value, self.unknown = loc, message, value, unknown
 
 
+def num(default: float, *, gt: float | None = None, ge: float | None = None, le: float | None = None) -> Any:
+    """A numeric key with its bounds (checked by `_Section.from_dict`)."""
+    return field(default=default, metadata={"gt": gt, "ge": ge, "le": le})
+
+
+_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
+_FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
+_INT = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def _coerce(value: Any, ann: Any, loc: tuple[str, ...]) -> Any:
+    """``value`` as type ``ann`` (str, int, float, bool, Literal[...], list[...], a section): the lax conversions a
+    TOML file and the environment need ("10" → 10.0, "false" → False), nothing looser."""
+    origin = get_origin(ann)
+    if origin is Literal:
+        choices = get_args(ann)
+        if value not in choices:
+            raise ConfigError(loc, f"should be one of {', '.join(repr(c) for c in choices)}", value)
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(loc, "should be a list", value)
+        (item,) = get_args(ann)
+        return [_coerce(v, item, (*loc, str(i))) for i, v in enumerate(value)]
+    if isinstance(ann, type) and issubclass(ann, _Section):
+        if not isinstance(value, dict):
+            raise ConfigError(loc, "should be a table of keys", value)
+        return ann.from_dict(value, loc)
+    if ann is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(loc, "should be true or false", value)
+    if ann is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and _INT.fullmatch(value):
+            return int(value)
+        raise ConfigError(loc, "should be a whole number", value)
+    if ann is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return float(value)
+        raise ConfigError(loc, "should be a number", value)
+    if ann is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(loc, "should be a string (in quotes)", value)
+    raise TypeError(f"config {'.'.join(loc)}: no conversion to {ann!r}")  # a key type not handled here: a bug
+
+
+_BOUNDS = (("gt", "greater than", lambda a, b: a > b), ("ge", "at least", lambda a, b: a >= b),
+           ("le", "at most", lambda a, b: a <= b))
+
+
+def _check_bounds(v: Any, meta: Mapping[str, Any], loc: tuple[str, ...], given: Any) -> None:
+    if not isinstance(v, int | float) or isinstance(v, bool) or not any(meta.get(k) is not None for k, _w, _f in _BOUNDS):
+        return
+    if not math.isfinite(v):
+        raise ConfigError(loc, "should be a finite number", given)
+    for key, word, ok in _BOUNDS:
+        bound = meta.get(key)
+        if bound is not None and not ok(v, bound):
+            raise ConfigError(loc, f"should be {word} {bound:g}", given)
+
+
+class _Section:
+    """A config section: a dataclass whose keys are checked when it is built from a dict (unknown keys, types,
+    bounds), with one-line errors.
+
+    Plain dataclasses and this small checker instead of pydantic: the daemon loads its config once, and pydantic's
+    core and schemas were ~16 MB of the daemon's resident memory (bench/observer.py).
+    """
+
+    _given: frozenset[str] = frozenset()
+
+    @classmethod
+    def keys(cls) -> dict[str, tuple[Any, Any]]:
+        """key → (its type, its dataclass field), resolved once per class."""
+        cached = cls.__dict__.get("_keys_cache")
+        if cached is None:
+            hints = get_type_hints(cls)
+            cached = {f.name: (hints[f.name], f) for f in fields(cls)}  # type: ignore[arg-type]
+            cls._keys_cache = cached  # type: ignore[attr-defined]
+        return cached  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls: type[S], data: Mapping[str, Any], loc: tuple[str, ...] = ()) -> S:
+        """Build from a TOML table (or the environment's values), checking every key."""
+        known = cls.keys()
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known or known[key][1].metadata.get("internal"):
+                raise ConfigError((*loc, key), "unknown key", unknown=True)
+            ann, f = known[key]
+            v = _coerce(value, ann, (*loc, key))
+            _check_bounds(v, f.metadata, (*loc, key), value)
+            kwargs[key] = v
+        obj = cls(**kwargs)
+        obj._given = frozenset(kwargs)
+        return obj
+
+    def was_set(self, key: str) -> bool:
+        """Whether the file or the environment gave ``key`` (rather than its default)."""
+        return key in self._given
+
+    def copy(self: S) -> S:
+        """A deep copy (a command may change its copy without touching the loaded config)."""
+        return copy.deepcopy(self)
+
+
+S = TypeVar("S", bound=_Section)
+
+
+@dataclass(kw_only=True)
 class DaemonConfig(_Section):
-    host: str = Field(default_factory=socket.gethostname)
+    host: str = field(default_factory=socket.gethostname)
     status_path: str = ""  # empty: the runtime dir, "<store stem>-<hash>.status.json" (jouled.statusfile)
-    flush_interval_s: float = Field(0.5, gt=0)
-    health_interval_s: float = Field(1.0, gt=0)
+    flush_interval_s: float = num(0.5, gt=0)
+    health_interval_s: float = num(1.0, gt=0)
 
 
+@dataclass(kw_only=True)
 class StoreConfig(_Section):
     path: str = ""  # empty: $XDG_DATA_HOME/jouled/jouled.db
-    raw_retention_days: float = Field(7.0, gt=0)
-    aggregate_retention_days: float = Field(365.0, gt=0)
-    aggregate_period_s: float = Field(1.0, gt=0)
+    raw_retention_days: float = num(7.0, gt=0)
+    aggregate_retention_days: float = num(365.0, gt=0)
+    aggregate_period_s: float = num(1.0, gt=0)
 
 
+@dataclass(kw_only=True)
 class InfluxConfig(_Section):
     url: str = ""
     api: Literal["v1", "v2"] = "v1"
@@ -46,13 +177,14 @@ class InfluxConfig(_Section):
     org: str = ""
     bucket: str = "jouled"
     token_file: str = ""  # v2 token (jouled.secrets: systemd credential influx-token > token_file > $JOULED_INFLUX_TOKEN)
-    batch_size: int = Field(5000, gt=0)  # points per write request (the forwarder)
+    batch_size: int = num(5000, gt=0)  # points per write request (the forwarder)
     retention_policy: str = ""  # v1: the rp= of each write ('' = the database's default policy)
-    timeout_s: float = Field(10.0, gt=0)  # one write request's timeout
-    max_retry_s: float = Field(60.0, gt=0)  # the longest wait between retries while InfluxDB is down or refusing
-    disk_budget_mb: float = Field(4096.0, ge=0)  # warn when the local log grows past this (0 = never)
+    timeout_s: float = num(10.0, gt=0)  # one write request's timeout
+    max_retry_s: float = num(60.0, gt=0)  # the longest wait between retries while InfluxDB is down or refusing
+    disk_budget_mb: float = num(4096.0, ge=0)  # warn when the local log grows past this (0 = never)
 
 
+@dataclass(kw_only=True)
 class MqttConfig(_Section):
     url: str = ""  # empty: embedded broker on 127.0.0.1:1883
     username: str = ""
@@ -62,65 +194,73 @@ class MqttConfig(_Section):
     tls_cert: str = ""
     tls_key: str = ""
     tls_insecure: bool = False
-    embedded_port: int = Field(1883, ge=0, le=65535)
+    embedded_port: int = num(1883, ge=0, le=65535)
     embedded_host: str = "127.0.0.1"  # the embedded broker binds loopback; anything else only with embedded_auth
     embedded_auth: bool = False  # the embedded broker accepts only username (default "jouled") + password
-    max_clock_skew_s: float = Field(300.0, gt=0)
+    max_clock_skew_s: float = num(300.0, gt=0)
 
 
+@dataclass(kw_only=True)
 class SourceConfig(_Section):
     enabled: bool = True
-    rate_hz: float = Field(10.0, gt=0, le=10000)
+    rate_hz: float = num(10.0, gt=0, le=10000)
 
 
+@dataclass(kw_only=True)
 class NvmlConfig(SourceConfig):
-    counter_rate_hz: float = Field(2.0, gt=0, le=1000)  # the energy counter read costs ms per call
-    gpus: list[int] = []  # empty: every GPU
+    counter_rate_hz: float = num(2.0, gt=0, le=1000)  # the energy counter read costs ms per call
+    gpus: list[int] = field(default_factory=list)  # empty: every GPU
 
 
+@dataclass(kw_only=True)
 class RaplConfig(SourceConfig):
     root: str = "/sys/class/powercap"
 
 
+@dataclass(kw_only=True)
 class VisaConfig(SourceConfig):
     enabled: bool = True
-    rate_hz: float = Field(10.0, gt=0, le=1000)
+    rate_hz: float = num(10.0, gt=0, le=1000)
     resource: str = ""  # empty: source off
     model: Literal["wt310", "wt330", "lmg450", "lmg500", "scpi"] = "wt310"
     backend: str = "@py"  # pyvisa-py; "path/to/sim.yaml@sim" for pyvisa-sim
-    timeout_ms: int = Field(2000, gt=0)
-    element: int = Field(1, ge=1)
-    update_interval_s: float = Field(0.1, gt=0)  # the meter's own update rate (:RATE)
+    timeout_ms: int = num(2000, gt=0)
+    element: int = num(1, ge=1)
+    update_interval_s: float = num(0.1, gt=0)  # the meter's own update rate (:RATE)
     integrate: bool = True
     # generic SCPI profile
-    init_commands: list[str] = []
+    init_commands: list[str] = field(default_factory=list)
     power_query: str = ""
     energy_query: str = ""
-    energy_unit_j: float = Field(1.0, gt=0)  # multiply the meter's energy answer to get joules
+    energy_unit_j: float = num(1.0, gt=0)  # multiply the meter's energy answer to get joules
     read_termination: str = "\n"
     write_termination: str = "\n"
 
 
+@dataclass(kw_only=True)
 class SmiConfig(SourceConfig):
     enabled: bool = False  # a comparison source: opt in
     binary: str = "nvidia-smi"
 
 
+@dataclass(kw_only=True)
 class EstimateConfig(SourceConfig):
-    rate_hz: float = Field(1.0, gt=0, le=1000)
-    tdp_w: float = Field(0.0, ge=0)  # 0: look the CPU up, else CodeCarbon's default
-    idle_fraction: float = Field(0.1, ge=0, le=1)  # P_idle / TDP until calibrated
+    rate_hz: float = num(1.0, gt=0, le=1000)
+    tdp_w: float = num(0.0, ge=0)  # 0: look the CPU up, else CodeCarbon's default
+    idle_fraction: float = num(0.1, ge=0, le=1)  # P_idle / TDP until calibrated
     only_without_sensors: bool = True
 
 
+@dataclass(kw_only=True)
 class SourcesConfig(_Section):
-    nvml: NvmlConfig = NvmlConfig()
-    rapl: RaplConfig = RaplConfig()
-    visa: VisaConfig = VisaConfig()
-    smi: SmiConfig = SmiConfig()
-    estimate: EstimateConfig = EstimateConfig()
+    nvml: NvmlConfig = field(default_factory=NvmlConfig)
+    rapl: RaplConfig = field(default_factory=RaplConfig)
+    visa: VisaConfig = field(default_factory=VisaConfig)
+    smi: SmiConfig = field(default_factory=SmiConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
 
 
+@dataclass(kw_only=True)
 class CarbonConfig(_Section):
     provider: str = ""
     zone: str = ""
@@ -129,34 +269,37 @@ class CarbonConfig(_Section):
     username: str = ""
     password: str = ""
     trace_file: str = ""
-    constant_g_per_kwh: float = Field(0.0, ge=0)  # used when no provider is configured
-    poll_interval_s: float = Field(300.0, gt=0)
+    constant_g_per_kwh: float = num(0.0, ge=0)  # used when no provider is configured
+    poll_interval_s: float = num(300.0, gt=0)
 
 
+@dataclass(kw_only=True)
 class NasConfig(_Section):
-    sampling_power_w: float = Field(250.0, gt=0)
-    evaluation_power_w: float = Field(300.0, gt=0)
-    idle_power_w: float = Field(50.0, ge=0)
-    decision_period_s: float = Field(3600.0, gt=0)
-    window_h: float = Field(24.0, gt=0)
+    sampling_power_w: float = num(250.0, gt=0)
+    evaluation_power_w: float = num(300.0, gt=0)
+    idle_power_w: float = num(50.0, ge=0)
+    decision_period_s: float = num(3600.0, gt=0)
+    window_h: float = num(24.0, gt=0)
 
 
+@dataclass(kw_only=True)
 class PrometheusConfig(_Section):
     # "host:port" ("[::1]:9464" for IPv6) where the daemon serves /metrics (jouled.daemon.prometheus); empty = off.
     # No auth on /metrics: keep it on loopback unless a firewall or a reverse proxy guards it.
     listen: str = ""
 
 
+@dataclass(kw_only=True)
 class Config(_Section):
-    daemon: DaemonConfig = DaemonConfig()
-    store: StoreConfig = StoreConfig()
-    influx: InfluxConfig = InfluxConfig()
-    mqtt: MqttConfig = MqttConfig()
-    sources: SourcesConfig = SourcesConfig()
-    carbon: CarbonConfig = CarbonConfig()
-    nas: NasConfig = NasConfig()
-    prometheus: PrometheusConfig = PrometheusConfig()
-    source_file: str = Field("", exclude=True)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    influx: InfluxConfig = field(default_factory=InfluxConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    carbon: CarbonConfig = field(default_factory=CarbonConfig)
+    nas: NasConfig = field(default_factory=NasConfig)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    source_file: str = field(default="", metadata={"internal": True})  # where it was loaded from
 
     def store_path(self) -> Path:
         if self.store.path:
@@ -208,15 +351,14 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     used: set[str] = set()
     sections: dict[str, tuple[str, list[str]]] = {}  # env prefix → ([section] label, its keys)
 
-    def walk(model: type[BaseModel], prefix: str, path: list[str]) -> None:
+    def walk(model: type[_Section], prefix: str, path: list[str]) -> None:
         keys = []
-        for name, field in model.model_fields.items():
-            if field.exclude:
+        for name, (ann, f) in model.keys().items():
+            if f.metadata.get("internal"):
                 continue
             keys.append(name)
             env = f"{prefix}_{name.upper()}"
-            ann = field.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if isinstance(ann, type) and issubclass(ann, _Section):
                 walk(ann, env, [*path, name])
             elif env in environ:
                 used.add(env)
@@ -253,7 +395,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
 def _parse_env_value(raw: str, ann: Any) -> Any:
     if getattr(ann, "__origin__", None) is list:
         return [x.strip() for x in raw.split(",") if x.strip()]
-    return raw  # pydantic coerces "10" → 10.0, "false" → False
+    return raw  # from_dict converts "10" → 10.0, "false" → False
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -266,14 +408,11 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _format_error(err: ValidationError, origin: str) -> str:
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"])
-    if first["type"] == "extra_forbidden":
+def _format_error(err: ConfigError, origin: str) -> str:
+    key = ".".join(err.loc)
+    if err.unknown:
         return f"{origin}: unknown key '{key}' — remove it or check its spelling against systemd/jouled.toml"
-    expected = first["msg"]
-    got = first.get("input")
-    return f"{origin}: key '{key}' = {got!r} is invalid: {expected}"
+    return f"{origin}: key '{key}' = {err.value!r} is invalid: it {err.message}"
 
 
 def resolve_config_path(path: str | Path | None, environ: dict[str, str] | None = None) -> Path | None:
@@ -319,12 +458,12 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         data = _read_toml(cfg_path)
     env = _env_overrides(environ)
     try:
-        Config.model_validate(data)
-    except ValidationError as e:
+        Config.from_dict(data)
+    except ConfigError as e:
         raise UserError(_format_error(e, f"config {origin}")) from None
     try:
-        cfg = Config.model_validate(_merge(data, env))
-    except ValidationError as e:
+        cfg = Config.from_dict(_merge(data, env))
+    except ConfigError as e:
         raise UserError(_format_error(e, "environment (JOULED_* variables)")) from None
     cfg.source_file = str(cfg_path or "")
     if cfg_path is not None:

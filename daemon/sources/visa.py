@@ -117,7 +117,7 @@ def build_profile(cfg: VisaConfig) -> Profile:
             notes=tuple(notes),
         )
     if cfg.model in ("lmg450", "lmg500"):
-        unit = cfg.energy_unit_j if "energy_unit_j" in cfg.model_fields_set else WH_TO_J
+        unit = cfg.energy_unit_j if cfg.was_set("energy_unit_j") else WH_TO_J
         query = f"ACTN;P{el}?" + (f";EP{el}?" if cfg.integrate else "")
         notes = [f"ZES short language, poll mode: {query} once per cycle (CYCL {cfg.update_interval_s:g})"]
         if cfg.integrate:

@@ -69,8 +69,9 @@ def test_wheel_metadata_base_deps_are_light(wheel: tuple[Path, str]) -> None:
     assert msg["License-Expression"] == "Apache-2.0"
     base = [r for r in msg.get_all("Requires-Dist") or [] if "extra ==" not in r]
     names = {r.split(";")[0].split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for r in base}
-    assert {"typer", "rich", "numpy", "pydantic", "psutil"} <= names
-    assert not names & {"influxdb-client", "torch", "scikit-learn", "scipy", "matplotlib", "ray", "pyvisa", "click"}, names
+    assert {"typer", "rich", "numpy", "psutil"} <= names
+    assert not names & {"influxdb-client", "torch", "scikit-learn", "scipy", "matplotlib", "ray", "pyvisa", "click",
+                        "pydantic"}, names  # pydantic: the config is plain dataclasses (its core was ~16 MB of RSS)
 
 
 def test_wheel_build_prints_no_warning_about_our_config(wheel: tuple[Path, str]) -> None:

@@ -24,7 +24,7 @@ def config(tmp_path: Path, **sources: dict[str, object]) -> Config:
     base: dict[str, dict[str, object]] = {"rapl": {"root": str(tmp_path / "powercap")}}
     for k, v in sources.items():
         base[k] = {**base.get(k, {}), **v}
-    return Config.model_validate({"sources": base})
+    return Config.from_dict({"sources": base})
 
 
 def test_names() -> None:
