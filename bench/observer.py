@@ -2,9 +2,10 @@
 
 1. Observer cost: jouled's own daemon as its own process (`python -m tests.faults.shim_daemon`: build_daemon,
    sampler threads, asyncio loop, SQLite log; the GPUs are 8 NVML shims, RAPL 4 domains of a powercap tree in a temp
-   dir — the only fakes) at 10 Hz and 100 Hz. CPU = the process's user+system time over a steady interval after a
-   warm-up, divided by the wall time of that interval (% of one core); RSS at the end. Goals: <= 0.5 % at 10 Hz,
-   <= 2 % at 100 Hz, RSS <= 50 MB.
+   dir — the only fakes; markers on, with the embedded MQTT broker, as `jouled run` has them) at 10 Hz and 100 Hz.
+   CPU = the process's user+system time over a steady interval after a warm-up, divided by the wall time of that
+   interval (% of one core); RSS (and USS, its private part) at the end. Goals: <= 0.5 % at 10 Hz, <= 2 % at 100 Hz,
+   RSS <= 50 MB.
 2. Training throughput: the NB201 cell of bench/train_throughput.py trained with torch on every core, with the daemon
    off and on (100 Hz), in alternating blocks (off, on, off, on, …) so drift of the machine hits both alike; the
    figure is median(on) / median(off). Goal >= 0.99.
@@ -32,6 +33,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.brokers import free_port  # noqa: E402
 from tests.sources.powercap import powercap_tree  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "observer.json"
@@ -43,7 +45,7 @@ def start_daemon(tmp: Path, rate_hz: float, gpus: int, rapl: int) -> subprocess.
     for k in ("JOULED_CONFIG", "JOULED_STORE", "RUNTIME_DIRECTORY"):
         env.pop(k, None)
     argv = [sys.executable, "-m", "tests.faults.shim_daemon", "--store", str(tmp / f"obs-{rate_hz:g}.db"),
-            "--devices", str(gpus), "--rate", str(rate_hz), "--rapl-root", str(root)]
+            "--devices", str(gpus), "--rate", str(rate_hz), "--rapl-root", str(root), "--port", str(free_port())]
     return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -65,13 +67,15 @@ def observer_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, ra
             c0, t0 = proc.cpu_times(), time.perf_counter()
             time.sleep(seconds)
             c1, t1 = proc.cpu_times(), time.perf_counter()
-            rss_mb = proc.memory_info().rss / 1e6
+            mem = proc.memory_full_info()
+            rss_mb, uss_mb = mem.rss / 1e6, mem.uss / 1e6
             threads = proc.num_threads()
         finally:
             stop(p)
     cpu_s = (c1.user + c1.system) - (c0.user + c0.system)
     return {"rate_hz": rate_hz, "devices": gpus + rapl, "seconds": seconds,
-            "cpu_pct_of_one_core": round(100 * cpu_s / (t1 - t0), 3), "rss_mb": round(rss_mb, 1), "threads": threads}
+            "cpu_pct_of_one_core": round(100 * cpu_s / (t1 - t0), 3), "rss_mb": round(rss_mb, 1),
+            "uss_mb": round(uss_mb, 1), "threads": threads}
 
 
 def throughput(pairs: int, steps: int, rate_hz: float, gpus: int, rapl: int) -> dict[str, Any]:
