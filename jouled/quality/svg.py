@@ -116,8 +116,8 @@ def xy_chart(traces: Sequence[Trace], lay: Layout) -> str:
             parts.append(f'<rect x="{xa:.2f}" y="{top}" width="{xb - xa:.2f}" height="{ph}" '
                          f'fill="{"#d6e4f5" if i % 2 == 0 else "#edf2f9"}"/>')
             label = lay.band_labels[i] if i < len(lay.band_labels) else ""
-            if label and xb - xa >= 7.0 * len(label) + 4:
-                parts.append(f'<text x="{(xa + xb) / 2:.2f}" y="{top + 13}" text-anchor="middle" fill="#4a5d78" '
+            if label and xb - xa >= 7.0 * len(label) + 4:  # above the plot: no line crosses it
+                parts.append(f'<text x="{(xa + xb) / 2:.2f}" y="{top - 4}" text-anchor="middle" fill="#4a5d78" '
                              f'style="font-size:11px">{escape(label)}</text>')
     # y grid and ticks
     for v in nice_ticks(y0, y1):

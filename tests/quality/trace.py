@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jouled.model import Marker, Sample
+from jouled.model import CarbonPoint, Marker, Sample
 from jouled.store.sqlite import SqliteStore, sqlite_url
 
 T0 = 1_700_000_000_000_000_000
@@ -50,9 +50,13 @@ def markers(attrs: dict[str, object] | None = None) -> list[Marker]:
     return out
 
 
-def make_store(path: Path, attrs: dict[str, object] | None = None) -> str:
+def make_store(path: Path, attrs: dict[str, object] | None = None, *, carbon: bool = False) -> str:
+    """The run in a new log at `path`; `carbon`: 200 g/kWh for the first 10 s, then 400 g/kWh."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     st = SqliteStore(path)
     st.write_samples(samples())
     st.write_markers(markers(attrs))
+    if carbon:
+        st.write_carbon([CarbonPoint(ns(-60.0), "DE", "test", 200.0), CarbonPoint(ns(10.0), "DE", "test", 400.0)])
     st.close()
     return sqlite_url(path)
