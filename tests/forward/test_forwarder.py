@@ -24,8 +24,8 @@ from jouled.daemon.app import build_daemon
 from jouled.daemon.background import BackgroundDaemon
 from jouled.daemon.forward import build_forwarder
 from jouled.daemon.forward.forwarder import quarantine_path
-from jouled.daemon.sources.nvml import NvmlSource
 from jouled.model import Marker
+from jouled.sources.nvml import NvmlSource
 from jouled.store.sqlite import ChunkBatch, SeriesKey, SqliteStore, sqlite_url
 from tests.brokers import free_port
 from tests.forward.common import T0_NS, assert_same, fill_store, influx_config, influx_totals, log_totals, wait_for
@@ -90,6 +90,8 @@ def test_daemon_forwards_samples_markers_and_health(
     wait_for(lambda: bool(influx.influxql("SELECT count(lag_s) FROM jouled_health", db)), what="health points")
     st = fwd_status(bd)
     assert st["errors"] == 0 and st["quarantined"] == 0 and st["lag_s"] is not None
+    hold = bd.daemon.maintain_max_id
+    assert hold is not None and (hold() or 0) > 0  # maintenance is held at the forwarder's chunk cursor
     from jouled.cli import _print_status_table
 
     _print_status_table(bd.daemon.status())  # what `jouled status` prints
@@ -302,3 +304,18 @@ def test_carbon_allocations_and_a_changed_forecast(influx: ServerHandle, db: str
     assert fwd2.drain() == 6
     fwd2.close()
     assert influx.influxql("SELECT count(intensity_g_per_kwh) FROM carbon", db)[0]["values"][0][1] == 6
+
+
+def test_disk_budget_is_one_loud_line(
+    influx: ServerHandle, db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = influx_config(influx.url, db, tmp_path, host="h")
+    cfg.influx.disk_budget_mb = 0.01  # 10 kB: any log is past it
+    st = fill_store(Path(cfg.store.path))
+    fwd = build_forwarder(cfg, st)
+    caplog.set_level(logging.INFO, logger="jouled.forward")
+    fwd.drain()
+    fwd.close()
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(lines) == 1 and "disk_budget_mb" in lines[0] and "\n" not in lines[0]
+    assert fwd.status()["over_disk_budget"] is True
