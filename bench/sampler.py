@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jouled.config import Config, NvmlConfig, RaplConfig
 from jouled.daemon.service import Daemon
-from jouled.daemon.sources.nvml import NvmlSource
-from jouled.daemon.sources.rapl import RaplSource
+from jouled.sources.nvml import NvmlSource
+from jouled.sources.rapl import RaplSource
 from jouled.store.sqlite import SqliteStore
 from tests.sources.powercap import powercap_tree
 

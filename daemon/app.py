@@ -9,8 +9,8 @@ from typing import Any
 
 from jouled.config import Config
 from jouled.daemon.service import Daemon, StoreLock
-from jouled.daemon.sources.base import Source
 from jouled.errors import UserError
+from jouled.sources.base import Source
 from jouled.store.sqlite import SqliteStore, parse_store_url
 
 log = logging.getLogger("jouled.daemon")
@@ -64,7 +64,7 @@ def _build(
 ) -> Daemon:
     store = SqliteStore(path)
     if sources is None:
-        from jouled.daemon.sources.registry import build_sources
+        from jouled.sources.registry import build_sources
 
         sources = build_sources(config, source_names)
     srcs = sources

@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 from jouled.clock import CLOCK
 from jouled.config import Config
 from jouled.daemon import memory, sdnotify
-from jouled.daemon.sampler import Sampler
-from jouled.daemon.sources.base import Source
 from jouled.errors import UserError
+from jouled.sampler import Sampler
 from jouled.secrets import make_private_dir, write_private_file
 from jouled.series import SeriesMeta, default_meta
+from jouled.sources.base import Source
 from jouled.statusfile import beside_store_path, default_status_path
 from jouled.store.sqlite import ChunkBatch, SeriesKey, SqliteStore
 

@@ -244,7 +244,7 @@ def sources(
     from rich.markup import escape
     from rich.text import Text
 
-    from jouled.daemon.sources.registry import probe_all
+    from jouled.sources.registry import probe_all
     from jouled.tables import Column, make_console, print_table
 
     _check_format(fmt)

@@ -13,8 +13,8 @@
     def step(): ...
     step(); print(step.last_measurement.energy_j)
 
-The same source classes as the daemon (`jouled.daemon.sources` via its registry) are read by the daemon's own
-sampling threads (`jouled.daemon.sampler.Sampler`) in the background; the window's energy comes from the same
+The same source classes as the daemon (`jouled.sources` via its registry) are read by the daemon's own
+sampling threads (`jouled.sampler.Sampler`) in the background; the window's energy comes from the same
 math as `jouled energy epochs` (`jouled.energy.energy_rows`), its total from `run_totals` (a GPU is counted
 once, RAPL sub-zones never added to their package, a wall meter reported beside the total as `wall_j`).
 """
@@ -37,8 +37,8 @@ from jouled.errors import UserError
 from jouled.query import Measurement, measure_window
 
 if TYPE_CHECKING:
-    from jouled.daemon.sampler import Sampler
-    from jouled.daemon.sources.base import Source
+    from jouled.sampler import Sampler
+    from jouled.sources.base import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,7 +60,7 @@ class _Session:
     """One measurement: the sampler threads, a drainer, and the window's edges."""
 
     def __init__(self, sources: list[Source], rate_hz: float, sync: Callable[[], Any] | None, explicit: bool) -> None:
-        from jouled.daemon.sampler import Sampler
+        from jouled.sampler import Sampler
 
         self.sync = sync
         self.explicit = explicit
@@ -167,7 +167,7 @@ class _Session:
 
 
 def _resolve_sources(config: Config, sources: Sequence[str | Source] | None) -> tuple[list[Source], bool]:
-    from jouled.daemon.sources.registry import build_sources
+    from jouled.sources.registry import build_sources
 
     if sources is None:
         return build_sources(config), False

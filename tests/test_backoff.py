@@ -7,8 +7,8 @@ import random
 import pytest
 
 from jouled.backoff import Backoff, capped_delay_s, jittered
-from jouled.daemon.sampler import BACKOFF_MAX_S, BACKOFF_MIN_S, backoff_s
-from jouled.daemon.sources.common import Backoff as DeviceBackoff
+from jouled.sampler import BACKOFF_MAX_S, BACKOFF_MIN_S, backoff_s
+from jouled.sources.common import Backoff as DeviceBackoff
 
 
 def test_doubles_from_the_minimum_up_to_the_cap() -> None:

@@ -25,6 +25,7 @@ from .svg import PALETTE, Layout, Trace, bar_chart, xy_chart
 MAX_POINTS = 1200  # per series in the power chart: bins of the run, mean power per bin (an empty bin breaks the line)
 MAX_BANDS = 400  # epoch bands drawn; more would be a grey wash
 HIST_BINS = 40
+MAX_EPOCH_POINTS = 2000  # per tool in the per-epoch charts: every k-th epoch beyond that (the tables have them all)
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f3f4f6;color:#111}
@@ -123,22 +124,28 @@ def _power_chart(data: RunData) -> str:
                                    band_labels=[f"epoch {w.epoch}" if w.epoch is not None else "" for w in ws]))
 
 
+def _stride(n: int) -> int:
+    return max(1, math.ceil(n / MAX_EPOCH_POINTS))
+
+
 def _energy_chart(c: Comparison) -> str:
-    xs = list(range(len(c.windows)))
-    labels = [w.epoch if w.epoch is not None else i for i, w in enumerate(c.windows)]
-    traces = [Trace(t, [float(x) for x in labels], v, PALETTE[i % len(PALETTE)], "both" if len(xs) <= 80 else "line")
+    k = _stride(len(c.windows))
+    labels = [float(w.epoch if w.epoch is not None else i) for i, w in enumerate(c.windows)][::k]
+    traces = [Trace(t, labels, list(v)[::k], PALETTE[i % len(PALETTE)], "both" if len(labels) <= 80 else "line")
               for i, (t, v) in enumerate(c.energy_j.items())]
-    return xy_chart(traces, Layout("Energy per epoch, by tool", "epoch", "energy (J)", integer_x=True))
+    title = "Energy per epoch, by tool" + (f" (every {k}th epoch)" if k > 1 else "")
+    return xy_chart(traces, Layout(title, "epoch", "energy (J)", integer_x=True))
 
 
 def _error_chart(c: Comparison) -> str:
-    dur = [w.duration_s for w in c.windows]
+    k = _stride(len(c.windows))
+    dur = [w.duration_s for w in c.windows][::k]
     traces = []
     for i, t in enumerate(c.energy_j):
         truth = c.truth.get(TOOL_GROUP[t])
         if truth is None or truth == t:
             continue
-        traces.append(Trace(f"{t} vs {truth}", dur, c.error_pct(t), PALETTE[i % len(PALETTE)], "points"))
+        traces.append(Trace(f"{t} vs {truth}", dur, c.error_pct(t)[::k], PALETTE[i % len(PALETTE)], "points"))
     return xy_chart(traces, Layout("Error against the truth vs epoch length", "epoch length (s, log scale)",
                                    "error (%)", logx=True, hline_zero=True, vlines=[(0.5, ""), (1.0, ""), (5.0, ""),
                                                                                    (30.0, "")]))

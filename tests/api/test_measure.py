@@ -11,9 +11,9 @@ import pytest
 
 import jouled
 from jouled.config import Config, NvmlConfig
-from jouled.daemon.sources.estimate import read_cpuinfo
-from jouled.daemon.sources.nvml import NvmlSource
 from jouled.errors import UserError
+from jouled.sources.estimate import read_cpuinfo
+from jouled.sources.nvml import NvmlSource
 
 from ..sources.nvml_shim import make_shim
 

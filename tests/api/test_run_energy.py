@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from jouled.config import NvmlConfig
-from jouled.daemon.sources.estimate import EstimateSource, read_cpuinfo
-from jouled.daemon.sources.nvml import NvmlSource
+from jouled.sources.estimate import EstimateSource, read_cpuinfo
+from jouled.sources.nvml import NvmlSource
 from jouled.store.sqlite import SqliteStore, sqlite_url
 from jouled.trainer.markers import MarkerClient
 

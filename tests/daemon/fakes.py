@@ -6,9 +6,9 @@ import threading
 import time
 
 from jouled.clock import CLOCK
-from jouled.daemon.sources.base import SourceInfo
 from jouled.errors import SourceUnavailable
 from jouled.model import Reading, SourceKind
+from jouled.sources.base import SourceInfo
 
 
 class ScriptedSource:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from jouled.config import Config
-from jouled.daemon.sampler import Sampler
 from jouled.daemon.service import Daemon
+from jouled.sampler import Sampler
 from jouled.store.sqlite import SeriesKey, SqliteStore
 from tests.daemon.fakes import ScriptedSource
 
@@ -58,7 +58,7 @@ def test_daemon_stores_everything_read_and_writes_status(tmp_path: Path) -> None
 
 
 def test_failing_device_retries_while_others_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("jouled.daemon.sampler.BACKOFF_MIN_S", 0.05)
+    monkeypatch.setattr("jouled.sampler.BACKOFF_MIN_S", 0.05)
     bad = ScriptedSource("bad", fail_reads=range(2, 6))
     good = ScriptedSource("good")
     d = _daemon(tmp_path, [(bad, 0.02), (good, 0.02)])
@@ -118,7 +118,7 @@ def test_store_outage_keeps_samples_and_retries(tmp_path: Path) -> None:
 
 
 def test_partial_read_keeps_healthy_devices() -> None:
-    from jouled.daemon.sources.common import PartialRead
+    from jouled.sources.common import PartialRead
 
     class HalfBroken(ScriptedSource):
         def read(self):  # type: ignore[no-untyped-def]

@@ -12,8 +12,8 @@ from typing import Any
 
 from jouled.config import Config, NvmlConfig, RaplConfig
 from jouled.daemon.app import build_daemon, run_daemon
-from jouled.daemon.sources.nvml import NvmlSource
-from jouled.daemon.sources.rapl import RaplSource
+from jouled.sources.nvml import NvmlSource
+from jouled.sources.rapl import RaplSource
 from jouled.store.sqlite import sqlite_url
 from tests.sources.nvml_shim import make_shim
 

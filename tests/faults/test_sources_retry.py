@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from jouled.config import Config
-from jouled.daemon.sampler import BACKOFF_MAX_S, backoff_s
 from jouled.daemon.service import Daemon
+from jouled.sampler import BACKOFF_MAX_S, backoff_s
 from jouled.store.sqlite import SqliteStore
 from tests.daemon.fakes import ScriptedSource
 from tests.faults.procs import meter_recovery

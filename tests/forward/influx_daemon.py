@@ -10,7 +10,7 @@ import logging
 
 from jouled.config import Config, NvmlConfig
 from jouled.daemon.app import build_daemon, run_daemon
-from jouled.daemon.sources.nvml import NvmlSource
+from jouled.sources.nvml import NvmlSource
 from jouled.store.sqlite import sqlite_url
 from tests.sources.nvml_shim import make_shim
 

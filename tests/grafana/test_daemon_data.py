@@ -20,9 +20,9 @@ import pytest
 from jouled.config import NvmlConfig
 from jouled.daemon.app import build_daemon
 from jouled.daemon.background import BackgroundDaemon
-from jouled.daemon.sources.nvml import NvmlSource
 from jouled.grafana import dashboard_files
 from jouled.model import Allocation, CarbonPoint, Marker
+from jouled.sources.nvml import NvmlSource
 from jouled.store.sqlite import SqliteStore, sqlite_url
 from tests.brokers import free_port
 from tests.daemon.harness import make_config

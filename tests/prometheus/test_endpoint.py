@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from jouled.config import Config, NvmlConfig
 from jouled.daemon.app import build_daemon, run_daemon
 from jouled.daemon.background import BackgroundDaemon
-from jouled.daemon.sources.nvml import NvmlSource
 from jouled.errors import UserError
 from jouled.model import Allocation, CarbonPoint
+from jouled.sources.nvml import NvmlSource
 from jouled.store.sqlite import SeriesKey, SqliteStore, sqlite_url
 from tests.brokers import free_port
 from tests.daemon.fakes import ScriptedSource

@@ -12,7 +12,7 @@ import pytest
 from jouled.config import NvmlConfig
 from jouled.daemon.app import build_daemon
 from jouled.daemon.background import BackgroundDaemon
-from jouled.daemon.sources.nvml import NvmlSource
+from jouled.sources.nvml import NvmlSource
 from jouled.store.sqlite import sqlite_url
 from tests.brokers import free_port
 from tests.daemon.harness import make_config

@@ -18,7 +18,6 @@ import pytest
 from jouled.clock import CLOCK, boot_id
 from jouled.config import NvmlConfig
 from jouled.daemon import spool as spool_mod
-from jouled.daemon.sources.nvml import NvmlSource
 from jouled.markers import (
     CLIENT_TIME_ATTR,
     LocalClock,
@@ -29,6 +28,7 @@ from jouled.markers import (
     parse_marker,
 )
 from jouled.model import Marker
+from jouled.sources.nvml import NvmlSource
 from jouled.store.sqlite import SqliteStore
 from jouled.trainer.markers import MarkerClient
 

@@ -13,7 +13,7 @@ import pytest
 
 import jouled.query
 from jouled.config import NvmlConfig
-from jouled.daemon.sources.nvml import NvmlSource
+from jouled.sources.nvml import NvmlSource
 from jouled.store.sqlite import SqliteStore, sqlite_url
 from jouled.trainer.markers import MarkerClient
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from jouled.config import EstimateConfig
-from jouled.daemon.sources.estimate import (
+from jouled.errors import SourceUnavailable
+from jouled.sources.estimate import (
     DEFAULT_TDP_W,
     CpuUtilisation,
     EstimateSource,
@@ -17,7 +18,6 @@ from jouled.daemon.sources.estimate import (
     lookup_tdp_w,
     normalise_cpu_name,
 )
-from jouled.errors import SourceUnavailable
 
 XEON = "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"
 

@@ -9,9 +9,9 @@ import pytest
 
 from jouled.clock import CLOCK
 from jouled.config import NvmlConfig
-from jouled.daemon.sources.common import PartialRead
-from jouled.daemon.sources.nvml import NO_DRIVER, NvmlSource
 from jouled.errors import SourceUnavailable
+from jouled.sources.common import PartialRead
+from jouled.sources.nvml import NO_DRIVER, NvmlSource
 
 from .nvml_shim import FakeGpu, NvmlShim, _Handle, make_shim, old_gpu
 

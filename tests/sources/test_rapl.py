@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from jouled.config import RaplConfig
-from jouled.daemon.sources import rapl
-from jouled.daemon.sources.rapl import RaplSource
 from jouled.errors import SourceUnavailable
+from jouled.sources import rapl
+from jouled.sources.rapl import RaplSource
 
 MAX_UJ = 262_143_328_850  # a real max_energy_range_uj value
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from jouled.config import Config
-from jouled.daemon.sources.base import Source
-from jouled.daemon.sources.estimate import EstimateSource
-from jouled.daemon.sources.nvml import NO_DRIVER
-from jouled.daemon.sources.registry import SOURCES, build_sources, make_source, probe_all
-from jouled.daemon.sources.visa import SIM_WT310, sim_backend
 from jouled.errors import UserError
+from jouled.sources.base import Source
+from jouled.sources.estimate import EstimateSource
+from jouled.sources.nvml import NO_DRIVER
+from jouled.sources.registry import SOURCES, build_sources, make_source, probe_all
+from jouled.sources.visa import SIM_WT310, sim_backend
 
 
 def config(tmp_path: Path, **sources: dict[str, object]) -> Config:

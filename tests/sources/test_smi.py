@@ -13,8 +13,8 @@ import pytest
 
 from jouled.clock import CLOCK
 from jouled.config import SmiConfig
-from jouled.daemon.sources.smi import SmiSource, parse_line
 from jouled.errors import SourceUnavailable
+from jouled.sources.smi import SmiSource, parse_line
 
 FAKE = Path(__file__).with_name("fake_nvidia_smi.py")
 

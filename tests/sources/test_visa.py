@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from jouled.config import VisaConfig, load_config
-from jouled.daemon.sources.visa import (
+from jouled.errors import SourceUnavailable
+from jouled.sources.visa import (
     SIM_DEAD,
     SIM_FILE,
     SIM_LMG450,
@@ -24,7 +25,6 @@ from jouled.daemon.sources.visa import (
     sim_backend,
     wt_rate,
 )
-from jouled.errors import SourceUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -266,7 +266,7 @@ def test_example_sim_config_runs_the_simulated_wt310(sources: list[VisaSource]) 
 def test_missing_interface_module_is_named() -> None:
     import importlib.util
 
-    from jouled.daemon.sources.visa import missing_interface_module
+    from jouled.sources.visa import missing_interface_module
 
     assert missing_interface_module("TCPIP0::10.0.0.2::inst0::INSTR", "@py") == ""
     assert missing_interface_module(SIM_WT310, sim_backend()) == ""  # pyvisa-sim needs nothing
