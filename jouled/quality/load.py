@@ -11,8 +11,8 @@ import numpy as np
 from jouled.config import Config
 from jouled.energy import SeriesArrays
 from jouled.errors import UserError
-from jouled.query import compute_rows, load_series, series_metas
-from jouled.rows import run_totals
+from jouled.query import carbon_for, compute_rows, load_series, series_metas
+from jouled.rows import energy_rows, run_totals
 from jouled.series import SeriesMeta, choose_totals, meta_or_default
 from jouled.store.reader import ReadStore
 from jouled.store.sqlite import SeriesKey
@@ -67,9 +67,10 @@ def parse_limits(text: str) -> tuple[float, float]:
 
 def load_run(store: ReadStore, config: Config, run: str, limits: str | None = None) -> RunData:
     """Read everything about `run` the quality commands use. Errors are one-line UserErrors (the query core's)."""
-    rows, problems = compute_rows(store, config, run, ("epoch", "run"))
     markers = store.read_markers(run)
-    windows, _p = windows_from_markers(markers)
+    if not markers:
+        compute_rows(store, config, run, ("epoch", "run"))  # raises the query core's error (no markers, unknown run)
+    windows, marker_problems = windows_from_markers(markers)
     run_ws = [w for w in windows if w.scope == "run"]
     epoch_ws = sorted((w for w in windows if w.scope == "epoch"), key=lambda w: (w.start_ns, w.end_ns))
     if not epoch_ws:
@@ -79,8 +80,18 @@ def load_run(store: ReadStore, config: Config, run: str, limits: str | None = No
     start_ns = run_ws[0].start_ns if run_ws else epoch_ws[0].start_ns
     end_ns = run_ws[0].end_ns if run_ws else epoch_ws[-1].end_ns
     gpus = (run_ws or epoch_ws)[0].gpus
-    epoch_rows = [r for r in rows if r["scope"] == "epoch" and r["host"] == host]
-    series = load_series(store, host, start_ns, end_ns, config)
+    mine = [w for w in windows if w.scope in ("epoch", "run") and w.host == host]
+    lo, hi = min(w.start_ns for w in mine), max(w.end_ns for w in mine)
+    series = load_series(store, host, lo, hi, config)
+    if any(k.host == host and len(store.series_meta_history(k)) > 1 for k in store.series()):
+        # a series re-declared (a restart with another rate): the query core splits the run where it changed
+        rows, problems = compute_rows(store, config, run, ("epoch", "run"))
+        rows = [r for r in rows if r["host"] == host]
+    else:
+        # the rows `energy epochs` prints (the same pure functions), from the samples read once for both
+        rows = energy_rows(mine, series, carbon=carbon_for(store, config, lo, hi))
+        problems = [str(p) for p in marker_problems]
+    epoch_rows = [r for r in rows if r["scope"] == "epoch"]
     metas = {k: meta_or_default(s.meta, *k) for k, s in series.items()}
     avg: dict[tuple[str, str], SeriesArrays] = {}
     for key in store.series():
@@ -93,7 +104,7 @@ def load_run(store: ReadStore, config: Config, run: str, limits: str | None = No
             ok = np.isfinite(p)
             avg[(key.source, key.device)] = SeriesArrays(d.time_ns[ok], p[ok], np.full(int(ok.sum()), np.nan),
                                                          key.source, key.device, float("nan"))
-    totals = run_totals([r for r in rows if r["host"] == host], series_metas(store, host))
+    totals = run_totals(rows, series_metas(store, host))
     run_total = next((t for t in totals if t["run"] == run), None)
     keys = [f"{src}:{dev}" for (src, dev) in series]
     total_keys = tuple(run_total["total_devices"]) if run_total else choose_totals(keys, metas).total

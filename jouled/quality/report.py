@@ -42,7 +42,7 @@ th{background:#f7f7f7} td:nth-child(-n+3){white-space:nowrap} td.num{text-align:
 .v{font-weight:600;border-radius:4px;padding:1px 6px;display:inline-block}
 .v-ok{background:#dcfce7;color:#166534} .v-warn{background:#fef3c7;color:#92400e}
 .v-fail{background:#fee2e2;color:#991b1b} .v-na{background:#e5e7eb;color:#374151}
-.note{color:#555;font-size:13px} svg{max-width:100%;height:auto}
+.note{color:#555;font-size:13px} td{overflow-wrap:anywhere} svg{max-width:100%;height:auto}
 """
 
 
@@ -57,7 +57,15 @@ def _verdict(v: str) -> str:
 def _j(v: float | None) -> str:
     if v is None or not math.isfinite(v):
         return "—"
+    if abs(v) >= 1e7:
+        return f"{v / 1e6:.2f} MJ"
     return f"{v / 1000:.2f} kJ" if abs(v) >= 10_000 else f"{v:.1f} J"
+
+
+def _duration(s: float) -> str:
+    if s >= 2 * 3600:
+        return f"{s / 3600:.2f} h"
+    return f"{s / 60:.1f} min" if s >= 120 else f"{s:.1f} s"
 
 
 def binned_power(s: SeriesArrays, start_ns: int, end_ns: int, bins: int) -> tuple[list[float], list[float]]:
@@ -108,18 +116,22 @@ def _gpu_power(data: RunData) -> tuple[npt.NDArray[np.float64], str]:
     vals = [s.power_w[(s.time_ns >= data.start_ns) & (s.time_ns <= data.end_ns) & np.isfinite(s.power_w)]
             for _r, s in best.values()]
     allp = np.concatenate(vals) if vals else np.empty(0)
-    return allp, ", ".join(f"{s.source}:{d}" for d, (_r, s) in sorted(best.items()))
+    names = [f"{s.source}:{d}" for d, (_r, s) in sorted(best.items())]
+    return allp, ", ".join(names) if len(names) <= 3 else f"{len(names)} GPUs: {names[0]} … {names[-1]}"
 
 
 def _power_chart(data: RunData) -> str:
+    dur_s = (data.end_ns - data.start_ns) * 1e-9
+    unit, per = ("h", 3600.0) if dur_s >= 4 * 3600 else ("min", 60.0) if dur_s >= 600 else ("s", 1.0)
     traces = []
     for i, ((src, dev), s) in enumerate(sorted(run_series(data).items())):
         xs, ys = binned_power(s, data.start_ns, data.end_ns, MAX_POINTS)
         if xs:
-            traces.append(Trace(f"{src}:{dev}", xs, ys, PALETTE[i % len(PALETTE)]))
-    ws = data.windows[:MAX_BANDS]
-    bands = [((w.start_ns - data.start_ns) * 1e-9, (w.end_ns - data.start_ns) * 1e-9) for w in ws]
-    return xy_chart(traces, Layout("Power over time (epochs shaded)", "time since run start (s)", "power (W)",
+            traces.append(Trace(f"{src}:{dev}", [x / per for x in xs], ys, PALETTE[i % len(PALETTE)]))
+    ws = data.windows if len(data.windows) <= MAX_BANDS else []  # thousands of bands would be one grey wash
+    bands = [((w.start_ns - data.start_ns) * 1e-9 / per, (w.end_ns - data.start_ns) * 1e-9 / per) for w in ws]
+    title = "Power over time" + (" (epochs shaded)" if ws else "")
+    return xy_chart(traces, Layout(title, f"time since run start ({unit})", "power (W)", xlim=(0.0, dur_s / per),
                                    bands=bands, height=380,
                                    band_labels=[f"epoch {w.epoch}" if w.epoch is not None else "" for w in ws]))
 
@@ -197,7 +209,10 @@ def _findings_table(findings: Sequence[Finding]) -> str:
         nums = "; ".join(f"{k}={_fmt(v)}" for k, v in f.numbers.items())
         rows.append(f"<tr><td>{_esc(f.check)}</td><td>{_esc(f.subject)}</td><td>{_verdict(f.verdict)}</td>"
                     f"<td>{_esc(f.why)}</td><td class='note'>{_esc(nums)}</td></tr>")
-    return ("<table><tr><th>check</th><th>subject</th><th>verdict</th><th>why</th><th>numbers</th></tr>"
+    # fixed widths: a long list of device names in `numbers` wraps instead of squeezing `why`
+    return ("<table style='table-layout:fixed'><colgroup><col style='width:14%'><col style='width:13%'>"
+            "<col style='width:7%'><col style='width:33%'><col style='width:33%'></colgroup>"
+            "<tr><th>check</th><th>subject</th><th>verdict</th><th>why</th><th>numbers</th></tr>"
             + "".join(rows) + "</table>")
 
 
@@ -205,7 +220,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, list):
-        return ",".join(map(str, v)) or "—"
+        return ", ".join(map(str, v)) or "—"
     return "—" if v is None else str(v)
 
 
@@ -231,7 +246,7 @@ def render_report(data: RunData, findings: Sequence[Finding], c: Comparison) -> 
     rt = data.run_total or {}
     dur_s = (data.end_ns - data.start_ns) * 1e-9
     kpis = [
-        ("verdict", _verdict(overall)), ("duration", f"{dur_s:.1f} s"), ("epochs", str(len(data.windows))),
+        ("verdict", _verdict(overall)), ("duration", _duration(dur_s)), ("epochs", str(len(data.windows))),
         ("energy (total)", _j(rt.get("energy_j"))), ("wall meter", _j(rt.get("wall_j"))),
         ("carbon", "—" if rt.get("carbon_g") is None else f"{rt['carbon_g']:.2f} g"),
     ]
@@ -249,8 +264,11 @@ def render_report(data: RunData, findings: Sequence[Finding], c: Comparison) -> 
         + "</div>",
         "<h2>Findings</h2><div class='card'>" + _findings_table(findings) + "</div>",
         "<h2>Power</h2><div class='card'>" + _power_chart(data)
-        + (f"<p class='note'>First {MAX_BANDS} of {len(data.windows)} epochs shaded.</p>" if len(data.windows) > MAX_BANDS
-           else "") + "</div>",
+        + (f"<p class='note'>{len(data.windows)} epochs: too many to shade (at most {MAX_BANDS}). Each line is the mean "
+           f"power per bin of the run, at most {MAX_POINTS} bins; a break is a hole in the samples.</p>"
+           if len(data.windows) > MAX_BANDS else
+           f"<p class='note'>Each line is the mean power per bin of the run (at most {MAX_POINTS} bins); a break is a "
+           "hole in the samples.</p>") + "</div>",
         "<h2>Energy per epoch</h2><div class='card'>" + _energy_chart(c) + "</div>",
         f"<h2>Tools against the truth</h2><div class='card'><p class='note'>Truth per group — {_esc(truth)}. "
         "GPU tools are held against the NVML counter, host totals against the wall meter.</p>"

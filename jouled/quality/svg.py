@@ -39,6 +39,7 @@ class Layout:
     hline_zero: bool = False
     margin: tuple[int, int, int, int] = (58, 24, 56, 72)  # top, right, bottom, left (the legend sits under the title)
     integer_x: bool = False  # ticks on whole numbers only (epoch numbers)
+    xlim: tuple[float, float] | None = None  # the x range (default: the data's)
     notes: list[str] = field(default_factory=list)
 
 
@@ -77,6 +78,8 @@ def xy_chart(traces: Sequence[Trace], lay: Layout) -> str:
     """A line/scatter chart. Points that are NaN break a line; log x drops x <= 0."""
     top, right, bottom, left = lay.margin
     w, h = lay.width, lay.height
+    legend_rows = _legend_rows([t.label for t in traces], w - left - right)
+    top += LEGEND_ROW_PX * (len(legend_rows) - 1)  # a long legend wraps: the plot moves down, the chart keeps its size
     pw, ph = w - left - right, h - top - bottom
     fx = (lambda v: math.log10(v)) if lay.logx else (lambda v: v)
     xs = [fx(x) for t in traces for x, y in zip(t.xs, t.ys, strict=True) if _finite(x) and _finite(y) and (x > 0 or not lay.logx)]
@@ -92,7 +95,7 @@ def xy_chart(traces: Sequence[Trace], lay: Layout) -> str:
     if not xs or not ys:
         parts.append(f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle" fill="#777">no data</text></svg>')
         return "".join(parts)
-    x0, x1 = min(xs), max(xs)
+    x0, x1 = (fx(lay.xlim[0]), fx(lay.xlim[1])) if lay.xlim is not None else (min(xs), max(xs))
     y0, y1 = min(ys), max(ys)
     if x1 == x0:
         x0, x1 = x0 - 0.5, x1 + 0.5
@@ -166,19 +169,43 @@ def xy_chart(traces: Sequence[Trace], lay: Layout) -> str:
     parts.append(f'<text x="{left + pw / 2}" y="{h - 12}" text-anchor="middle" fill="#222">{escape(lay.xlabel)}</text>')
     parts.append(f'<text transform="translate(16,{top + ph / 2}) rotate(-90)" text-anchor="middle" fill="#222">'
                  f'{escape(lay.ylabel)}</text>')
-    parts.append(_legend([(t.label, t.color or PALETTE[i % len(PALETTE)]) for i, t in enumerate(traces)], left, 42))
+    colors = [t.color or PALETTE[i % len(PALETTE)] for i, t in enumerate(traces)]
+    parts.append(_legend(legend_rows, [t.label for t in traces], colors, left, 42))
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _legend(items: Sequence[tuple[str, str]], left_x: float, y: float) -> str:
-    """One row of swatches under the title, from the plot's left edge."""
+LEGEND_ROW_PX = 16
+
+
+def _item_px(label: str) -> float:
+    return 7.0 * len(label) + 34
+
+
+def _legend_rows(labels: Sequence[str], width: float) -> list[list[int]]:
+    """Trace indices per legend row, wrapped to `width` pixels."""
+    rows: list[list[int]] = [[]]
+    used = 0.0
+    for i, label in enumerate(labels):
+        if rows[-1] and used + _item_px(label) > width:
+            rows.append([])
+            used = 0.0
+        rows[-1].append(i)
+        used += _item_px(label)
+    return rows
+
+
+def _legend(rows: Sequence[Sequence[int]], labels: Sequence[str], colors: Sequence[str], left_x: float, y: float) -> str:
+    """Swatches under the title, from the plot's left edge, one row per entry of `rows`."""
     out = []
-    x = left_x
-    for label, color in items:
-        out.append(f'<rect x="{x:.1f}" y="{y - 9}" width="12" height="10" fill="{color}"/>'
-                   f'<text x="{x + 16:.1f}" y="{y}" fill="#222">{escape(label)}</text>')
-        x += 7.0 * len(label) + 34
+    for r, row in enumerate(rows):
+        x = left_x
+        yy = y + r * LEGEND_ROW_PX
+        for i in row:
+            label = labels[i]
+            out.append(f'<rect x="{x:.1f}" y="{yy - 9}" width="12" height="10" fill="{colors[i]}"/>'
+                       f'<text x="{x + 16:.1f}" y="{yy}" fill="#222">{escape(label)}</text>')
+            x += _item_px(label)
     return "".join(out)
 
 

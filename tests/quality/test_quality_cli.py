@@ -250,3 +250,28 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     assert _near(px, (148, 103, 189)) > 2000  # the carbon bars
     assert _near(px, (220, 252, 231), 8) > 200  # the green `ok` verdict badges of the findings table
     assert _near(px, (254, 226, 226), 8) > 200  # the red `fail` badges
+
+
+@pytest.mark.parametrize("redeclared", [False, True])
+def test_rows_are_those_of_energy_epochs(tmp_path: Path, redeclared: bool) -> None:
+    """assess/compare read the run once; their rows are `energy epochs`' rows, also where a series was re-declared
+    mid-run (then the query core splits the run, and load_run takes its rows)."""
+    from jouled.config import Config
+    from jouled.quality.load import load_run
+    from jouled.series import SeriesMeta
+    from jouled.store.sqlite import SeriesKey, SqliteStore
+
+    from .trace import ns
+
+    url = _store(tmp_path)
+    if redeclared:
+        st = SqliteStore(tmp_path / "j.db")
+        st.declare_series({SeriesKey("h", "smi", "gpu0"): SeriesMeta(role="gpu", device="gpu0", power_period_s=1.0,
+                                                                     comparison=True)}, ns(5.0))
+        st.close()
+    want = _json(["energy", "epochs", "--run", "r1", "--store", url, "--format", "json"])
+    st = SqliteStore(tmp_path / "j.db", readonly=True)
+    got = load_run(st, Config(), "r1").rows
+    st.close()
+    key = ("epoch", "source", "device", "energy_j", "samples", "method")
+    assert sorted(tuple(r[k] for k in key) for r in got) == sorted(tuple(r[k] for k in key) for r in want)
