@@ -54,7 +54,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_wheel_carries_runtime_assets_and_only_the_jouled_package(wheel: tuple[Path, str]) -> None:
     names = set(zipfile.ZipFile(wheel[0]).namelist())
     for need in ("jouled/systemd/jouled.service", "jouled/systemd/jouled.toml", "jouled/systemd/jouled-rapl.conf",
-                 "jouled/systemd/jouled-wt310-sim.toml", "jouled/jouled/sources/sim/meters.yaml",
+                 "jouled/systemd/jouled-wt310-sim.toml", "jouled/sources/sim/meters.yaml",
                  "jouled/daemon/__init__.py", "jouled/trainer/__init__.py", "jouled/scheduler/lamoo/__init__.py"):
         assert need in names, need
     top = {n.split("/")[0] for n in names if ".dist-info/" not in n}
