@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ from jouled.energy import SeriesArrays
 from jouled.errors import UserError
 from jouled.query import carbon_for, compute_rows, load_series, series_metas
 from jouled.rows import energy_rows, run_totals
-from jouled.series import SeriesMeta, choose_totals, meta_or_default
+from jouled.series import choose_totals, meta_or_default
 from jouled.store.reader import ReadStore
 from jouled.store.sqlite import SeriesKey
 from jouled.windows import windows_from_markers
@@ -28,29 +27,9 @@ from .assess import (
     wall_correlation_findings,
 )
 from .compare import Comparison, EpochWindow, Interval, compare
+from .data import RunData, run_series
 
 LIMIT_ATTRS = ("gpu_power_min_w", "gpu_power_max_w")  # a run marker's attrs may carry the GPUs' power limits
-
-
-@dataclass
-class RunData:
-    """What the quality commands need of one run (one host: the run's first)."""
-
-    run: str
-    host: str
-    start_ns: int
-    end_ns: int
-    gpus: tuple[str, ...]
-    windows: list[EpochWindow]
-    rows: list[dict[str, Any]]  # `energy epochs` rows, scope epoch
-    run_total: dict[str, Any] | None  # `energy runs` row of this run
-    series: dict[tuple[str, str], SeriesArrays]
-    avg_power: dict[tuple[str, str], SeriesArrays]
-    metas: dict[tuple[str, str], SeriesMeta]
-    total_keys: tuple[str, ...]
-    limits_w: dict[str, tuple[float, float]] = field(default_factory=dict)
-    limits_from: str = ""
-    problems: list[str] = field(default_factory=list)
 
 
 def parse_limits(text: str) -> tuple[float, float]:
@@ -143,15 +122,6 @@ def _limits_from_attrs(attrs: dict[str, Any]) -> dict[str, tuple[float, float]]:
     except (TypeError, ValueError):
         pass
     return out
-
-
-def run_series(data: RunData) -> dict[tuple[str, str], SeriesArrays]:
-    """The run's series restricted to its GPUs (others' GPUs are not this run's) and its host devices."""
-    if not data.gpus:
-        return data.series
-    want = set(data.gpus)
-    return {k: s for k, s in data.series.items()
-            if data.metas[k].role != "gpu" or data.metas[k].for_device(k[1]) in want}
 
 
 def assess_run(data: RunData) -> list[Finding]:

@@ -19,7 +19,7 @@ from jouled.series import meta_or_default
 
 from .assess import Finding, worst
 from .compare import TOOL_GROUP, Comparison
-from .load import RunData, run_series
+from .data import RunData, run_series
 from .svg import PALETTE, Layout, Trace, bar_chart, xy_chart
 
 MAX_POINTS = 1200  # per series in the power chart: bins of the run, mean power per bin (an empty bin breaks the line)

@@ -146,3 +146,30 @@ def test_codecarbon_bad_files_are_one_line() -> None:
 def test_nice_ticks() -> None:
     assert nice_ticks(0, 10, 5) == [0, 2, 4, 6, 8, 10]
     assert nice_ticks(95, 205, 6) == [100, 120, 140, 160, 180, 200]
+
+
+def test_analysis_modules_do_no_io() -> None:
+    """assess, compare, svg, report and data take numbers and give findings/text: no store, file or network
+    module is imported by them, directly or through another jouled module they import (load.py is the reader)."""
+    from tests.test_import_rules import IO_MODULES, _under, all_imports
+
+    pure = {"jouled.quality.assess", "jouled.quality.compare", "jouled.quality.svg", "jouled.quality.report",
+            "jouled.quality.data"}
+    imports = all_imports()
+    graph: dict[str, set[str]] = {}
+    for imp in imports:
+        graph.setdefault(imp.importer, set()).add(imp.imported)
+    bad = []
+    for mod in sorted(pure):
+        seen, todo = set(), [mod]
+        while todo:
+            m = todo.pop()
+            for dep in graph.get(m, ()):
+                if dep in seen:
+                    continue
+                seen.add(dep)
+                if _under(dep, IO_MODULES):
+                    bad.append((mod, m, dep))
+                elif dep.startswith("jouled"):
+                    todo.append(dep)
+    assert bad == []

@@ -275,3 +275,24 @@ def test_rows_are_those_of_energy_epochs(tmp_path: Path, redeclared: bool) -> No
     st.close()
     key = ("epoch", "source", "device", "energy_j", "samples", "method")
     assert sorted(tuple(r[k] for k in key) for r in got) == sorted(tuple(r[k] for k in key) for r in want)
+
+
+def test_assess_on_imported_csv_equals_the_log(tmp_path: Path) -> None:
+    """The same trace brought in by `jouled import samples` / `import markers` (CSV): the same findings."""
+    from .trace import markers, samples
+
+    def cell(v: object) -> str:
+        return "" if v is None else str(v)
+
+    (tmp_path / "s.csv").write_text("time,host,source,device,power_w,energy_j\n" + "".join(
+        f"{s.time_ns},{s.host},{s.source},{s.device},{cell(s.power_w)},{cell(s.energy_j)}\n" for s in samples()))
+    (tmp_path / "m.csv").write_text("time,host,run,scope,event,epoch,phase,arch,gpus\n" + "".join(
+        f"{m.time_ns},{m.host},{m.run},{m.scope},{m.event},{cell(m.epoch)},,,{' '.join(m.gpus)}\n" for m in markers()))
+    url = f"sqlite:///{tmp_path / 'imported.db'}"
+    for kind, f in (("samples", "s.csv"), ("markers", "m.csv")):
+        res = runner.invoke(app, ["import", kind, str(tmp_path / f), "--store", url])
+        assert res.exit_code == 0, res.output
+    args = ["assess", "--run", "r1", "--format", "json", "--gpu-limits", "50:250", "--store"]
+    imported = _json([*args, url])
+    direct = _json([*args, _store(tmp_path / "direct")])
+    assert imported == direct
