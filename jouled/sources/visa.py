@@ -69,6 +69,14 @@ def sim_backend() -> str:
     return f"{SIM_FILE}@sim"
 
 
+SHIPPED_SIM = "@jouled-sim"  # backend alias: pyvisa-sim with the meters jouled ships (wherever it is installed)
+
+
+def resolve_backend(backend: str) -> str:
+    """``@jouled-sim`` → the shipped meters file under pyvisa-sim; any other backend as given."""
+    return sim_backend() if backend.strip() == SHIPPED_SIM else backend
+
+
 def wt_rate(update_interval_s: float) -> tuple[float, str]:
     """The WT300 update interval nearest to the one asked for."""
     return min(WT_RATES, key=lambda r: abs(math.log(r[0] / update_interval_s)))
@@ -242,11 +250,11 @@ class VisaSource:
                 f"pyvisa-py needs {missing} to reach {cfg.resource} — pip install it into jouled's environment"
             )
         try:
-            self._rm = visa.ResourceManager(cfg.backend)
+            self._rm = visa.ResourceManager(resolve_backend(cfg.backend))
         except Exception as e:  # pyvisa raises ValueError, OSError or LibraryError by backend
             raise SourceUnavailable(
                 f"VISA backend {cfg.backend!r} failed to load ({type(e).__name__}: {e}) — "
-                'use "@py" (pyvisa-py), "file.yaml@sim" (pyvisa-sim), or install the vendor VISA library'
+                'use "@py" (pyvisa-py), "file.yaml@sim" or "@jouled-sim" (pyvisa-sim), or install the vendor VISA library'
             ) from None
         self.timeout_ms = max(cfg.timeout_ms, profile.timeout_floor_ms)
         try:
