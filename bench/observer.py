@@ -78,6 +78,25 @@ def observer_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, ra
             "uss_mb": round(uss_mb, 1), "threads": threads}
 
 
+def jouled_run_memory(seconds: float) -> dict[str, Any]:
+    """RSS/USS of `jouled run` itself (the command line loaded too: typer, rich), on this machine's own sources."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp / "run"), XDG_DATA_HOME=str(tmp / "data"),
+                   JOULED_MQTT_EMBEDDED_PORT=str(free_port()), JOULED_MQTT_URL="")
+        for k in ("JOULED_CONFIG", "JOULED_STORE", "RUNTIME_DIRECTORY"):
+            env.pop(k, None)
+        p = subprocess.Popen([sys.executable, "-m", "jouled", "run", "--store", f"sqlite:///{tmp}/run.db"], cwd=REPO,
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(seconds)
+            mem = psutil.Process(p.pid).memory_full_info()
+        finally:
+            stop(p)
+    return {"command": "jouled run (this machine's sources, embedded broker)", "after_s": seconds,
+            "rss_mb": round(mem.rss / 1e6, 1), "uss_mb": round(mem.uss / 1e6, 1)}
+
+
 def throughput(pairs: int, steps: int, rate_hz: float, gpus: int, rapl: int) -> dict[str, Any]:
     import torch
 
@@ -124,6 +143,8 @@ def main() -> None:
         r = observer_cost(rate, a.seconds, a.warmup, a.gpus, a.rapl)
         print(json.dumps(r), flush=True)
         res["observer"].append(r)
+    res["jouled_run_memory"] = jouled_run_memory(a.warmup + 5.0)
+    print(json.dumps(res["jouled_run_memory"]), flush=True)
     if a.pairs:
         t = throughput(a.pairs, a.steps, 100.0, a.gpus, a.rapl)
         print(json.dumps(t), flush=True)
