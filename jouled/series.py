@@ -50,6 +50,10 @@ class SeriesMeta:
     counter_resolution_j: float | None = None
     comparison: bool = False
     origin: str = "source"
+    # the device's own power limits (a GPU's min/max power-management limit, NVML), None: unknown; `jouled assess`
+    # judges the range of power a run used against them
+    power_min_w: float | None = None
+    power_max_w: float | None = None
 
     @property
     def estimated(self) -> bool:

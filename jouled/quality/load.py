@@ -89,8 +89,12 @@ def load_run(store: ReadStore, config: Config, run: str, limits: str | None = No
     total_keys = tuple(run_total["total_devices"]) if run_total else choose_totals(keys, metas).total
     data = RunData(run, host, start_ns, end_ns, tuple(gpus), [EpochWindow(w.epoch, w.phase, w.start_ns, w.end_ns)
                    for w in epoch_ws], epoch_rows, run_total, series, avg, metas, total_keys, problems=problems)
+    declared = {m.for_device(dev): (float(m.power_min_w), float(m.power_max_w)) for (_src, dev), m in metas.items()
+                if m.role == "gpu" and m.power_min_w is not None and m.power_max_w is not None}
     if limits:
         data.limits_w, data.limits_from = {"*": parse_limits(limits)}, "--gpu-limits"
+    elif declared:
+        data.limits_w, data.limits_from = declared, "the GPU source's declaration (NVML power-management limits)"
     else:
         attrs: dict[str, Any] = {}
         for m in markers:

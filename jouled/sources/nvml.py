@@ -35,6 +35,7 @@ class _Gpu:
     util: bool = False
     clock: bool = False
     temp: bool = False
+    limits_w: tuple[float, float] | None = None  # min/max power-management limit (declared for `jouled assess`)
     backoff: Backoff = field(default_factory=Backoff)
 
 
@@ -162,6 +163,7 @@ class NvmlSource:
             role="gpu", device=g.device, power_period_s=TICK,
             counter_period_s=1.0 / self.cfg.counter_rate_hz if g.counter else None,
             counter_resolution_j=1e-3 if g.counter else None,
+            power_min_w=g.limits_w[0] if g.limits_w else None, power_max_w=g.limits_w[1] if g.limits_w else None,
         )
 
     def _probe_gpu(self, nv: Any, index: int, dev: str, notes: list[str]) -> _Gpu | None:
@@ -181,6 +183,7 @@ class NvmlSource:
         gpu.util = _supported(nv, lambda: nv.nvmlDeviceGetUtilizationRates(handle))
         gpu.clock = _supported(nv, lambda: nv.nvmlDeviceGetClockInfo(handle, nv.NVML_CLOCK_SM))
         gpu.temp = _supported(nv, lambda: nv.nvmlDeviceGetTemperature(handle, nv.NVML_TEMPERATURE_GPU))
+        gpu.limits_w = _limits_w(nv, handle)
         if not instant:
             notes.append(
                 f"{dev}: power_w from nvmlDeviceGetPowerUsage (instant power field NOT_SUPPORTED; "
@@ -309,6 +312,16 @@ class NvmlSource:
         msg = f"{msg}; next try in {delay_s:.1f} s"
         self.device_errors[g.device] = msg
         return msg
+
+
+def _limits_w(nv: Any, handle: Any) -> tuple[float, float] | None:
+    """The GPU's min and max power-management limit in watts (what `nvidia-smi -q -d POWER` calls Min/Max Power
+    Limit); None where the driver does not say (only a finding of `jouled assess` depends on it)."""
+    try:
+        lo_mw, hi_mw = nv.nvmlDeviceGetPowerManagementLimitConstraints(handle)
+    except (nv.NVMLError, AttributeError, TypeError, ValueError):
+        return None
+    return (lo_mw / 1000.0, hi_mw / 1000.0) if 0 <= lo_mw < hi_mw else None
 
 
 def _supported(nv: Any, call: Any) -> bool:

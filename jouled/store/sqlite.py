@@ -99,9 +99,16 @@ MIGRATIONS: list[str] = [
         complete_ns INTEGER NOT NULL
     );
     """,
+    # v4: a device's own power limits in its declaration (NVML's min/max power-management limit), for `jouled assess`
+    """
+    ALTER TABLE series_meta ADD COLUMN power_min_w REAL;
+    ALTER TABLE series_meta ADD COLUMN power_max_w REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-_META_COLS = "role, device, kind, host_wide, power_period_s, counter_period_s, counter_resolution_j, comparison, origin"
+_META_COLS_V2 = "role, device, kind, host_wide, power_period_s, counter_period_s, counter_resolution_j, comparison, origin"
+_META_COLS = _META_COLS_V2 + ", power_min_w, power_max_w"  # v4
+_META_MARKS = ",".join("?" * (2 + len(_META_COLS.split(","))))  # series_id, since_ns, the columns
 
 
 @dataclass(frozen=True)
@@ -357,7 +364,7 @@ class SqliteStore:
     def _meta_rows(self, conn: sqlite3.Connection, series_id: int | None = None) -> dict[int, list[tuple[int, SeriesMeta]]]:
         if not self._has_meta_table(conn):  # a read-only view of a v1 log: nothing was declared
             return {}
-        q = f"SELECT series_id, since_ns, {_META_COLS} FROM series_meta"
+        q = f"SELECT series_id, since_ns, {self._meta_cols(conn)} FROM series_meta"
         args: tuple[Any, ...] = ()
         if series_id is not None:
             q += " WHERE series_id=?"
@@ -366,6 +373,13 @@ class SqliteStore:
         for sid, since, *cols in conn.execute(q + " ORDER BY series_id, since_ns", args):
             out[int(sid)].append((int(since), _meta_from_row(cols)))
         return out
+
+    def _meta_cols(self, conn: sqlite3.Connection) -> str:
+        """The metadata columns this log has: a read-only view of a v2/v3 log has no power limits."""
+        if getattr(self, "_meta_cols_cache", None) is None:
+            have = {str(r[1]) for r in conn.execute("PRAGMA table_info(series_meta)")}
+            self._meta_cols_cache = _META_COLS if "power_max_w" in have else _META_COLS_V2
+        return str(self._meta_cols_cache)
 
     def _has_meta_table(self, conn: sqlite3.Connection) -> bool:
         if getattr(self, "_meta_table", None) is None:
@@ -395,7 +409,7 @@ class SqliteStore:
                 continue  # the usual case: the daemon restarted with the same configuration
             since = since_ns if row is None else max(since_ns, int(row[0]) + 1)  # keeps declarations in order
             conn.execute(
-                f"INSERT INTO series_meta(series_id, since_ns, {_META_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO series_meta(series_id, since_ns, {_META_COLS}) VALUES ({_META_MARKS})",
                 (sid, since, *_meta_row(meta)),
             )
             n += 1
@@ -912,16 +926,17 @@ def _decode_chunks(key: SeriesKey, chunks: list[tuple[Any, ...]], *, extras: boo
 def _meta_row(m: SeriesMeta) -> tuple[Any, ...]:
     return (
         m.role, m.device, m.kind, int(m.host_wide), m.power_period_s, m.counter_period_s, m.counter_resolution_j,
-        int(m.comparison), m.origin,
+        int(m.comparison), m.origin, m.power_min_w, m.power_max_w,
     )
 
 
 def _meta_from_row(cols: Sequence[Any]) -> SeriesMeta:
-    role, device, kind, host_wide, power_p, counter_p, res, comparison, origin = cols
+    role, device, kind, host_wide, power_p, counter_p, res, comparison, origin = cols[:9]
+    lo, hi = (cols[9], cols[10]) if len(cols) > 9 else (None, None)  # v4 columns; absent in a read-only v2/v3 log
     return SeriesMeta(
         role=str(role), device=str(device), kind="estimated" if kind == "estimated" else "measured",
         host_wide=bool(host_wide), power_period_s=power_p, counter_period_s=counter_p, counter_resolution_j=res,
-        comparison=bool(comparison), origin=str(origin),
+        comparison=bool(comparison), origin=str(origin), power_min_w=lo, power_max_w=hi,
     )
 
 

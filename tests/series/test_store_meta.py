@@ -44,9 +44,9 @@ def test_a_v1_log_reads_with_defaults_then_migrates_and_keeps_its_data(tmp_path:
     assert s.meta is not None and s.meta.role == "gpu" and s.meta.origin == "default"
     ro.close()
 
-    st = SqliteStore(path)  # the daemon (a writer) opens it: v1 → v2 → v3 (watermarks)
-    assert SCHEMA_VERSION == 3
-    assert st._conn().execute("PRAGMA user_version").fetchone()[0] == 3
+    st = SqliteStore(path)  # the daemon (a writer) opens it: v1 → v2 → v3 (watermarks) → v4 (power limits)
+    assert SCHEMA_VERSION == 4
+    assert st._conn().execute("PRAGMA user_version").fetchone()[0] == 4
     (key,) = st.series()
     assert key == SeriesKey("h", "nvml", "gpu0") and key.meta is None
     assert len(st.read_series(key)) == 10

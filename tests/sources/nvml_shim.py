@@ -36,6 +36,7 @@ class FakeGpu:
     util_pct: int = 97
     sm_clock_mhz: int = 1980
     temp_c: int = 61
+    limits_w: tuple[float, float] | None = (200.0, 700.0)  # min/max power-management limit (None: NOT_SUPPORTED)
     lost_after_s: float | None = None  # the GPU falls off the bus after this many seconds
     lost: bool = False
     energy_j: float = 0.0  # the counter's value at start
@@ -176,6 +177,12 @@ class NvmlShim:
         if not gpu.average:
             raise self._err(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return round(self._curve(gpu.average_w if gpu.average_w is not None else gpu.power_w, self._t()) * 1000)
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: _Handle) -> list[int]:
+        gpu = self._gpu(handle)
+        if gpu.limits_w is None:
+            raise self._err(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return [round(gpu.limits_w[0] * 1000), round(gpu.limits_w[1] * 1000)]  # mW, as the driver answers
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: _Handle) -> int:
         gpu = self._gpu(handle)
