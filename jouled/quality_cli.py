@@ -19,7 +19,8 @@ LimitsOpt = Annotated[
     str | None,
     typer.Option("--gpu-limits", metavar="MIN:MAX",
                  help="the GPUs' min and max power limits in watts (nvidia-smi -q -d POWER: Min/Max Power Limit); "
-                      "default: the run start marker's attrs gpu_power_min_w/gpu_power_max_w"),
+                      "default: what the NVML source declared, else the run start marker's attrs "
+                      "gpu_power_min_w/gpu_power_max_w"),
 ]
 CodeCarbonOpt = Annotated[
     Path | None, typer.Option("--codecarbon", metavar="FILE", help="CodeCarbon's emissions.csv of the same training"),
