@@ -19,7 +19,6 @@ from jouled.series import SeriesMeta, meta_or_default
 
 VERDICTS = ("ok", "warn", "fail", "n/a")
 # sparse epochs: the study found < 10 samples in 39 % of short epochs with nvidia-smi
-SPARSE_WARN_SHARE = 0.0  # any sparse epoch is worth a warning
 SPARSE_FAIL_SHARE = 0.10  # a tenth of the epochs integrated from < 10 samples: the per-epoch figures are unreliable
 COVERAGE_OK = 0.99
 COVERAGE_WARN = 0.90
@@ -89,11 +88,14 @@ def epoch_energy(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[tuple[Any,
 
 
 def samples_findings(rows: Sequence[Mapping[str, Any]]) -> list[Finding]:
-    """Per series: samples per epoch (min, median, max) and the share of epochs with fewer than 10 samples.
+    """Per series: samples per epoch (min, median, max) and the epochs with fewer than 10 samples (the study's
+    "sparse"), split by how their energy was computed.
 
     `samples` is what the energy core counted in the window for the field the energy came from (the counter's
-    reads for a counter, the power readings for an integral). A counter difference is exact however few its
-    reads, so sparse counter epochs only warn; sparse integrated epochs fail above SPARSE_FAIL_SHARE.
+    reads for a counter, the power readings for an integral). An integral from < 10 readings is the study's
+    problem: fail above SPARSE_FAIL_SHARE of the epochs, else warn. A counter difference is exact however few its
+    reads: such an epoch only warns when the core flagged it `sparse` (fewer reads than the counter's own rate
+    promises: reads were lost).
     """
     by: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
@@ -105,19 +107,26 @@ def samples_findings(rows: Sequence[Mapping[str, Any]]) -> list[Finding]:
         n = [int(r["samples"]) for r in rs]
         sparse = [r for r in rs if int(r["samples"]) < SPARSE_BELOW_SAMPLES]
         sparse_integral = [r for r in sparse if r["method"] != "counter"]
-        share = len(sparse) / len(rs)
+        short_counter = [r for r in rs if r["method"] == "counter" and "sparse" in r["flags"]]
         share_integral = len(sparse_integral) / len(rs)
         numbers = {
             "epochs": len(rs), "samples_min": min(n), "samples_median": float(np.median(n)), "samples_max": max(n),
-            "sparse_epochs": len(sparse), "sparse_share": _r(share), "sparse_integrated_epochs": len(sparse_integral),
+            "sparse_epochs": len(sparse), "sparse_share": _r(len(sparse) / len(rs)),
+            "sparse_integrated_epochs": len(sparse_integral), "counter_epochs_missing_reads": len(short_counter),
         }
         if share_integral > SPARSE_FAIL_SHARE:
             v, why = "fail", (f"{len(sparse_integral)} of {len(rs)} epochs integrated from < {SPARSE_BELOW_SAMPLES} "
                               "samples: sample faster or use longer epochs")
-        elif share > SPARSE_WARN_SHARE:
+        elif sparse_integral or short_counter:
             v = "warn"
-            why = (f"{len(sparse)} of {len(rs)} epochs have < {SPARSE_BELOW_SAMPLES} samples"
-                   + (" (counter: the difference stays exact)" if not sparse_integral else ""))
+            why = "; ".join(
+                ([f"{len(sparse_integral)} of {len(rs)} epochs integrated from < {SPARSE_BELOW_SAMPLES} samples"]
+                 if sparse_integral else [])
+                + ([f"{len(short_counter)} epoch(s) with fewer counter reads than its rate promises"]
+                   if short_counter else []))
+        elif sparse:
+            v, why = "ok", (f"{len(sparse)} of {len(rs)} epochs have < {SPARSE_BELOW_SAMPLES} samples, all counter "
+                            "differences at the counter's rate (exact)")
         else:
             v, why = "ok", f"every epoch has >= {SPARSE_BELOW_SAMPLES} samples (min {min(n)})"
         out.append(Finding("samples-per-epoch", key, v, why, numbers))

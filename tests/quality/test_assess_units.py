@@ -53,11 +53,16 @@ def _row(dev: str, samples: int, method: str = "integral", src: str = "smi") -> 
 def test_sparse_epochs_verdicts() -> None:
     rows = [_row("a", n) for n in (12, 9, 30, 10)] + [_row("b", n, "counter", "nvml") for n in (3, 20)]
     rows += [_row("c", n) for n in [10] * 19 + [4]] + [_row("d", 10), _row("d", 11)]
+    lost = _row("e", 2, "counter", "nvml")
+    lost["flags"] = ["sparse"]  # the energy core: fewer counter reads than the counter's period promises
+    rows += [lost, _row("e", 12, "counter", "nvml")]
     f = {x.subject: x for x in samples_findings(rows)}
     assert f["smi:a"].verdict == "fail" and f["smi:a"].numbers == {
         "epochs": 4, "samples_min": 9, "samples_median": 11.0, "samples_max": 30, "sparse_epochs": 1,
-        "sparse_share": 0.25, "sparse_integrated_epochs": 1}
-    assert f["nvml:b"].verdict == "warn" and "counter" in f["nvml:b"].why  # a counter difference stays exact
+        "sparse_share": 0.25, "sparse_integrated_epochs": 1, "counter_epochs_missing_reads": 0}
+    # 3 counter reads in an epoch, at the counter's own rate: exact, and said so
+    assert f["nvml:b"].verdict == "ok" and "exact" in f["nvml:b"].why and f["nvml:b"].numbers["sparse_epochs"] == 1
+    assert f["nvml:e"].verdict == "warn" and f["nvml:e"].numbers["counter_epochs_missing_reads"] == 1
     assert f["smi:c"].verdict == "warn" and f["smi:c"].numbers["sparse_share"] == 0.05  # 1 of 20 ≤ 10 %
     assert f["smi:d"].verdict == "ok"
 
