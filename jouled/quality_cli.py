@@ -107,14 +107,19 @@ def compare_command(
     tools = list(c.energy_j)
     cols = [Column("epoch", 0, "right"), Column("duration", 1, "right")] + [Column(t, 0, "right") for t in tools]
     cells = []
+    any_partial = False
     for i, w in enumerate(c.windows):
         line = ["" if w.epoch is None else str(w.epoch), f"{w.duration_s:.2f} s"]
         for t in tools:
             e = c.energy_j[t][i]
             err = c.error_pct(t)[i]
-            line.append("—" if not math.isfinite(e) else f"{e:.1f} J" + ("" if not math.isfinite(err) else f" ({err:+.1f}%)"))
+            mark = "*" if c.partial.get(t, [False] * len(c.windows))[i] else ""
+            any_partial = any_partial or bool(mark)
+            line.append("—" if not math.isfinite(e) else
+                        f"{e:.1f} J{mark}" + ("" if not math.isfinite(err) else f" ({round(err, 1) + 0.0:+.1f}%)"))  # no -0.0
         cells.append(line)
-    print_table(f"energy per epoch — run {run} (truth: {truth})", cols, cells, wide=wide)
+    caption = "* the tool's data covers only part of the epoch (it stops short of an edge)" if any_partial else None
+    print_table(f"energy per epoch — run {run} (truth: {truth})", cols, cells, wide=wide, caption=caption)
     bcols = [Column("epoch length"), Column("tool"), Column("truth"), Column("epochs", 0, "right"),
              Column("mean |err|", 0, "right"), Column("max |err|", 0, "right"), Column("pearson", 1, "right")]
     bcells = [[b["bucket"], b["tool"], b["truth"], str(b["epochs"]), _pct(b["mean_abs_error_pct"]),

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from jouled.energy import SeriesArrays, window_energy_many
+from jouled.energy import F_EDGE, F_NO_SAMPLES, SeriesArrays, window_energy_many
 from jouled.quality.assess import pearson
 from jouled.series import SeriesMeta, meta_or_default
 
@@ -69,6 +69,8 @@ class Comparison:
     energy_j: dict[str, list[float]]  # tool → per window (NaN: none)
     truth: dict[str, str]  # group → the tool taken as truth
     buckets: list[dict[str, Any]] = field(default_factory=list)
+    # tool → per window: its figure covers only part of the window (the data stops short of an edge, or none inside)
+    partial: dict[str, list[bool]] = field(default_factory=dict)
 
     def error_pct(self, tool: str) -> list[float]:
         """Per window: 100 × (tool − truth) / truth (NaN where either is missing or the truth is 0)."""
@@ -88,7 +90,8 @@ class Comparison:
                 {"epoch": w.epoch, "phase": w.phase, "start_ns": w.start_ns, "end_ns": w.end_ns,
                  "duration_s": round(w.duration_s, 9), "bucket": bucket_of(w.duration_s),
                  "energy_j": {t: _num(self.energy_j[t][i]) for t in tools},
-                 "error_pct": {t: _num(errs[t][i]) for t in tools if self.truth.get(TOOL_GROUP[t]) not in (None, t)}}
+                 "error_pct": {t: _num(errs[t][i]) for t in tools if self.truth.get(TOOL_GROUP[t]) not in (None, t)},
+                 "partial": [t for t in tools if self.partial.get(t, [False] * (i + 1))[i]]}
                 for i, w in enumerate(self.windows)
             ],
             "buckets": self.buckets,
@@ -106,40 +109,52 @@ def bucket_of(duration_s: float) -> str:
     return BUCKETS[-1][0]
 
 
-def _energies(s: SeriesArrays, windows: Sequence[EpochWindow], *, use: str) -> FloatArray:
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+Part = tuple[FloatArray, BoolArray]  # per window: energy, and whether it covers only part of the window
+
+
+def _energies(s: SeriesArrays, windows: Sequence[EpochWindow], *, use: str) -> Part:
     """Per window energy of one series from one field only: `counter`, `power`, or `any` (the energy core's choice)."""
     nan = np.full(s.time_ns.shape, np.nan)
     p = s.power_w if use in ("power", "any") else nan
     e = s.energy_j if use in ("counter", "any") else nan
     only = SeriesArrays(s.time_ns, p, e, s.source, s.device, s.period_s, s.estimated, s.counter_period_s, s.meta)
     if not bool(np.isfinite(p).any() | np.isfinite(e).any()):
-        return np.full(len(windows), np.nan)
+        return np.full(len(windows), np.nan), np.ones(len(windows), dtype=bool)
     b = window_energy_many(only, [w.start_ns for w in windows], [w.end_ns for w in windows])
-    return b.energy_j
+    return b.energy_j, (b.flags & (F_EDGE | F_NO_SAMPLES)) != 0
 
 
-FloatArray = npt.NDArray[np.float64]
-
-
-def _sum(parts: list[FloatArray], n: int) -> list[float]:
-    """Element-wise sum; NaN where any part is NaN (a tool that missed a device has no figure, not a low one)."""
+def _sum(parts: list[Part], n: int) -> tuple[list[float], list[bool]]:
+    """Element-wise sum; NaN where any part is NaN (a tool that missed a device has no figure, not a low one);
+    partial where any part is."""
     if not parts:
-        return [NAN] * n
-    return [float(v) for v in np.sum(np.vstack(parts), axis=0)]
+        return [NAN] * n, [True] * n
+    e = np.sum(np.vstack([p[0] for p in parts]), axis=0)
+    partial = np.any(np.vstack([p[1] for p in parts]), axis=0)
+    return [float(v) for v in e], [bool(x) for x in partial]
 
 
 def interval_energy(intervals: Sequence[Interval], windows: Sequence[EpochWindow]) -> list[float]:
     """Energy of each window from intervals spread evenly over their span (NaN where no interval overlaps)."""
-    out = []
+    return _interval_part(intervals, windows)[0]
+
+
+def _interval_part(intervals: Sequence[Interval], windows: Sequence[EpochWindow]) -> tuple[list[float], list[bool]]:
+    """interval_energy, and whether the intervals cover less than the whole window."""
+    out, partial = [], []
     for w in windows:
-        tot, hit = 0.0, False
+        tot, hit, covered = 0.0, False, 0
         for iv in intervals:
             lo, hi = max(iv.start_ns, w.start_ns), min(iv.end_ns, w.end_ns)
             if hi > lo and iv.end_ns > iv.start_ns:
                 tot += iv.energy_j * (hi - lo) / (iv.end_ns - iv.start_ns)
                 hit = True
+                covered += hi - lo
         out.append(tot if hit else NAN)
-    return out
+        partial.append(covered < w.end_ns - w.start_ns)
+    return out, partial
 
 
 def compare(
@@ -159,7 +174,7 @@ def compare(
     n = len(windows)
     metas: dict[tuple[str, str], SeriesMeta] = {k: meta_or_default(s.meta, *k) for k, s in series.items()}
     want = set(gpus)
-    tools: dict[str, list[float]] = {}
+    got: dict[str, tuple[list[float], list[bool]]] = {}
 
     def gpu_series(source: str) -> list[SeriesArrays]:
         return [s for k, s in sorted(series.items()) if k[0] == source and metas[k].role == "gpu"
@@ -167,36 +182,37 @@ def compare(
 
     nvml = gpu_series("nvml")
     if nvml and all(bool(np.isfinite(s.energy_j).any()) for s in nvml):
-        tools["nvml-counter"] = _sum([_energies(s, windows, use="counter") for s in nvml], n)
+        got["nvml-counter"] = _sum([_energies(s, windows, use="counter") for s in nvml], n)
     if nvml and all(bool(np.isfinite(s.power_w).any()) for s in nvml):
-        tools["nvml-power"] = _sum([_energies(s, windows, use="power") for s in nvml], n)
+        got["nvml-power"] = _sum([_energies(s, windows, use="power") for s in nvml], n)
     avg = [avg_power[(s.source, s.device)] for s in nvml if avg_power and (s.source, s.device) in avg_power]
     if nvml and len(avg) == len(nvml):
-        tools["nvml-avg"] = _sum([_energies(s, windows, use="power") for s in avg], n)
+        got["nvml-avg"] = _sum([_energies(s, windows, use="power") for s in avg], n)
     smi = gpu_series("smi")
     if smi:
-        tools["smi"] = _sum([_energies(s, windows, use="any") for s in smi], n)
+        got["smi"] = _sum([_energies(s, windows, use="any") for s in smi], n)
     cc = codecarbon or {}
     if cc.get("gpu"):
-        tools["codecarbon-gpu"] = interval_energy(cc["gpu"], windows)
+        got["codecarbon-gpu"] = _interval_part(cc["gpu"], windows)
     cpu = [s for k, s in sorted(series.items()) if metas[k].role in ("package", "dram") and not metas[k].estimated]
     if cpu:
-        tools["rapl"] = _sum([_energies(s, windows, use="any") for s in cpu], n)
+        got["rapl"] = _sum([_energies(s, windows, use="any") for s in cpu], n)
     if cc.get("cpu"):
-        tools["codecarbon-cpu"] = interval_energy(cc["cpu"], windows)
+        got["codecarbon-cpu"] = _interval_part(cc["cpu"], windows)
     wall = [s for k, s in sorted(series.items()) if metas[k].role == "wall"]
     if wall:
-        tools["wall"] = _sum([_energies(wall[0], windows, use="any")], n)
-    gpu_best = next((tools[t] for t in ("nvml-counter", "nvml-power", "smi") if t in tools), None)
+        got["wall"] = _sum([_energies(wall[0], windows, use="any")], n)
+    gpu_best = next((got[t] for t in ("nvml-counter", "nvml-power", "smi") if t in got), None)
     if gpu_best is not None or cpu:
-        parts = [np.array(v) for v in (gpu_best, tools.get("rapl")) if v is not None]
-        tools["jouled"] = _sum(parts, n)
+        parts: list[Part] = [(np.array(v[0]), np.array(v[1], dtype=bool)) for v in (gpu_best, got.get("rapl"))
+                             if v is not None]
+        got["jouled"] = _sum(parts, n)
     if cc.get("total"):
-        tools["codecarbon"] = interval_energy(cc["total"], windows)
+        got["codecarbon"] = _interval_part(cc["total"], windows)
     order = [t for g in GROUPS.values() for t in g]
-    tools = {t: tools[t] for t in order if t in tools}
+    tools = {t: got[t][0] for t in order if t in got}
     truth = {g: next(t for t in TRUTH_ORDER[g] if t in tools) for g in GROUPS if any(t in tools for t in TRUTH_ORDER[g])}
-    c = Comparison(list(windows), tools, truth)
+    c = Comparison(list(windows), tools, truth, partial={t: got[t][1] for t in tools})
     c.buckets = bucket_stats(c)
     return c
 

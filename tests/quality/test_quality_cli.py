@@ -160,6 +160,10 @@ def test_compare_tools_against_truths(tmp_path: Path) -> None:
     assert e["codecarbon-gpu"] == pytest.approx([150 * d for d in durations], rel=1e-6)
     assert e["codecarbon-cpu"] == pytest.approx([70 * d for d in durations], rel=1e-6)
     assert [ep["bucket"] for ep in out["epochs"]] == ["1–5 s", "0.5–1 s", "5–30 s", "5–30 s"]
+    # the first and last epoch reach past the data of every sampled tool but RAPL (read at 0 and 20 s) and
+    # CodeCarbon's intervals (0–2, 2–10, 10–20 s): their figures cover only part of those epochs
+    edge = ["nvml-counter", "nvml-power", "nvml-avg", "smi", "wall", "jouled"]
+    assert [ep["partial"] for ep in out["epochs"]] == [edge, [], [], edge]
     err = out["epochs"][0]["error_pct"]
     assert err["smi"] == pytest.approx(100 * (SMI_J[0] / NVML_J[0] - 1), abs=1e-4)
     assert err["codecarbon"] == pytest.approx(100 * (840 / 525 - 1), abs=1e-4)
