@@ -251,7 +251,7 @@ def sources(
     ignore_store(store, "jouled sources")
     ctx = context(config, None)
     infos = probe_all(ctx.config)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": i.name, "kind": i.kind, "available": i.available, "devices": i.devices, "reason": i.reason,
             "period_s": i.period_s, "counter": i.counter, "notes": i.notes,
