@@ -73,31 +73,34 @@ def drain(cfg: Config) -> None:
 
 
 def caught_up(bd: BackgroundDaemon) -> bool:
+    """Samples were forwarded (not only markers or health) and nothing stored is waiting."""
+    hold = bd.daemon.maintain_max_id
     s = fwd_status(bd)
-    return int(s["points_sent"]) > 0 and s["backlog_points"] == 0  # type: ignore[call-overload]
+    return hold is not None and (hold() or 0) > 0 and s["backlog_points"] == 0
 
 
 def test_daemon_forwards_samples_markers_and_health(
     influx: ServerHandle, db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = influx_config(influx.url, db, tmp_path)
-    bd = start(cfg)
-    side = SqliteStore(Path(cfg.store.path))  # markers as the recorder stores them: the forwarder tails the table
-    now = time.time_ns()
-    side.write_markers([Marker(now + i, "testhost", "run 1", "epoch", ev, i, epoch=0, gpus=("gpu0",), attrs={"a": i})
-                        for i, ev in enumerate(("start", "end"))])
-    wait_for(lambda: caught_up(bd), what="the forwarder to catch up")
-    wait_for(lambda: bool(influx.influxql("SELECT count(lag_s) FROM jouled_health", db)), what="health points")
-    st = fwd_status(bd)
-    assert st["errors"] == 0 and st["quarantined"] == 0 and st["lag_s"] is not None
-    hold = bd.daemon.maintain_max_id
-    assert hold is not None and (hold() or 0) > 0  # maintenance is held at the forwarder's chunk cursor
     from jouled.cli import _print_status_table
 
-    _print_status_table(bd.daemon.status())  # what `jouled status` prints
-    out = capsys.readouterr().out
-    assert f"forwarding to {influx.url}" in out and "0 errors" in out
-    bd.stop()
+    cfg = influx_config(influx.url, db, tmp_path)
+    bd = start(cfg)
+    try:
+        side = SqliteStore(Path(cfg.store.path))  # markers as the recorder stores them: the forwarder tails the table
+        now = time.time_ns()
+        side.write_markers([Marker(now + i, "testhost", "run 1", "epoch", ev, i, epoch=0, gpus=("gpu0",),
+                                   attrs={"a": i}) for i, ev in enumerate(("start", "end"))])
+        # caught_up also says maintenance is held at the forwarder's chunk cursor (Daemon.maintain_max_id)
+        wait_for(lambda: caught_up(bd), what="the forwarder to catch up")
+        wait_for(lambda: bool(influx.influxql("SELECT count(lag_s) FROM jouled_health", db)), what="health points")
+        st = fwd_status(bd)
+        assert st["errors"] == 0 and st["quarantined"] == 0 and st["lag_s"] is not None
+        _print_status_table(bd.daemon.status())  # what `jouled status` prints
+        out = capsys.readouterr().out
+        assert f"forwarding to {influx.url}" in out and "0 errors" in out
+    finally:
+        bd.stop()
     drain(cfg)
     assert_same(log_totals(Path(cfg.store.path)), influx_totals(influx, db))
     rows = influx.influxql('SELECT * FROM marker GROUP BY "seq"', db)
