@@ -126,6 +126,8 @@ class Daemon:
     lock: StoreLock | None = None  # one daemon per log (build_daemon takes it; run() holds it until it returns)
     # the forwarder's chunk cursor: maintenance neither merges nor downsamples chunks past it (not yet forwarded)
     maintain_max_id: Callable[[], int | None] | None = None
+    # run after the final flush at shutdown (the forwarder's last pass: what that flush wrote reaches InfluxDB)
+    after_final_flush: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.sampler = Sampler(self.sources)
@@ -393,6 +395,11 @@ class Daemon:
             if self._pending:
                 log.error("store %s: %d samples could not be written at shutdown", self.store.path,
                           sum(len(b) for b in self._pending))
+            for hook in self.after_final_flush:
+                try:
+                    await hook()
+                except Exception as e:  # a last courtesy: shutdown goes on whatever it meets
+                    log.warning("shutdown: %s failed: %s", getattr(hook, "__name__", "hook"), e)
             with contextlib.suppress(OSError):
                 self.write_status(final=True)
             if self._store_pool is not None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from jouled.daemon.service import Daemon
 
 log = logging.getLogger("jouled.forward")
+FINAL_PASS_S = 5.0  # at shutdown: how long the last pass may take (what is left then goes at the next start)
 
 
 def build_writer(cfg: Config) -> Writer:
@@ -90,7 +91,11 @@ def attach_forwarder(daemon: Daemon) -> Forwarder | None:
         finally:
             stop.set()  # cancelled at shutdown: the thread ends after its current write
 
+    async def forward_last_pass() -> None:
+        await asyncio.to_thread(fwd.finish, FINAL_PASS_S)
+
     daemon.tasks.append(forward)
+    daemon.after_final_flush.append(forward_last_pass)
     daemon.status_extras["forwarder"] = fwd.status
     daemon.maintain_max_id = fwd.chunk_cursor
     log.info("forwarder: %s into %s (api %s)", daemon.store.path, redact_url(cfg.influx.url), cfg.influx.api)

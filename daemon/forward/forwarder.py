@@ -129,6 +129,7 @@ class Forwarder:
         self._over_budget = False
         self._pool: ThreadPoolExecutor | None = None
         self._stat_lock = threading.Lock()
+        self._done = threading.Event()  # run() has returned
 
     # -- cursors ---------------------------------------------------------------------------------------------
 
@@ -172,6 +173,22 @@ class Forwarder:
                     stop.wait(self.poll_s)
         finally:
             self.stats.state = "stopped"
+            self.store.close()  # this thread's connection; the writer stays open for finish()
+            self._done.set()
+
+    def finish(self, timeout_s: float = 5.0) -> None:
+        """At shutdown, after the daemon's final flush: once run() has returned, send what is left (within about
+        timeout_s; skipped when the last attempt failed — the next start catches up), then close."""
+        try:
+            if not self._done.wait(timeout_s):
+                return  # run() is still inside a write: leave the rest to the next start
+            if self.stats.last_error:
+                return
+            try:
+                self.drain(timeout_s=timeout_s)
+            except WriteError as e:
+                log.warning("%s; the rest is sent at the next start", e)
+        finally:
             self.close()
 
     def close(self) -> None:
