@@ -77,12 +77,12 @@ install-test: $(VENV)/.test-installed
 
 test: install-test
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy jouled daemon trainer scheduler
+	$(VENV)/bin/mypy jouled daemon trainer scheduler grafana
 	$(VENV)/bin/pytest -q -ra
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy jouled daemon trainer scheduler
+	$(VENV)/bin/mypy jouled daemon trainer scheduler grafana
 
 bench: $(VENV)/.test-installed
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
