@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jouled import energy, importers, markers
+from jouled import importers, markers, rows
 from jouled.timefmt import INT64_MAX, INT64_MIN, TimeFormatError, format_time_ns, parse_rfc3339_ns, parse_time_arg_ns
 
 T0 = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z
@@ -106,7 +106,7 @@ def test_every_user_of_rfc3339_is_ns_exact() -> None:
     assert importers.parse_time_ns(text) == T0 + 123_456_789
     assert importers.parse_time_ns("2024-05-01T12:00:00.123456789") == T0 + 123_456_789  # naive = UTC
     assert markers.parse_time_ns(text) == T0 + 123_456_789
-    assert energy.format_time_ns is format_time_ns
+    assert rows.format_time_ns is format_time_ns  # the energy rows use the one formatter
     with pytest.raises(ValueError, match="not RFC 3339"):
         importers.parse_time_ns("yesterday")
     with pytest.raises(markers.MarkerError, match="bad_time"):
