@@ -26,9 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.servers from a source checkout
 
+from energy_epochs_store import markers  # the same run's markers as the SQLite bench (bench/ is on the path)
+
 from jouled import influxproto
 from jouled.config import Config
-from jouled.model import Marker
 from jouled.query import compute_rows, load_series
 from jouled.series import SeriesMeta
 from jouled.store.influx import open_influx
@@ -58,19 +59,6 @@ def chunks(hours: float, devices: int, rate_hz: int, per_chunk: int = 8192):  # 
             e = 200.0 * idx / rate_hz
             out.append(ChunkBatch(SeriesKey("bench", src, dev), T0 + idx * step, p, e))
         yield out
-
-
-def markers(hours: float, epochs: int) -> list[Marker]:
-    span = int(hours * 3600 * NS_PER_S)
-    edges = T0 + np.linspace(0, span - NS_PER_S, epochs + 1).astype(np.int64)
-    out = [Marker(int(edges[0]), "bench", "r", "run", "start", 0)]
-    seq = 1
-    for i in range(epochs):
-        out.append(Marker(int(edges[i]) + 1, "bench", "r", "epoch", "start", seq, epoch=i))
-        out.append(Marker(int(edges[i + 1]), "bench", "r", "epoch", "end", seq + 1, epoch=i))
-        seq += 2
-    out.append(Marker(int(edges[-1]) + 1, "bench", "r", "run", "end", seq))
-    return out
 
 
 def best(fn: Callable[[], Any], n: int) -> float:
