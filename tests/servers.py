@@ -79,8 +79,9 @@ class ServerHandle(BrokerHandle):
         self.influxql(f'CREATE DATABASE "{db}"')
 
 
-def start_influxd(port: int | None = None) -> ServerHandle:
-    """InfluxDB 1.x on 127.0.0.1:``port`` (HTTP API, no auth), data in a temp dir, running when this returns."""
+def start_influxd(port: int | None = None, *, auth: bool = False) -> ServerHandle:
+    """InfluxDB 1.x on 127.0.0.1:``port`` (HTTP API), data in a temp dir, running when this returns. ``auth``: the
+    HTTP API asks for credentials (the first admin user may still be created without them)."""
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="jouled-influxd-"))
     conf = workdir / "influxdb.conf"
@@ -91,6 +92,7 @@ def start_influxd(port: int | None = None) -> ServerHandle:
         f'[data]\n  dir = "{workdir}/data"\n  wal-dir = "{workdir}/wal"\n  query-log-enabled = false\n'
         '  index-version = "inmem"\n'
         f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n  max-body-size = 0\n'
+        f"  auth-enabled = {'true' if auth else 'false'}\n"
         "[monitor]\n  store-enabled = false\n"
         "[subscriber]\n  enabled = false\n"
         "[continuous_queries]\n  enabled = false\n"

@@ -5,7 +5,6 @@ a v2 URL without a token."""
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from jouled.cli import app
 from jouled.query import StoreError
 from tests.brokers import free_port
 from tests.influx_read import dataset as ds
-from tests.servers import INFLUXD, ServerHandle, influxd_available
+from tests.servers import ServerHandle, influxd_available, start_influxd
 
 pytestmark = pytest.mark.influx
 runner = CliRunner()
@@ -79,19 +78,7 @@ def test_v2_without_token_or_with_token_in_url(monkeypatch: pytest.MonkeyPatch) 
 def influxd_auth() -> Iterator[ServerHandle]:
     if not influxd_available():
         pytest.skip("influxd (InfluxDB 1.x) not installed")
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="jouled-influxd-auth-"))
-    conf = workdir / "influxdb.conf"
-    conf.write_text(
-        "reporting-disabled = true\n"
-        f'bind-address = "127.0.0.1:{free_port()}"\n'
-        f'[meta]\n  dir = "{workdir}/meta"\n  logging-enabled = false\n'
-        f'[data]\n  dir = "{workdir}/data"\n  wal-dir = "{workdir}/wal"\n  query-log-enabled = false\n'
-        '  index-version = "inmem"\n'
-        f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n  auth-enabled = true\n'
-        "[monitor]\n  store-enabled = false\n[subscriber]\n  enabled = false\n[continuous_queries]\n  enabled = false\n"
-    )
-    srv = ServerHandle("influxd", port, [INFLUXD, "-config", str(conf)], workdir).start()
+    srv = start_influxd(auth=True)
     # the first admin may be created without credentials; after that everything needs them
     r = httpx.post(srv.url + "/query", data={"q": "CREATE USER admin WITH PASSWORD 's3cr3t-pw' WITH ALL PRIVILEGES"})
     assert r.status_code == 200, r.text
