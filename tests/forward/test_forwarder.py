@@ -320,3 +320,47 @@ def test_disk_budget_is_one_loud_line(
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(lines) == 1 and "disk_budget_mb" in lines[0] and "\n" not in lines[0]
     assert fwd.status()["over_disk_budget"] is True
+
+
+def test_refused_credentials_are_one_line_then_it_catches_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An InfluxDB with auth on: 401 is one ERROR line naming the keys to fix (never the password), nothing is lost,
+    and once the user exists with that password the backlog arrives."""
+    srv = start_influxd(auth=True)
+    try:
+        # the first admin may be created without credentials; then everything needs them
+        assert httpx.post(srv.url + "/query", data={"q": "CREATE USER root WITH PASSWORD 'r00t-pw' WITH ALL PRIVILEGES"}
+                          ).status_code == 200
+        assert httpx.post(srv.url + "/query", data={"q": 'CREATE DATABASE "fwdauth"'}, auth=("root", "r00t-pw")
+                          ).status_code == 200
+        cfg = influx_config(srv.url, "fwdauth", tmp_path, host="h")
+        cfg.influx.max_retry_s = 0.1
+        cfg.influx.username = "jouled"
+        pw = tmp_path / "influx-password"
+        pw.write_text("s3cret-fwd\n")
+        pw.chmod(0o600)
+        cfg.influx.password_file = str(pw)
+        fill_store(Path(cfg.store.path))
+        fwd = build_forwarder(cfg, SqliteStore(Path(cfg.store.path)))
+        stop = threading.Event()
+        caplog.set_level(logging.INFO, logger="jouled.forward")
+        t = threading.Thread(target=fwd.run, args=(stop,))
+        t.start()
+        try:
+            wait_for(lambda: fwd.stats.errors >= 3, what="several refused writes")
+            assert fwd.stats.state == "config-error"
+            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(errors) == 1 and "credentials refused" in errors[0] and "[influx] username" in errors[0], errors
+            assert not any("s3cret-fwd" in r.getMessage() for r in caplog.records)
+            assert httpx.post(srv.url + "/query", data={"q": "CREATE USER jouled WITH PASSWORD 's3cret-fwd'"},
+                              auth=("root", "r00t-pw")).status_code == 200
+            assert httpx.post(srv.url + "/query", data={"q": 'GRANT WRITE ON "fwdauth" TO "jouled"'},
+                              auth=("root", "r00t-pw")).status_code == 200
+            wait_for(lambda: fwd.stats.state == "idle" and fwd.stats.backlog_points == 0, what="catch-up")
+        finally:
+            stop.set()
+            t.join(10)
+        n = httpx.post(srv.url + "/query", data={"q": "SELECT count(power_w) FROM power", "db": "fwdauth"},
+                       auth=("root", "r00t-pw")).json()["results"][0]["series"][0]["values"][0][1]
+        assert n == sum(int(v[0]) for v in log_totals(Path(cfg.store.path)).values())  # every power point arrived
+    finally:
+        srv.close()
