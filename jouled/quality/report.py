@@ -18,7 +18,7 @@ from jouled.energy import SeriesArrays
 from jouled.series import meta_or_default
 
 from .assess import Finding, worst
-from .compare import TOOL_GROUP, Comparison
+from .compare import NAN, TOOL_GROUP, Comparison
 from .data import RunData, run_series
 from .svg import PALETTE, Layout, Trace, bar_chart, xy_chart
 
@@ -140,12 +140,28 @@ def _stride(n: int) -> int:
     return max(1, math.ceil(n / MAX_EPOCH_POINTS))
 
 
-def _energy_chart(c: Comparison) -> str:
+def _per_series_energy(data: RunData, c: Comparison) -> dict[str, list[float]]:
+    """Per-epoch energy of every series as `jouled energy epochs` gives it (source:device → per window)."""
+    index: dict[tuple[Any, Any], int] = {(w.start_ns, w.end_ns): i for i, w in enumerate(c.windows)}
+    out: dict[str, list[float]] = {}
+    for r in data.rows:
+        i = index.get((r.get("start_ns"), r.get("end_ns")))
+        if i is None or not r.get("source"):
+            continue
+        e = r.get("energy_j")
+        out.setdefault(f"{r['source']}:{r['device']}", [NAN] * len(c.windows))[i] = NAN if e is None else float(e)
+    return out
+
+
+def _energy_chart(data: RunData, c: Comparison) -> str:
     k = _stride(len(c.windows))
     labels = [float(w.epoch if w.epoch is not None else i) for i, w in enumerate(c.windows)][::k]
+    # the tools compared (NVML counter, instant, averaged, smi, RAPL, CodeCarbon, wall); a run with none of them
+    # (a CPU estimate only) still shows its energy per epoch, series by series
+    by, what = (c.energy_j, "tool") if c.energy_j else (_per_series_energy(data, c), "series")
     traces = [Trace(t, labels, list(v)[::k], PALETTE[i % len(PALETTE)], "both" if len(labels) <= 80 else "line")
-              for i, (t, v) in enumerate(c.energy_j.items())]
-    title = "Energy per epoch, by tool" + (f" (every {k}th epoch)" if k > 1 else "")
+              for i, (t, v) in enumerate(by.items())]
+    title = f"Energy per epoch, by {what}" + (f" (every {k}th epoch)" if k > 1 else "")
     return xy_chart(traces, Layout(title, "epoch", "energy (J)", integer_x=True))
 
 
@@ -269,7 +285,7 @@ def render_report(data: RunData, findings: Sequence[Finding], c: Comparison) -> 
            if len(data.windows) > MAX_BANDS else
            f"<p class='note'>Each line is the mean power per bin of the run (at most {MAX_POINTS} bins); a break is a "
            "hole in the samples.</p>") + "</div>",
-        "<h2>Energy per epoch</h2><div class='card'>" + _energy_chart(c) + "</div>",
+        "<h2>Energy per epoch</h2><div class='card'>" + _energy_chart(data, c) + "</div>",
         f"<h2>Tools against the truth</h2><div class='card'><p class='note'>Truth per group — {_esc(truth)}. "
         "GPU tools are held against the NVML counter, host totals against the wall meter.</p>"
         + _error_chart(c) + _bucket_table(c) + "</div>",

@@ -47,15 +47,15 @@ def nice_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
     """About n round tick values covering [lo, hi] (steps of 1, 2, 2.5 or 5 × 10^k)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return []
-    if hi <= lo:
+    if hi - lo <= 1e-9 * max(abs(lo), abs(hi)):  # equal, or apart by float rounding only: a step would not advance
         hi = lo + (abs(lo) or 1.0)
     raw = (hi - lo) / max(1, n)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     first = math.ceil(lo / step - 1e-9) * step
-    out = []
+    out: list[float] = []
     v = first
-    while v <= hi + step * 1e-9:
+    while v <= hi + step * 1e-9 and len(out) <= 10 * n:  # bounded: a step below float resolution cannot hang
         out.append(round(v, 12))
         v += step
     return out
@@ -99,7 +99,8 @@ def xy_chart(traces: Sequence[Trace], lay: Layout) -> str:
     y0, y1 = min(ys), max(ys)
     if x1 == x0:
         x0, x1 = x0 - 0.5, x1 + 0.5
-    pad = (y1 - y0) * 0.06 or (abs(y1) * 0.1 or 1.0)
+    flat = y1 - y0 <= 1e-9 * max(abs(y0), abs(y1))  # equal values, or equal but for float rounding
+    pad = (abs(y1) * 0.1 or 1.0) if flat else (y1 - y0) * 0.06
     y0, y1 = (y0 - pad if y0 < 0 else max(0.0, y0 - pad)), y1 + pad
     if y0 > 0 and y0 < 0.25 * y1:
         y0 = 0.0  # start at zero when zero is near: bars and powers read truer

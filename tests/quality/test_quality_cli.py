@@ -302,3 +302,33 @@ def test_assess_on_imported_csv_equals_the_log(tmp_path: Path) -> None:
     imported = _json([*args, url])
     direct = _json([*args, _store(tmp_path / "direct")])
     assert imported == direct
+
+
+def test_report_of_a_run_with_no_compared_tool_shows_its_series_energy(tmp_path: Path) -> None:
+    """A CPU-estimate-only run (a machine with no GPU, no RAPL, no meter: what `jouled demo` logs here) has no tool
+    to compare, but its energy per epoch is still drawn, from the rows of `energy epochs`."""
+    from jouled.model import Marker
+    from jouled.store.sqlite import ChunkBatch, SeriesKey, SqliteStore, sqlite_url
+
+    s = 1_000_000_000
+    t0 = 1_700_000_000 * s
+    st = SqliteStore(tmp_path / "e.db")
+    t = t0 + np.arange(0, 61, dtype=np.int64) * s // 10  # 0 … 6 s at 10 Hz
+    st.write_batches([ChunkBatch(SeriesKey("h", "estimate", "cpu"), t, np.full(t.size, 50.0), np.full(t.size, np.nan))])
+    st.write_markers([Marker(t0 + a * s, "h", "cpu-run", "epoch", ev, seq, epoch=e)
+                      for seq, (a, ev, e) in enumerate([(0, "start", 0), (3, "end", 0), (3, "start", 1), (6, "end", 1)])])
+    out = tmp_path / "r.html"
+    res = runner.invoke(app, ["report", "--run", "cpu-run", "--store", sqlite_url(tmp_path / "e.db"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    energy = html[html.index("Energy per epoch, by series"):html.index("Tools against the truth")]
+    assert "estimate:cpu" in energy and "no data" not in energy  # 150 J per epoch, drawn
+
+
+def test_ticks_of_a_range_below_float_resolution_end() -> None:
+    """Two epochs of equal energy that differ by float rounding once hung the report (the tick step could not
+    advance past 150 J): the range is taken as flat and the ticks are finite."""
+    from jouled.quality.svg import nice_ticks
+
+    ticks = nice_ticks(149.99999999999991, 149.99999999999997)
+    assert 2 <= len(ticks) <= 61 and ticks[0] <= 150.0 <= ticks[-1]
