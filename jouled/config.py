@@ -11,7 +11,7 @@ import re
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
@@ -139,8 +139,12 @@ class _Section:
         return obj
 
     def was_set(self, key: str) -> bool:
-        """Whether the file or the environment gave ``key`` (rather than its default)."""
-        return key in self._given
+        """Whether the file or the environment gave ``key``, or code set it to something other than its default."""
+        if key in self._given:
+            return True
+        f = self.keys()[key][1]
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        return bool(getattr(self, key) != default)
 
     def copy(self: S) -> S:
         """A deep copy (a command may change its copy without touching the loaded config)."""

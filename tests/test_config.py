@@ -69,3 +69,12 @@ def test_copies_are_independent_and_from_dict_checks() -> None:
     with pytest.raises(ConfigError) as e:
         Config.from_dict({"carbon": {"poll_interval_s": -1}})
     assert e.value.loc == ("carbon", "poll_interval_s")
+
+
+def test_was_set_sees_the_file_and_code_that_sets_a_value() -> None:
+    """What pydantic's model_fields_set told the VISA source (is energy_unit_j the user's, or the default?)."""
+    from jouled.config import VisaConfig
+
+    assert Config.from_dict({"sources": {"visa": {"energy_unit_j": 1.0}}}).sources.visa.was_set("energy_unit_j")
+    assert VisaConfig(energy_unit_j=3.6e6).was_set("energy_unit_j")
+    assert not VisaConfig().was_set("energy_unit_j")
