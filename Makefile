@@ -72,7 +72,7 @@ $(VENV)/.test-installed: pyproject.toml | $(VENV)/.created
 	@touch $@ $(VENV)/.run-installed $(VENV)/.trainer-installed
 
 install-test: $(VENV)/.test-installed
-	@echo "==> system packages for the tests (mosquitto, influxdb)"
+	@echo "==> system packages for the tests (mosquitto, influxdb, victoria-metrics, prometheus, chromium)"
 	@bash .ci/system-deps
 
 test: install-test
