@@ -17,16 +17,14 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.servers from a source checkout
 
-from energy_epochs_store import markers  # the same run's markers as the SQLite bench (bench/ is on the path)
+from energy_epochs_store import best, markers  # the same run's markers as the SQLite bench (bench/ is on the path)
 
 from jouled import influxproto
 from jouled.config import Config
@@ -59,15 +57,6 @@ def chunks(hours: float, devices: int, rate_hz: int, per_chunk: int = 8192):  # 
             e = 200.0 * idx / rate_hz
             out.append(ChunkBatch(SeriesKey("bench", src, dev), T0 + idx * step, p, e))
         yield out
-
-
-def best(fn: Callable[[], Any], n: int) -> float:
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:
