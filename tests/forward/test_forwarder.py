@@ -3,6 +3,7 @@ whole — through an InfluxDB restart, a daemon SIGKILL, a refused point, a wron
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -23,7 +24,7 @@ from jouled.config import Config, NvmlConfig
 from jouled.daemon.app import build_daemon
 from jouled.daemon.background import BackgroundDaemon
 from jouled.daemon.forward import build_forwarder
-from jouled.daemon.forward.forwarder import quarantine_path
+from jouled.daemon.forward.forwarder import Forwarder, quarantine_path
 from jouled.model import Marker
 from jouled.sources.nvml import NvmlSource
 from jouled.store.sqlite import ChunkBatch, SeriesKey, SqliteStore, sqlite_url
@@ -174,11 +175,10 @@ def test_refused_points_are_quarantined_and_the_rest_flows(influx: ServerHandle,
     assert_same(log, influx_totals(influx, db, where=f"WHERE time >= {T0_NS}"))
 
 
-def test_wrong_database_is_one_line_then_catches_up(
-    influx: ServerHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    name = f"later{next(_dbs)}"
-    cfg = influx_config(influx.url, name, tmp_path, host="h")
+@contextlib.contextmanager
+def refused_forwarder(cfg: Config, caplog: pytest.LogCaptureFixture) -> Iterator[tuple[Forwarder, list[str]]]:
+    """A forwarder over a filled log, run in its thread until InfluxDB has refused it a few times with a config
+    error; yields it and the ERROR lines logged so far (stopped when the block ends)."""
     cfg.influx.max_retry_s = 0.1
     fill_store(Path(cfg.store.path))
     fwd = build_forwarder(cfg, SqliteStore(Path(cfg.store.path)))
@@ -189,14 +189,22 @@ def test_wrong_database_is_one_line_then_catches_up(
     try:
         wait_for(lambda: fwd.stats.errors >= 3, what="several refused writes")
         assert fwd.stats.state == "config-error"
-        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        yield fwd, [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        stop.set()
+        t.join(10)
+
+
+def test_wrong_database_is_one_line_then_catches_up(
+    influx: ServerHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"later{next(_dbs)}"
+    cfg = influx_config(influx.url, name, tmp_path, host="h")
+    with refused_forwarder(cfg, caplog) as (fwd, errors):
         assert len(errors) == 1, errors  # once per distinct error, not per retry
         assert "[influx] database" in errors[0] and name in errors[0] and "\n" not in errors[0]
         influx.create_database(name)
         wait_for(lambda: fwd.stats.state == "idle" and fwd.stats.backlog_points == 0, what="catch-up")
-    finally:
-        stop.set()
-        t.join(10)
     assert any("writing again" in r.getMessage() for r in caplog.records)
     assert_same(log_totals(Path(cfg.store.path)), influx_totals(influx, name))
 
@@ -333,22 +341,12 @@ def test_refused_credentials_are_one_line_then_it_catches_up(tmp_path: Path, cap
         assert httpx.post(srv.url + "/query", data={"q": 'CREATE DATABASE "fwdauth"'}, auth=("root", "r00t-pw")
                           ).status_code == 200
         cfg = influx_config(srv.url, "fwdauth", tmp_path, host="h")
-        cfg.influx.max_retry_s = 0.1
         cfg.influx.username = "jouled"
         pw = tmp_path / "influx-password"
         pw.write_text("s3cret-fwd\n")
         pw.chmod(0o600)
         cfg.influx.password_file = str(pw)
-        fill_store(Path(cfg.store.path))
-        fwd = build_forwarder(cfg, SqliteStore(Path(cfg.store.path)))
-        stop = threading.Event()
-        caplog.set_level(logging.INFO, logger="jouled.forward")
-        t = threading.Thread(target=fwd.run, args=(stop,))
-        t.start()
-        try:
-            wait_for(lambda: fwd.stats.errors >= 3, what="several refused writes")
-            assert fwd.stats.state == "config-error"
-            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        with refused_forwarder(cfg, caplog) as (fwd, errors):
             assert len(errors) == 1 and "credentials refused" in errors[0] and "[influx] username" in errors[0], errors
             assert not any("s3cret-fwd" in r.getMessage() for r in caplog.records)
             assert httpx.post(srv.url + "/query", data={"q": "CREATE USER jouled WITH PASSWORD 's3cret-fwd'"},
@@ -356,9 +354,6 @@ def test_refused_credentials_are_one_line_then_it_catches_up(tmp_path: Path, cap
             assert httpx.post(srv.url + "/query", data={"q": 'GRANT WRITE ON "fwdauth" TO "jouled"'},
                               auth=("root", "r00t-pw")).status_code == 200
             wait_for(lambda: fwd.stats.state == "idle" and fwd.stats.backlog_points == 0, what="catch-up")
-        finally:
-            stop.set()
-            t.join(10)
         n = httpx.post(srv.url + "/query", data={"q": "SELECT count(power_w) FROM power", "db": "fwdauth"},
                        auth=("root", "r00t-pw")).json()["results"][0]["series"][0]["values"][0][1]
         assert n == sum(int(v[0]) for v in log_totals(Path(cfg.store.path)).values())  # every power point arrived
