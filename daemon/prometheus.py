@@ -326,24 +326,20 @@ class JouledCollector:
 
         fwd = st.get("forwarder")
         if isinstance(fwd, Mapping):
-            for name, key, helptext in (
-                ("jouled_forwarder_lag_seconds", "lag_s", "Age of the oldest sample not yet forwarded to InfluxDB"),
-                ("jouled_forwarder_backlog_points", "backlog_points", "Points in the log not yet forwarded to InfluxDB"),
+            family: type[GaugeMetricFamily] | type[CounterMetricFamily]
+            for family, name, key, helptext in (
+                (GaugeMetricFamily, "jouled_forwarder_lag_seconds", "lag_s",
+                 "Age of the oldest sample not yet forwarded to InfluxDB"),
+                (GaugeMetricFamily, "jouled_forwarder_backlog_points", "backlog_points",
+                 "Points in the log not yet forwarded to InfluxDB"),
+                (CounterMetricFamily, "jouled_forwarder_points_sent", "points_sent", "Points written to InfluxDB"),
+                (CounterMetricFamily, "jouled_forwarder_errors", "errors", "Failed writes to InfluxDB (retried)"),
             ):
                 v = _num(fwd.get(key))
                 if v is not None:
-                    g = GaugeMetricFamily(name, helptext, labels=["host"])
-                    g.add_metric([host], v)
-                    yield g
-            for name, key, helptext in (
-                ("jouled_forwarder_points_sent", "points_sent", "Points written to InfluxDB"),
-                ("jouled_forwarder_errors", "errors", "Failed writes to InfluxDB (retried)"),
-            ):
-                v = _num(fwd.get(key))
-                if v is not None:
-                    c = CounterMetricFamily(name, helptext, labels=["host"])
-                    c.add_metric([host], v)
-                    yield c
+                    m = family(name, helptext, labels=["host"])
+                    m.add_metric([host], v)
+                    yield m
 
     def _log_metrics(self, host: str, now_ns: int) -> Iterator[Metric]:
         tail = self.tail
