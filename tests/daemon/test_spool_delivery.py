@@ -56,7 +56,8 @@ def test_daemon_records_orphaned_spools_at_start_and_on_a_timer(tmp_path: Path, 
         store = SqliteStore(cfg.store.path, readonly=True)
         try:
             _wait(lambda: len(store.read_markers("before")) == 6, 15)
-            assert not list(spool.glob("*.jsonl"))  # delivered: the file is gone
+            # delivered: the file goes (just after the markers are committed, so wait for it too)
+            _wait(lambda: not list(spool.glob("*.jsonl")), 5)
             # a client that is alive (broker unreachable for it) keeps its spool: the daemon does not take it
             live = MarkerClient(f"mqtt://127.0.0.1:{free_port()}", host="testhost", spool_path=spool,
                                 connect_timeout_s=0.2)

@@ -33,7 +33,11 @@ def main(store: str, broker_port: int, metrics_port: int) -> None:
         deadline = time.monotonic() + 20
         while not bg.daemon.store.read_markers("r") and time.monotonic() < deadline:
             time.sleep(0.05)
-        body = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        # the marker can be stored before the first power chunk is flushed (a loaded machine): poll /metrics
+        body = ""
+        while "jouled_power_watts{" not in body and time.monotonic() < deadline:
+            body = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+            time.sleep(0.1)
     finally:
         bg.stop()
     assert bg.daemon.store.read_markers("r"), "marker not stored"
