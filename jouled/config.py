@@ -294,6 +294,13 @@ class PrometheusConfig(_Section):
 
 
 @dataclass(kw_only=True)
+class HolisticConfig(_Section):
+    # `jouled energy epochs|runs --holistic`: the data centre's PUE multiplies the machine's energy (1: none)
+    pue: float = num(1.0, ge=1, le=10)
+    calibration: str = ""  # the calibration file (empty: `<log>.calibration.json` beside the log, jouled calibrate)
+
+
+@dataclass(kw_only=True)
 class Config(_Section):
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -303,6 +310,7 @@ class Config(_Section):
     carbon: CarbonConfig = field(default_factory=CarbonConfig)
     nas: NasConfig = field(default_factory=NasConfig)
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    holistic: HolisticConfig = field(default_factory=HolisticConfig)
     source_file: str = field(default="", metadata={"internal": True})  # where it was loaded from
 
     def store_path(self) -> Path:
