@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -74,6 +75,37 @@ def print_rows(rows: list[dict[str, Any]], title: str, *, wide: bool = False, co
     print_table(title, cols, cells, wide=wide, console=console)
 
 
+HolisticOpt = Annotated[
+    bool, typer.Option("--holistic", help="GPU + CPU + DRAM + modelled uncaptured power (+ PUE) per window, beside the "
+                                          "wall meter, with the calibration used named (jouled calibrate)"),
+]
+CalibrationOpt = Annotated[
+    Path | None, typer.Option("--calibration", metavar="FILE",
+                              help="with --holistic: the calibration file (default: [holistic] calibration, else "
+                                   "<log>.calibration.json beside the log)"),
+]
+
+
+def _holistic(run: str | None, scopes: tuple[str, ...], fmt: str, title: str, wide: bool, calibration: Path | None,
+              config: Path | None, store: str | None) -> None:
+    """`--holistic`: jouled.holistic's rows instead of the per-device ones (one column per component)."""
+    from jouled.holistic import HOLISTIC_KEYS, holistic_rows, load_calibration, print_holistic
+
+    ctx = context(config, store)
+    st = open_readonly(ctx.store_url, ctx.config)
+    cal, _where = load_calibration(ctx.config, ctx.store_url, calibration)
+    rows, problems = holistic_rows(st, ctx.config, run, scopes, cal)
+    for p in problems:
+        typer.echo(f"warning: {p}", err=True)
+    if cal is None:
+        typer.echo("warning: no calibration found: uncaptured power is the static fallback (11 % of the measured "
+                   "energy), not calibrated — run `jouled calibrate` with a wall meter", err=True)
+    if fmt == "table":
+        print_holistic(rows, title, wide=wide)
+    else:
+        _emit(rows, fmt, HOLISTIC_KEYS)
+
+
 @energy_app.command("epochs")
 def epochs(
     run: Annotated[str, typer.Option("--run", metavar="RUN", help="run id (as in the markers)")],
@@ -84,6 +116,8 @@ def epochs(
                           show_default=False)
     ] = "",
     host_devices: Annotated[str, typer.Option("--host-devices", metavar="MODE", help="total | share | exclude")] = "total",
+    holistic: HolisticOpt = False,
+    calibration: CalibrationOpt = None,
     wide: WideOpt = False,
     no_progress: NoProgressOpt = False,
     config: ConfigOpt = None,
@@ -98,9 +132,12 @@ def epochs(
         raise UserError(f"--by {by!r}: choose device or epoch")
     if host_devices not in ("total", "share", "exclude"):
         raise UserError(f"--host-devices {host_devices!r}: choose total, share or exclude")
+    scopes = ("epoch", "phase", "run") if scope == "all" else (scope,)
+    if holistic:
+        _holistic(run, scopes, fmt, f"holistic energy per {scope} — run {run}", wide, calibration, config, store)
+        return
     ctx = context(config, store)
     st = open_readonly(ctx.store_url, ctx.config)  # sqlite:///, influx://, influx2://
-    scopes = ("epoch", "phase", "run") if scope == "all" else (scope,)
     with progress_bar("energy per window", enabled=progress_enabled(no_progress)) as on_progress:
         rows, problems = compute_rows(st, ctx.config, run, scopes, host_devices, on_progress=on_progress)
     for p in problems:
@@ -150,6 +187,8 @@ def _print_by(rows: list[dict[str, Any]], by: str, *, wide: bool = False) -> Non
 @energy_app.command("runs")
 def runs(
     fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="table | csv | json")] = "table",
+    holistic: HolisticOpt = False,
+    calibration: CalibrationOpt = None,
     wide: WideOpt = False,
     no_progress: NoProgressOpt = False,
     config: ConfigOpt = None,
@@ -158,6 +197,9 @@ def runs(
     """One row per run: start, end, duration, energy per device and total, carbon."""
     if fmt not in ("table", "csv", "json"):
         raise UserError(f"--format {fmt!r}: choose table, csv or json")
+    if holistic:
+        _holistic(None, ("run",), fmt, "holistic energy per run", wide, calibration, config, store)
+        return
     ctx = context(config, store)
     st = open_readonly(ctx.store_url, ctx.config)  # sqlite:///, influx://, influx2://
     with progress_bar("energy per run", enabled=progress_enabled(no_progress)) as on_progress:
