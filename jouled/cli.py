@@ -49,6 +49,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "nas": ("jouled.cli:_nas_app", "Carbon-aware neural architecture search (CE-NAS) on NAS-Bench-201."),
     "service": ("jouled.service_cli:service_app", "Install or remove jouled as a systemd service."),
     "grafana": ("jouled.grafana_cli:grafana_app", "Upload jouled's Grafana dashboards (InfluxQL, Flux, PromQL)."),
+    "calibrate": ("jouled.calibrate_cli:calibrate_command",
+                  "Measure idle and stress loads with their own markers, fit P_idle, P_busy and the uncaptured power, "
+                  "store them."),
     "assess": ("jouled.quality_cli:assess_command",
                "The measurement checklist of the energy-benchmark study, each finding with the numbers behind its verdict."),
     "compare": ("jouled.quality_cli:compare_command",
@@ -56,8 +59,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("jouled.quality_cli:report_command",
                "One self-contained HTML page: power, energy per epoch, tool errors, GPU range, carbon, the assess findings."),
 }
-COMMAND_ORDER = ("train", "demo", "run", "sources", "status", "import", "energy", "assess", "compare", "report", "export",
-                 "markers", "carbon", "nas", "service", "grafana")
+COMMAND_ORDER = ("train", "demo", "run", "sources", "status", "import", "energy", "calibrate", "assess", "compare", "report",
+                 "export", "markers", "carbon", "nas", "service", "grafana")
 
 
 def _nas_app() -> typer.Typer:
