@@ -134,7 +134,23 @@ def run_phases(
     finally:
         handle.end()
         client.close(timeout_s=10.0)
-        link.close()
+        if state["phases"] and link.child is None:
+            _wait_logged(store_url, cfg, state, say)  # a daemon we only attached to keeps its samples in memory a while
+        link.close()  # a child we started flushes everything as it stops
+
+
+def _wait_logged(store_url: str, cfg: Any, state: dict[str, Any], say: Any) -> None:
+    """Wait until the daemon's log holds every sample up to the last phase's end (and the one after)."""
+    from jouled.query import open_readonly, wait_complete
+
+    last_ns = max(p["end_ns"] for p in state["phases"])
+    st = open_readonly(store_url, cfg)
+    try:
+        wait_complete(st, last_ns, timeout_s=30.0, host=state["host"], since_ns=last_ns - 60_000_000_000)
+    except TimeoutError as e:
+        say(f"warning: {e}")
+    finally:
+        st.close()
 
 
 def phase_points(store: Any, cfg: Any, state: dict[str, Any]) -> list[Any]:
@@ -216,7 +232,7 @@ def calibrate_command(
     """Measure idle and stress loads with their own markers, fit P_idle, P_busy and the uncaptured power, store them."""
     from jouled.quality import calibstore
     from jouled.quality.calibfit import fit_calibration
-    from jouled.query import open_readonly, url_path, wait_complete
+    from jouled.query import open_readonly, url_path
 
     if fmt not in ("table", "json"):
         raise UserError(f"--format {fmt!r}: choose table or json")
@@ -269,11 +285,6 @@ def calibrate_command(
             raise typer.Exit(130) from None
     st = open_readonly(ctx.store_url, cfg)
     try:
-        last_ns = max(p["end_ns"] for p in state["phases"])
-        try:
-            wait_complete(st, last_ns, timeout_s=30.0, host=state["host"], since_ns=last_ns - 60_000_000_000)
-        except TimeoutError as e:
-            say(f"warning: {e}")
         points = phase_points(st, cfg, state)
     finally:
         st.close()

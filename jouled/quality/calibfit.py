@@ -123,12 +123,13 @@ class Fit:
         )
 
 
-def line_fit(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """(intercept, slope) of y = a + b·x by least squares; a flat x gives (mean y, 0)."""
+def line_fit(x: Sequence[float], y: Sequence[float], min_spread: float = 0.0) -> tuple[float, float]:
+    """(intercept, slope) of y = a + b·x by least squares; x spanning no more than `min_spread` gives (mean y, 0)
+    (a line through points that hardly differ in x extrapolates noise)."""
     xa, ya = np.asarray(x, float), np.asarray(y, float)
     if xa.size == 0:
         raise ValueError("line_fit: no points")
-    if xa.size < 2 or float(np.ptp(xa)) == 0.0:
+    if xa.size < 2 or float(np.ptp(xa)) <= min_spread:
         return float(ya.mean()), 0.0
     b, a = np.polyfit(xa, ya, 1)
     return float(a), float(b)
@@ -185,8 +186,12 @@ def fit_calibration(points: Sequence[PhasePoint]) -> Fit:
     i0 = idle[0]
     cpu_pts = [p for p in points if p.load in ("idle", *CPU_LOADS)]
     # RAPL CPU power at u = 0 and 1 (the utilisation proxy): the line through idle and every CPU load
-    ca, cb = line_fit([p.util_cpu for p in cpu_pts], [p.cpu_w + p.dram_w for p in cpu_pts])
+    utils = [p.util_cpu for p in cpu_pts]
+    ca, cb = line_fit(utils, [p.cpu_w + p.dram_w for p in cpu_pts], MIN_UTIL_SPREAD)
     notes: list[str] = []
+    if float(np.ptp(utils)) < MIN_UTIL_SPREAD:
+        notes.append(f"CPU utilisation hardly changed across the phases ({min(utils):.0%}-{max(utils):.0%}: other work "
+                     "on the machine?): idle and busy power are not extrapolated, the model has no utilisation term")
     if not any(p.wall_w is not None for p in points):
         return Fit(False, None, None, None, {}, {}, ca, ca + cb, None,
                    notes=["no wall meter: P_idle, P_busy and uncaptured power not calibrated (static fallback)"])
@@ -198,8 +203,8 @@ def fit_calibration(points: Sequence[PhasePoint]) -> Fit:
 
     # P_idle: the non-GPU wall power at u = 0 on the line through the CPU phases (idle rarely is exactly 0 %)
     cpu_walled = [p for p in cpu_pts if p.wall_w is not None]
-    ia, _ib = line_fit([p.util_cpu for p in cpu_walled], [nongpu(p) for p in cpu_walled])
-    p_idle = ia if len(cpu_walled) >= 2 else nongpu(i0)
+    ia, ib = line_fit([p.util_cpu for p in cpu_walled], [nongpu(p) for p in cpu_walled], MIN_UTIL_SPREAD)
+    p_idle = ia if ib != 0.0 else (nongpu(i0) if i0.wall_w is not None else ia)
     busy: dict[str, float] = {}
     for p in cpu_walled:
         if p.load in CPU_LOADS and p.duty >= 0.99:  # a full-core load bounds P_busy; a partial one only checks it
