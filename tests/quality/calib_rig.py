@@ -1,0 +1,160 @@
+"""A machine with known power, for calibration tests and bench/calibration.py: a fake RAPL tree and a SCPI wall meter
+on a real TCP socket, both driven by the real CPU utilisation of this machine.
+
+Every 50 ms the rig reads the system's CPU utilisation u (psutil, as the calibrate command and the estimate source
+do) and advances the truth: package P = PKG_IDLE_W + PKG_SPAN_W·u, DRAM P = DRAM_IDLE_W + DRAM_SPAN_W·u written into
+the powercap tree's energy_uj counters (the kernel's layout, tests/sources/powercap.py), and the wall meter's power and
+integrated energy = package + DRAM + uncaptured, uncaptured = UNC_W + UNC_UTIL_W·u. The meter answers the WT310's
+SCPI queries (pyvisa-py `TCPIP0::127.0.0.1::PORT::SOCKET`); its integrated energy runs on between ticks at the
+current power, as a meter's integrator does. The rig's threads ask for a higher scheduling priority (nice −10, when
+allowed): hardware counters do not stall when the loads and other work fill every core.
+So P_idle = PKG_IDLE + DRAM_IDLE + UNC at u = 0 and
+P_busy = the same at u = 1, and calibration must recover UNC_W and UNC_UTIL_W.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.sources.powercap import powercap_tree
+
+PKG_IDLE_W, PKG_SPAN_W = 20.0, 60.0
+DRAM_IDLE_W, DRAM_SPAN_W = 4.0, 6.0
+UNC_W, UNC_UTIL_W = 30.0, 25.0  # the uncaptured power: board, fans, PSU losses
+P_IDLE_W = PKG_IDLE_W + DRAM_IDLE_W + UNC_W
+P_BUSY_W = P_IDLE_W + PKG_SPAN_W + DRAM_SPAN_W + UNC_UTIL_W
+STEP_S = 0.05
+
+
+def _busy(prev: object, now: object) -> float:
+    def split(t: object) -> tuple[float, float]:
+        return float(sum(t)), float(getattr(t, "idle", 0.0)) + float(getattr(t, "iowait", 0.0))  # type: ignore[call-overload]
+
+    t0, i0 = split(prev)
+    t1, i1 = split(now)
+    return 0.0 if t1 <= t0 else max(0.0, min(1.0, 1.0 - (i1 - i0) / (t1 - t0)))
+
+
+class Rig:
+    """The fake machine: `start()` builds the tree and opens the meter; `stop()` ends both. Truth in `energy_j`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = powercap_tree(root / "powercap", 2)  # intel-rapl:0 package-0 and intel-rapl:0:0 dram
+        self.pkg_file = self.root / "intel-rapl:0" / "energy_uj"
+        self.dram_file = self.root / "intel-rapl:0:0" / "energy_uj"
+        self.lock = threading.Lock()
+        self.energy_j = {"package": 0.0, "dram": 0.0, "wall": 0.0, "uncaptured": 0.0}
+        self.power_w = {"package": PKG_IDLE_W, "dram": DRAM_IDLE_W, "wall": P_IDLE_W}
+        self._tick_t = time.monotonic()
+        self._stop = threading.Event()
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = int(self._sock.getsockname()[1])
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def resource(self) -> str:
+        return f"TCPIP0::127.0.0.1::{self.port}::SOCKET"
+
+    def config_text(self, host: str = "rig", rate_hz: float = 10.0) -> str:
+        """A daemon config sampling the rig: RAPL at the tree, the meter, the CPU estimate (it logs utilisation)."""
+        return (
+            f'[daemon]\nhost = "{host}"\nflush_interval_s = 0.2\nhealth_interval_s = 0.5\n'
+            f'[sources.rapl]\nenabled = true\nroot = "{self.root}"\nrate_hz = {rate_hz}\n'
+            f'[sources.visa]\nenabled = true\nresource = "{self.resource}"\nmodel = "wt310"\nbackend = "@py"\n'
+            f"timeout_ms = 500\nrate_hz = {rate_hz}\nupdate_interval_s = 0.1\n"
+            f"[sources.estimate]\nenabled = true\nrate_hz = 10\nonly_without_sensors = false\n"
+            "[sources.nvml]\nenabled = false\n[sources.smi]\nenabled = false\n"
+        )
+
+    def start(self) -> Rig:
+        self._sock.listen(4)
+        self._sock.settimeout(0.1)
+        for target in (self._tick, self._serve):
+            t = threading.Thread(target=target, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._sock.close()
+
+    @staticmethod
+    def _raise_priority() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -10)
+
+    def _tick(self) -> None:
+        self._raise_priority()
+        prev = psutil.cpu_times()
+        last = time.monotonic()
+        pkg_uj, dram_uj = 1_000_000.0, 1_000_000.0
+        while not self._stop.wait(STEP_S):
+            now_t = psutil.cpu_times()
+            now = time.monotonic()
+            u, dt = _busy(prev, now_t), now - last
+            prev, last = now_t, now
+            pkg = PKG_IDLE_W + PKG_SPAN_W * u
+            dram = DRAM_IDLE_W + DRAM_SPAN_W * u
+            unc = UNC_W + UNC_UTIL_W * u
+            pkg_uj += pkg * dt * 1e6
+            dram_uj += dram * dt * 1e6
+            self.pkg_file.write_text(f"{int(pkg_uj)}\n")
+            self.dram_file.write_text(f"{int(dram_uj)}\n")
+            with self.lock:
+                self._tick_t = now
+                self.power_w = {"package": pkg, "dram": dram, "wall": pkg + dram + unc}
+                for k, p in (("package", pkg), ("dram", dram), ("wall", pkg + dram + unc), ("uncaptured", unc)):
+                    self.energy_j[k] += p * dt
+
+    def _serve(self) -> None:
+        self._raise_priority()
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
+        self._raise_priority()
+        conn.settimeout(0.1)
+        buf = b""
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    cmd = line.decode(errors="replace").strip()
+                    if not cmd.endswith("?"):
+                        continue
+                    if cmd == ":NUMeric:NORMal:VALue?":
+                        with self.lock:
+                            p = self.power_w["wall"]
+                            e = self.energy_j["wall"] + p * (time.monotonic() - self._tick_t)
+                        reply = f"{p:.4E},{e / 3600.0:.9E}"
+                    else:
+                        reply = {"*IDN?": "YOKOGAWA,WT310,RIG0001,F1.03", ":STATus:EESR?": "1"}.get(cmd, "0")
+                    try:
+                        conn.sendall(reply.encode() + b"\n")
+                    except OSError:
+                        return
