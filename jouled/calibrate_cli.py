@@ -36,7 +36,8 @@ class PhaseSpec:
 
 def plan(cores: int, gpu: bool) -> list[PhaseSpec]:
     """The phases, in order: idle, the CPU loads on every core (one on half of them: a second utilisation), memory,
-    then GPU stress at several duty cycles when a GPU is sampled."""
+    then, when a GPU is sampled, GPU stress at several duty cycles and GPU stress with prime numbers on half and on
+    all but one core (one core feeds the GPU)."""
     out = [PhaseSpec("calibrate:idle", "idle", 0.0, 0),
            PhaseSpec("calibrate:cpu-prime", "cpu-prime", 1.0, cores)]
     if cores >= 2:
@@ -44,6 +45,9 @@ def plan(cores: int, gpu: bool) -> list[PhaseSpec]:
     out += [PhaseSpec("calibrate:cpu-fma", "cpu-fma", 1.0, cores), PhaseSpec("calibrate:memory", "memory", 1.0, cores)]
     if gpu:
         out += [PhaseSpec(f"calibrate:gpu-stress@{round(d * 100)}", "gpu-stress", d, 1) for d in GPU_DUTIES]
+        # CPU and GPU at once: fans and the power supply answer to both together, not to each apart
+        out += [PhaseSpec("calibrate:gpu+cpu@50", "gpu+cpu", 1.0, max(1, (cores - 1) // 2)),
+                PhaseSpec("calibrate:gpu+cpu", "gpu+cpu", 1.0, max(1, cores - 1))]
     return out
 
 

@@ -8,10 +8,13 @@ utilisation the phase drove); `fit_calibration` turns them into a `Fit`:
   is extrapolated to u = 1 from a CPU stress load (one candidate per load; the best load is the one whose P_busy
   makes the static model's largest error over the calibration phases smallest);
 - the time-varying correction: uncaptured power (wall − GPU − RAPL package − DRAM: board, fans, PSU losses)
-  = c0 + c_u·u + c_g·P_gpu, plain least squares over the phases (a feature that did not vary is left out).
+  = c0 + c_u·u + c_g·P_gpu + c_ug·u·P_gpu, plain least squares over the phases (a feature that did not vary is left
+  out; the interaction only when a phase loaded CPU and GPU at once: fans follow the hotter part, so CPU and GPU
+  stressed apart do not add up to both stressed together — bench/calibration.py measures what it is worth).
 
 `holistic_window` applies a fit to one window's measured energies: uncaptured energy = c0·T + c_u·ū·T + c_g·E_gpu
-(the model is linear, so the window's mean utilisation and GPU energy are enough). Units in names; no I/O.
++ c_ug·ū·E_gpu (exact for the linear terms; the interaction takes u and GPU power as uncorrelated inside the window).
+Units in names; no I/O.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ FALLBACK_UNCAPTURED_FRACTION = 1 / 0.9 - 1
 MIN_UTIL_SPREAD = 0.05  # utilisation must span at least this across phases for c_u to be fitted
 MIN_GPU_SPREAD_W = 5.0  # GPU power must span at least this across phases for c_g to be fitted
 CPU_LOADS = ("cpu-prime", "cpu-fma", "memory")  # the loads that bound P_busy
+COMBINED_LOAD = "gpu+cpu"  # GPU stress and CPU prime at once: identifies the CPU × GPU interaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +60,17 @@ class PhasePoint:
 
 @dataclass(frozen=True, slots=True)
 class UncapturedModel:
-    """uncaptured_w = intercept_w + per_util_w·u + per_gpu_w·P_gpu (u in 0..1, P_gpu in W)."""
+    """uncaptured_w = intercept_w + per_util_w·u + per_gpu_w·P_gpu + per_util_gpu_w·u·P_gpu (u 0..1, P_gpu W)."""
 
     intercept_w: float
     per_util_w: float = 0.0
     per_gpu_w: float = 0.0
-    features: tuple[str, ...] = ()  # which of "util_cpu", "gpu_w" were fitted (the others are 0)
+    features: tuple[str, ...] = ()  # which of "util_cpu", "gpu_w", "util_x_gpu_w" were fitted (the others are 0)
+    per_util_gpu_w: float = 0.0
 
     def power_w(self, util_cpu: float, gpu_w: float) -> float:
-        return self.intercept_w + self.per_util_w * util_cpu + self.per_gpu_w * gpu_w
+        return (self.intercept_w + self.per_util_w * util_cpu + self.per_gpu_w * gpu_w
+                + self.per_util_gpu_w * util_cpu * gpu_w)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +124,7 @@ class Fit:
             cpu_idle_w=float(d["cpu_idle_w"]), cpu_busy_w=float(d["cpu_busy_w"]),
             model=None if model is None else UncapturedModel(
                 float(model["intercept_w"]), float(model["per_util_w"]), float(model["per_gpu_w"]),
-                tuple(model.get("features", ()))),
+                tuple(model.get("features", ())), float(model.get("per_util_gpu_w", 0.0))),
             residuals=res, notes=list(d.get("notes", [])),
         )
 
@@ -154,10 +160,14 @@ def fit_uncaptured(points: Sequence[PhasePoint]) -> UncapturedModel:
     if float(np.ptp(g)) >= MIN_GPU_SPREAD_W:
         cols.append(g)
         names.append("gpu_w")
+        if len(names) == 2 and any(p.load == COMBINED_LOAD for p in pts):
+            cols.append(u * g)
+            names.append("util_x_gpu_w")
     a = np.column_stack(cols)
     coef, *_ = np.linalg.lstsq(a, y, rcond=None)
     c = dict(zip(["intercept", *names], (float(v) for v in coef), strict=True))
-    return UncapturedModel(c["intercept"], c.get("util_cpu", 0.0), c.get("gpu_w", 0.0), tuple(names))
+    return UncapturedModel(c["intercept"], c.get("util_cpu", 0.0), c.get("gpu_w", 0.0), tuple(names),
+                           c.get("util_x_gpu_w", 0.0))
 
 
 def static_power_w(p_idle_w: float, p_busy_w: float, util_cpu: float) -> float:
@@ -260,7 +270,7 @@ def holistic_window(
 ) -> Holistic:
     """Holistic energy of one window from its measured energies.
 
-    `correction`: "time-varying" (uncaptured = c0·T + c_u·ū·T + c_g·E_gpu) or "static" (the paper's: the non-GPU
+    `correction`: "time-varying" (uncaptured = c0·T + c_u·ū·T + c_g·E_gpu + c_ug·ū·E_gpu) or "static" (the paper's: the non-GPU
     machine at P_idle + (P_busy − P_idle)·ū replaces CPU + DRAM + uncaptured; reported as CPU/DRAM as measured
     and the difference as uncaptured). `util_cpu` None: read off the calibrated RAPL line. `fit` None or not
     calibrated: the static fallback (uncaptured = FALLBACK_UNCAPTURED_FRACTION of the measured energy).
@@ -282,7 +292,7 @@ def holistic_window(
             unc = static_power_w(fit.p_idle_w, fit.p_busy_w, u) * t - cpu_j - dram_j
         elif correction == "time-varying":
             m = fit.model
-            unc = m.intercept_w * t + m.per_util_w * u * t + m.per_gpu_w * gpu_j
+            unc = m.intercept_w * t + m.per_util_w * u * t + m.per_gpu_w * gpu_j + m.per_util_gpu_w * u * gpu_j
         else:
             raise ValueError(f"correction {correction!r}: static or time-varying")
     it = measured + unc

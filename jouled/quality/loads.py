@@ -3,7 +3,7 @@
 Own loads (one process per core asked for, `python -m jouled.quality.loads KIND`): `cpu-prime` (trial division
 of integers, the paper's prime-number load), `cpu-fma` (numpy a·b + c over in-cache arrays), `memory` (numpy copies
 of arrays far larger than the caches: DRAM bandwidth), `gpu-stress DUTY` (torch matrix products on CUDA, busy
-DUTY of every 100 ms). Each runs until it is terminated.
+DUTY of every 100 ms); `gpu+cpu` runs GPU stress and cpu-prime at once. Each runs until it is terminated.
 """
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ def start_load(kind: str, workers: int, duty: float = 1.0, *, use_stress_ng: boo
     """Start `workers` processes of load `kind` (idle: none). stress-ng where it has the stressor, else our own."""
     if kind == "idle" or workers <= 0:
         return LoadProcs(kind, "none")
+    if kind == "gpu+cpu":  # both at once: the GPU at `duty`, prime numbers on `workers` cores
+        gpu = start_load("gpu-stress", 1, duty, use_stress_ng=use_stress_ng)
+        cpu = start_load("cpu-prime", workers, use_stress_ng=use_stress_ng)
+        return LoadProcs(kind, cpu.tool, [*gpu.procs, *cpu.procs])
     exe = stress_ng() if use_stress_ng else None
     if exe is not None and kind in STRESS_NG_ARGS:
         args = [a.replace("{n}", str(workers)) for a in STRESS_NG_ARGS[kind]]

@@ -45,6 +45,21 @@ def test_uncaptured_model_recovers_known_coefficients() -> None:
     assert m.power_w(0.5, 100.0) == pytest.approx(30 + 12.5 + 5)
 
 
+def test_cpu_and_gpu_at_once_identify_their_interaction() -> None:
+    def pt(load: str, u: float, g: float) -> PhasePoint:  # uncaptured 30 + 25u + 0.05·P_gpu − 0.02·u·P_gpu
+        return PhasePoint(load, load, 1.0, 10.0, u, g, 50.0, 5.0, g + 55.0 + 30 + 25 * u + 0.05 * g - 0.02 * u * g)
+
+    apart = [pt("idle", 0.0, 60.0), pt("cpu-prime", 1.0, 60.0), pt("gpu-stress", 0.05, 400.0),
+             pt("gpu-stress", 0.05, 700.0)]
+    assert fit_uncaptured(apart).features == ("util_cpu", "gpu_w")  # no phase loads both: no interaction term
+    m = fit_uncaptured([*apart, pt("gpu+cpu", 0.5, 700.0), pt("gpu+cpu", 1.0, 700.0)])
+    assert m.features == ("util_cpu", "gpu_w", "util_x_gpu_w")
+    assert (m.intercept_w, m.per_util_w, m.per_gpu_w, m.per_util_gpu_w) == pytest.approx((30.0, 25.0, 0.05, -0.02))
+    # a window: 10 s at u = 0.5 with 4000 J on the GPU → 300 + 125 + 200 − 0.02·0.5·4000 = 585 J
+    fit = Fit(True, 54.0, 145.0, None, {}, {}, 24.0, 90.0, m)
+    assert holistic_window(fit, 10.0, 4000.0, 0.0, 0.0, 0.5).uncaptured_j == pytest.approx(585.0)
+
+
 def test_a_feature_that_did_not_vary_is_left_out() -> None:
     m = fit_uncaptured([point("idle", 0.0), point("cpu-prime", 1.0)])  # no GPU: its power never moved
     assert m.features == ("util_cpu",) and m.per_gpu_w == 0.0
