@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,8 +21,7 @@ nas_app = make_app(help="Carbon-aware neural architecture search (CE-NAS) on NAS
 
 def parse_methods(spec: str) -> list[str]:
     """'all' or a comma-separated list of methods; each checked so a typo fails before any work."""
-    from jouled.scheduler.policies import make_policy
-    from jouled.scheduler.simulator import ALL_METHODS, METHOD_HELP
+    from jouled.scheduler.simulator import ALL_METHODS, METHOD_HELP, method_spec
 
     raw = [m.strip().lower() for m in spec.split(",") if m.strip()]
     if not raw:
@@ -31,11 +31,7 @@ def parse_methods(spec: str) -> list[str]:
         if m == "all":
             out.extend(x for x in ALL_METHODS if x not in out)
             continue
-        if m not in ("vanilla", "oneshot"):
-            try:
-                make_policy(m, 0)
-            except UserError:
-                raise UserError(f"--method {m!r}: unknown — use all or one of: {METHOD_HELP}") from None
+        method_spec(m)  # UserError naming the method and the choices
         if m not in out:
             out.append(m)
     return out
@@ -49,59 +45,91 @@ def _fmt(stat: dict[str, float | None] | None, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _target_cell(m: dict[str, Any], loss_pct: float) -> str:
+    t = next((x for x in m.get("to_target", []) if x["loss_pct"] == loss_pct), None)
+    if t is None:
+        return "—"
+    cell = _fmt(t["carbon_kg"]) + f"\n({t['reached']}/{m['seeds']} reached)"
+    ratio = t.get("carbon_ratio_vanilla_over_method")
+    if ratio and ratio.get("mean") is not None and m["method"] != "vanilla":
+        cell += f"\n{ratio['mean']:.2f}x vs vanilla"
+    return cell
+
+
 def _table(doc: list[dict[str, Any]], console: Console, wide: bool = False) -> None:
     head = doc[0]
     names = " + ".join(Path(z["trace"]).name for z in head["zones"])
-    # headers on two lines and the "reached" note under its value: numbers stay whole at 80 columns
+    # headers on two lines and notes under their value: numbers stay whole at 80 columns
     cols = (
-        Column("method"), Column("seeds", 5, "right"), Column("HV", 0, "right"), Column("carbon\nkg", 0, "right"),
-        Column("energy\nkWh", 0, "right"), Column("evaluations", 3, "right"), Column("samples", 4, "right"),
-        Column("HV @ equal\ncarbon", 2, "right"), Column("kg to 99%\nvanilla HV", 1, "right"),
+        Column("method"), Column("HV loss\n% of max", 0, "right"), Column("carbon\nkg", 0, "right"),
+        Column("equal time\nvanilla/method", 0, "right"), Column("evaluations", 3, "right"),
+        Column("kg to 0.1 %\nloss", 1, "right"), Column("kg to 0.05 %\nloss", 1, "right"),
+        Column("GPU-h idle\n/ released", 2, "right"),
     )
     cells = []
     for m in doc:
-        reached = m.get("reached_99pct_vanilla_hv")
-        c99 = _fmt(m.get("carbon_kg_to_99pct_vanilla_hv"))
-        if reached is not None and reached < m["seeds"]:
-            c99 += f"\n({reached}/{m['seeds']} reached)"
+        eq = m.get("equal_time", {}).get("carbon_ratio_vanilla_over_method")
+        gh = m.get("gpu_hours", {})
         cells.append([
-            m["method"], str(m["seeds"]), _fmt(m["hv"]), _fmt(m["carbon_kg"]), _fmt(m["energy_kwh"]),
-            _fmt(m["evaluations"], 0), _fmt(m["samples"], 0), _fmt(m["hv_at_equal_carbon"]), c99,
+            m["method"], _fmt(m["hv_loss_pct"], 3), _fmt(m["carbon_kg"]), _fmt(eq, 2), _fmt(m["evaluations"], 0),
+            _target_cell(m, 0.1), _target_cell(m, 0.05),
+            f"{_fmt(gh.get('idle'), 0)}\n{_fmt(gh.get('released'), 0)}",
         ])
-    title = f"CE-NAS simulation — {names}, {head['gpus']} GPUs, {head['hours']:g} h"
+    title = f"CE-NAS simulation — {names}, {head['gpus']} GPUs, {head['hours']:g} h, {head['seeds']} seeds"
     print_table(title, cols, cells, wide=wide, console=console)
-    console.print(f"HV reference point {head['hv_ref_point']}; objectives: {'; '.join(head['objectives'])}")
+    pw = head["power_w"]
+    console.print(
+        f"hv_max {head['hv_max']:.2f} at reference point {head['hv_ref_point']}; objectives: {'; '.join(head['objectives'])}\n"
+        f"power W: sampling {pw['sampling']:g}, evaluation {pw['evaluation']:g}, idle {pw['idle']:g}, released "
+        f"{pw['released']:g}; intensity known {head['intensity_latency_s']:g} s late; checkpoint {head['checkpoint_s']:g} "
+        f"GPU-s per pause; supernet {head['supernet_gpu_h']} GPU-h; clean hours: <= p{head['clean_percentile']:g} of "
+        f"the trailing {head['window_h']:g} h"
+    )
 
 
 def plot_runs(runs: dict[str, Any], path: Path, title: str) -> None:
-    """HV vs time, carbon vs time and HV vs carbon (means over seeds) in one PNG."""
+    """HV loss vs cumulative carbon (mean over seeds, with the 0.1 % target line) per method, and the
+    intensity with the allocation over time (seed 0 of cenas, or of the first method)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    finals = [float(np.mean([r.hv for r in rs])) for rs in runs.values()]
-    # the fronts differ by about 1 % of the HV: zoom onto the final values, or the lines coincide
-    lo, hi = min(finals), max(finals)
-    zoom = (lo - 0.02 * hi, hi + 0.002 * hi) if hi > 0 else None
+    from jouled.scheduler.simulator import hv_loss_pct
+
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5))
+    ax = axes[0]
+    top = max(float(np.mean([r.carbon_kg for r in rs])) for rs in runs.values())
+    grid = np.linspace(0.0, top, 300)[1:]
     for method, rs in runs.items():
-        t = rs[0].time_h
-        hv = np.mean([r.hv_series for r in rs], axis=0)
-        c = np.mean([r.carbon_kg_series for r in rs], axis=0)
-        axes[0].plot(t, hv, label=method)
-        axes[1].plot(t, c, label=method)
-        axes[2].plot(c, hv, label=method)
-    axes[0].set(xlabel="hours", ylabel="hypervolume (true objectives)", title="HV vs time")
-    axes[1].set(xlabel="hours", ylabel="carbon (kg CO2eq)", title="carbon vs time")
-    axes[2].set(xlabel="carbon (kg CO2eq)", ylabel="hypervolume", title="HV vs carbon")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    if zoom is not None:
-        axes[0].set_ylim(*zoom)
-        axes[2].set_ylim(*zoom)
-    axes[0].legend()
+        hv_max = rs[0].hv_max
+        loss = [
+            [hv_loss_pct(r.hv_at(r.time_at_carbon(c)) if c < r.carbon_kg else r.hv, hv_max) for c in grid] for r in rs
+        ]
+        ax.plot(grid, np.mean(loss, axis=0), label=method)
+    ax.axhline(0.1, color="k", ls="--", lw=1, label="target: 0.1 % of hv_max")
+    ax.set(xlabel="cumulative carbon (kg CO2eq)", ylabel="HV loss (% of hv_max, mean over seeds)", yscale="log",
+           title="HV loss vs carbon (a run that spent less keeps its final HV)")
+    ax.set_ylim(0.005, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    show = "cenas" if "cenas" in runs else next(iter(runs))
+    r = runs[show][0]
+    t = r.time_h - (r.time_h[0] if len(r.time_h) else 0.0)
+    ax.step(t, r.actual_intensity_series, where="post", color="tab:red", label="intensity (cleanest zone)")
+    ax.step(t, r.intensity_series, where="post", color="tab:orange", lw=0.8, label="intensity known at the decision")
+    ax.set(xlabel="hours", ylabel="g CO2eq / kWh", title=f"{show}, seed {r.seed}: intensity and allocation")
+    ax2 = ax.twinx()
+    ev, sa = r.gpus_evaluation_series, r.gpus_sampling_series
+    ax2.fill_between(t, 0, ev, step="post", alpha=0.3, color="tab:blue", label="GPUs evaluating")
+    ax2.fill_between(t, ev, ev + sa, step="post", alpha=0.3, color="tab:green", label="GPUs sampling")
+    ax2.set_ylabel("GPUs (the rest idle or released)")
+    ax2.set_ylim(0, max(1, r.gpus_total) * 1.05)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     try:
@@ -134,7 +162,10 @@ _TRACE_HELP = (
     "carbon trace CSV (Electricity Maps export or time,intensity_g_per_kwh); repeat for several zones "
     "(then --gpus is per zone and evaluation goes to the cleanest zone first)"
 )
-_METHOD_HELP = "all, or comma-separated: vanilla, oneshot, cenas, oracle, forecast, random, static:F, threshold:P"
+_METHOD_HELP = (
+    "all, or comma-separated: vanilla, cenas, cenas-seed, static, random, oneshot, oracle, forecast, forecast-oracle, "
+    "static:F, threshold:P, clean:P"
+)
 _DATA_HELP = "folder of the NAS-Bench-201 tables (default $JOULED_NAS_DATA, then ../shared/data/nas)"
 
 
@@ -159,7 +190,9 @@ def simulate_cmd(
     estimate: Annotated[
         str, typer.Option("--estimate", metavar="MODE", help="sampling estimate: one_shot | few_shot")
     ] = "one_shot",
-    jobs: Annotated[int, typer.Option("--jobs", metavar="N", help="worker processes")] = 1,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", metavar="N", help="worker processes (default: the CPUs this process may use)")
+    ] = None,
     wide: WideOpt = False,
     no_progress: NoProgressOpt = False,
     config: ConfigOpt = None,
@@ -188,6 +221,8 @@ def simulate_cmd(
         raise UserError(f"--hours {hours}: must be a positive number of hours — e.g. --hours 168")
     if estimate not in ("one_shot", "few_shot"):
         raise UserError(f"--estimate {estimate!r}: unknown — use one_shot or few_shot")
+    if jobs is None:
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: need at least 1 — pass --jobs 1 or more")
     methods = parse_methods(method)
@@ -207,7 +242,7 @@ def simulate_cmd(
     )
     with progress_bar("simulating (method × seed)", enabled=progress_enabled(no_progress)) as on_progress:
         runs = run_many(methods, tr, bench, list(range(seeds)), cfg, jobs=jobs, on_progress=on_progress)
-    doc = report(runs, tr, cfg)
+    doc = report(runs, tr, cfg, bench)
     if series_out is not None:
         try:
             series_out.write_text(json.dumps(series_json(runs)), encoding="utf-8")

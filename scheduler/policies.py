@@ -13,6 +13,7 @@ from jouled.errors import UserError
 
 DAY_S = 86400.0
 HOUR_S = 3600.0
+CLEAN_PERCENTILE = 50.0  # clean-hour policy: work while the known intensity is at or below this percentile
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,11 +199,65 @@ class ForecastPolicy:
         return split_from_lambda(0.0 if evaluate else 1.0, gpus, f"{k} of {known.size} slots for evaluation")
 
 
-POLICY_SPECS = ("cenas", "oracle", "static:<fraction>", "random", "threshold[:<percentile>]", "forecast[:<duty>]")
+def clean_threshold(values: np.ndarray, percentile: float) -> float:
+    """The intensity at ``percentile`` of ``values`` (the known trailing window); +inf when nothing is known,
+    so a search with no history yet works rather than waits."""
+    if values.size == 0:
+        return math.inf
+    return float(np.percentile(values, percentile))
+
+
+class CleanHourPolicy:
+    """Run (sample, then evaluate) with every GPU while the KNOWN intensity is at or below the ``percentile``-th
+    percentile of the trailing window; release the GPUs otherwise (trainings checkpoint and pause).
+
+    Unlike a split, it never keeps a GPU powered without work: the simulator's `cenas` method and the
+    live search's `clean` method use it. With several zones the window pools every zone's values, so the
+    clean zones qualify more often than the dirty ones (evaluation goes where the grid is cleanest).
+    """
+
+    def __init__(self, percentile: float = 50.0, window_s: float = DAY_S) -> None:
+        if not 0.0 <= percentile <= 100.0:
+            raise ValueError("percentile must be in [0, 100]")
+        if window_s <= 0:
+            raise ValueError("window_s must be > 0")
+        self.percentile = percentile
+        self.window_s = window_s
+        self.name = f"clean:{percentile:g}"
+
+    def threshold(self, now_s: float, histories: list[IntensitySeries]) -> float:
+        """Percentile of every zone's values known in (now − window, now]."""
+        vals = [h.trailing(now_s, self.window_s) for h in histories]
+        return clean_threshold(np.concatenate(vals) if vals else np.zeros(0), self.percentile)
+
+    def decide(
+        self, now_s: float, intensity: float, history: IntensitySeries, forecast: IntensitySeries | None, gpus: int
+    ) -> Split:
+        limit = self.threshold(now_s, [history])
+        if intensity <= limit:
+            return Split(0, gpus, 0.0, f"clean: {intensity:.0f} <= {limit:.0f} g/kWh")
+        return Split(0, 0, 0.0, f"dirty: {intensity:.0f} > {limit:.0f} g/kWh, GPUs released")
+
+
+def seasonal_naive(history: IntensitySeries, now_s: float, horizon_s: float = DAY_S, season_s: float = DAY_S) -> IntensitySeries:
+    """Day-ahead forecast from history only: the value at t is the one KNOWN at t − season.
+
+    The points of (now − season, now] of ``history`` shifted by one season (the past must already be cut
+    at now — the caller passes what it knew). Covers (now, now + min(horizon, season)]."""
+    t = history.time_s
+    lo = int(np.searchsorted(t, now_s - season_s, side="right"))
+    hi = int(np.searchsorted(t, now_s, side="right"))
+    keep = t[lo:hi] + season_s <= now_s + horizon_s
+    return IntensitySeries.from_seconds(t[lo:hi][keep] + season_s, history.g_per_kwh[lo:hi][keep])
+
+
+POLICY_SPECS = (
+    "cenas", "oracle", "static:<fraction>", "random", "threshold[:<percentile>]", "forecast[:<duty>]", "clean[:<percentile>]",
+)
 
 
 def make_policy(spec: str, seed: int = 0, *, window_s: float = DAY_S) -> Policy:
-    """Parse a policy spec: cenas | oracle | static:0.5 | random | threshold[:30] | forecast[:0.5]."""
+    """Parse a policy spec: cenas | oracle | static:0.5 | random | threshold[:30] | forecast[:0.5] | clean[:50]."""
     raw = spec.strip().lower()
     name, _, arg = raw.partition(":")
     bad = UserError(f"policy {spec!r}: unknown or malformed — use one of {', '.join(POLICY_SPECS)}")
@@ -228,6 +283,8 @@ def make_policy(spec: str, seed: int = 0, *, window_s: float = DAY_S) -> Policy:
         return ThresholdPolicy(num(0.0, 100.0, "percentile") if arg else 30.0, window_s)
     if name == "forecast":
         return ForecastPolicy(duty=num(0.0, 1.0, "duty") if arg else 0.5, window_s=window_s)
+    if name == "clean":
+        return CleanHourPolicy(num(0.0, 100.0, "percentile") if arg else CLEAN_PERCENTILE, window_s)
     raise bad
 
 

@@ -67,6 +67,7 @@ class LaMOO:
         self.tree: Tree | None = None
         self._cell_leaf = np.zeros(n, dtype=np.int64)
         self._pending_leaf: dict[int, int] = {}
+        self._priority: FloatArray | None = None  # higher first inside a leaf (a prior); None: random order
         self._reset_tree_state()
 
     # --- public API -------------------------------------------------------------------------
@@ -134,6 +135,30 @@ class LaMOO:
                 self._add_pending(leaf, -1)
         self._add_members(np.asarray(fresh, dtype=np.int64))
 
+    def set_priority(self, priority: npt.ArrayLike | None) -> None:
+        """Order cells inside each leaf by ``priority`` (higher first; ties keep the seeded random order).
+
+        The tree still decides WHICH region to sample (UCB on what was told); the priority only decides
+        which unseen cell of that region comes first — e.g. a one-shot estimate as the prior for cells
+        whose true objectives nobody knows yet. None restores the uniform random order."""
+        if priority is None:
+            self._priority = None
+        else:
+            pr = np.asarray(priority, dtype=np.float64)
+            if pr.shape != (len(self.features),):
+                raise ValueError(f"priority needs one value per cell ({len(self.features)}), got shape {pr.shape}")
+            self._priority = pr.copy()
+        for leaf, pool in list(self._pool.items()):
+            rest = pool[self._ptr.get(leaf, 0) :]
+            self._pool[leaf] = self._ordered(rest[self.available[rest]])
+            self._ptr[leaf] = 0
+
+    def _ordered(self, pool: IntArray) -> IntArray:
+        """A leaf's pool (already in seeded random order) sorted by the priority, stably."""
+        if self._priority is None or len(pool) == 0:
+            return pool
+        return pool[np.argsort(-self._priority[pool], kind="stable")]
+
     def exclude(self, cells: Sequence[int]) -> None:
         """Never propose these cells (e.g. evaluated elsewhere) without telling objectives."""
         for c in cells:
@@ -186,7 +211,7 @@ class LaMOO:
         avail = np.nonzero(self.available)[0]
         for leaf in self._leaf_ids():
             pool = avail[leaf_of[avail] == leaf]
-            self._pool[leaf] = self.rng.permutation(pool)
+            self._pool[leaf] = self._ordered(self.rng.permutation(pool))
             self._ptr[leaf] = 0
             if len(pool) == 0:
                 self._mark_exhausted(leaf)
