@@ -88,20 +88,32 @@ def compare_command(
     run: RunOpt,
     fmt: FmtOpt = "table",
     codecarbon: CodeCarbonOpt = None,
+    calibration: Annotated[
+        Path | None, typer.Option("--calibration", metavar="FILE",
+                                  help="with --codecarbon: the calibration that corrects it (default: [holistic] "
+                                       "calibration, else <log>.calibration.json beside the log)"),
+    ] = None,
     wide: WideOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """Per-epoch energy of every tool that measured the run, and each one's error against the best truth."""
+    from jouled.quality.cccorrect import align_offset_ns, shift_intervals
     from jouled.quality.codecarbon import read_emissions
     from jouled.quality.load import compare_run
 
     _check_fmt(fmt)
     cc = read_emissions(codecarbon) if codecarbon is not None else None
     data = _load(run, config, store, None)
+    shift_ns = 0
+    if cc is not None:  # CodeCarbon's whole-second stamps: its intervals aligned with the epochs' ends
+        shift_ns = align_offset_ns(cc["total"], [t for w in data.windows for t in (w.start_ns, w.end_ns)])
+        cc = shift_intervals(cc, shift_ns)
     c = compare_run(data, cc)
+    corr = _codecarbon_corrected(data, c, shift_ns, calibration, config, store) if cc is not None else None
     if fmt == "json":
-        typer.echo(json.dumps({"run": run, "host": data.host, **c.to_dict()}, indent=2))
+        extra = {"codecarbon_corrected": corr.to_dict()} if corr is not None else {}
+        typer.echo(json.dumps({"run": run, "host": data.host, **c.to_dict(), **extra}, indent=2))
         return
     truth = ", ".join(f"{g}: {t}" for g, t in c.truth.items())
     tools = list(c.energy_j)
@@ -125,6 +137,60 @@ def compare_command(
     bcells = [[b["bucket"], b["tool"], b["truth"], str(b["epochs"]), _pct(b["mean_abs_error_pct"]),
                _pct(b["max_abs_error_pct"]), "—" if b["pearson"] is None else f"{b['pearson']:.3f}"] for b in c.buckets]
     print_table("error by epoch length", bcols, bcells, wide=wide)
+    if corr is not None:
+        _print_corrected(corr, wide)
+
+
+def _codecarbon_corrected(data: Any, c: Any, shift_ns: int, calibration: Path | None, config: Path | None,
+                          store: str | None) -> Any:
+    """CodeCarbon with the calibration's static and time-varying corrections against the wall meter; None (and one
+    line saying why) when there is no calibration or no meter."""
+    from jouled.holistic import load_calibration, mean_util, util_series
+    from jouled.quality.calibfit import proxy_util
+    from jouled.quality.cccorrect import correct_codecarbon
+    from jouled.query import open_readonly
+
+    ctx = context(config, store)
+    cal, where = load_calibration(ctx.config, ctx.store_url, calibration)
+    if cal is None or not cal.fit.calibrated:
+        typer.echo(f"note: CodeCarbon not corrected: {'no calibration' if cal is None else cal.label} "
+                   f"({where or 'no file'}) — run `jouled calibrate` with a wall meter", err=True)
+        return None
+    if "wall" not in c.energy_j:
+        typer.echo("note: CodeCarbon's corrections not checked: no wall meter in this run", err=True)
+        return None
+    n = len(c.windows)
+    st = open_readonly(ctx.store_url, ctx.config)
+    try:
+        util = util_series(st, data.host, data.start_ns, data.end_ns)
+    finally:
+        st.close()
+    rapl = c.energy_j.get("rapl", [math.nan] * n)
+    utils: list[float | None] = []
+    for w, r in zip(c.windows, rapl, strict=True):
+        u = mean_util(util, w.start_ns, w.end_ns)
+        if u is None and math.isfinite(r) and w.duration_s > 0:  # no logged utilisation: read it off the RAPL line
+            u = proxy_util(r / w.duration_s, cal.fit.cpu_idle_w, cal.fit.cpu_busy_w)
+        utils.append(u)
+    return correct_codecarbon(c.windows, c.energy_j["wall"], c.energy_j["codecarbon"],
+                              c.energy_j.get("codecarbon-gpu", [math.nan] * n), utils, cal.fit,
+                              shift_s=shift_ns / 1e9, calibration=cal.label)
+
+
+def _print_corrected(corr: Any, wide: bool) -> None:
+    names = list(corr.energy_j)
+    cols = [Column("epoch", 0, "right"), Column("wall", 0, "right")] + [Column(k, 0, "right") for k in names]
+    cells = []
+    for i, w in enumerate(corr.windows):
+        line = ["" if w.epoch is None else str(w.epoch), f"{corr.truth_j[i]:.1f} J"]
+        for k in names:
+            e, err = corr.energy_j[k][i], corr.error_pct(k)[i]
+            line.append("—" if not math.isfinite(e) else
+                        f"{e:.1f} J" + ("" if not math.isfinite(err) else f" ({round(err, 1) + 0.0:+.1f}%)"))
+        cells.append(line)
+    cells.append(["max |err|", ""] + [_pct(corr.max_abs_error_pct(k)) for k in names])
+    print_table(f"CodeCarbon corrected with {corr.calibration} (its intervals shifted {corr.shift_s:+.3f} s onto the "
+                "epochs)", cols, cells, wide=wide)
 
 
 def _pct(v: float | None) -> str:

@@ -55,8 +55,14 @@ def parse_emissions(text: str, name: str = "emissions.csv") -> dict[str, list[In
         cumulative = len(rs) > 1 and all(
             b[2] >= a[2] and b[3]["total"] >= a[3]["total"] for a, b in itertools.pairwise(rs))
         prev: tuple[str, int, float, dict[str, float]] | None = None
+        # running totals: the boundaries from the durations (µs) on one anchor, not from each row's timestamp
+        # (CodeCarbon writes whole seconds: each row's end is up to 1 s early). The anchor is the latest start any
+        # row allows; `jouled compare` then aligns the intervals with the run's markers (cccorrect.align_offset_ns).
+        anchor_ns = max(p[1] - round(p[2] * 1e9) for p in rs) if cumulative else 0
         for p in rs:
             _run, end_ns, dur, kwh = p
+            if cumulative:
+                end_ns = anchor_ns + round(dur * 1e9)
             if cumulative and prev is not None:
                 start_ns = end_ns - round((dur - prev[2]) * 1e9)
                 d = {k: kwh[k] - prev[3][k] for k in kwh}
