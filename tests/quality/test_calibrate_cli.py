@@ -1,7 +1,8 @@
 """`jouled calibrate` and `jouled energy --holistic` end to end: a real daemon (`jouled run`) sampling a fake RAPL tree
 and a SCPI wall meter on a real TCP socket whose power follows a known model of the machine's real CPU utilisation
 (tests/quality/calib_rig.py), real load processes, markers over the daemon's broker; the calibration must recover
-the known uncaptured power and P_idle/P_busy, survive an interruption, and make holistic energy match the meter.
+the known uncaptured power and P_idle/P_busy, survive an interruption, and make holistic energy match the meter; the
+real CodeCarbon offline tracker runs beside the training, and its corrected figures are checked against the meter.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +35,14 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 def jouled(args: list[str], env: dict[str, str], timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "jouled", *args], env=env, capture_output=True, text=True,
                           timeout=timeout_s)
+
+
+def codecarbon_tracker(out: Path) -> Any:
+    """CodeCarbon's offline tracker (the codecarbon extra), measuring every second, writing emissions.csv to `out`."""
+    codecarbon = pytest.importorskip("codecarbon", reason="the codecarbon extra: pip install 'jouled[codecarbon]'")
+    out.mkdir()
+    return codecarbon.OfflineEmissionsTracker(country_iso_code="DEU", measure_power_secs=1, save_to_file=True,
+                                              output_dir=str(out), log_level="error", tracking_mode="machine")
 
 
 def truth_nongpu_w(u: float) -> float:
@@ -103,6 +113,8 @@ def test_calibrate_resumes_recovers_the_machine_and_holistic_matches_the_meter(
             monkeypatch.setenv(k, v)
     conf = load_config(cfg)
     link = start_child(conf, f"sqlite:///{db}", tmp_path / "work", config_file=cfg)
+    tracker = codecarbon_tracker(tmp_path / "cc")  # the real CodeCarbon, on the CPU, beside the daemon
+    tracker.start()
     try:
         client = MarkerClient(link.broker_url, host="rig", spool_path=tmp_path / "spool")
         run = client.run("train-1").start()
@@ -111,15 +123,18 @@ def test_calibrate_resumes_recovers_the_machine_and_holistic_matches_the_meter(
             load = start_load("cpu-prime" if workers else "idle", workers, use_stress_ng=False)
             try:
                 time.sleep(0.5)
+                tracker.flush()  # a CodeCarbon row at each epoch edge: its intervals are the epochs and the gaps
                 run.start_epoch(epoch)
                 time.sleep(2.0)
                 run.end_epoch(epoch)
+                tracker.flush()
             finally:
                 load.stop()
         run.end()
         assert client.close(timeout_s=10)
         time.sleep(1.0)
     finally:
+        tracker.stop()
         link.close()
     out = jouled(["energy", "epochs", "--run", "train-1", "--holistic", "--format", "json", "--config", str(cfg),
                   "--store", f"sqlite:///{db}"], env)
@@ -132,6 +147,23 @@ def test_calibrate_resumes_recovers_the_machine_and_holistic_matches_the_meter(
         assert r["gpu_j"] == 0.0 and r["cpu_j"] > 0 and r["dram_j"] > 0 and r["wall_j"] > 0
         assert r["holistic_j"] == pytest.approx(r["gpu_j"] + r["cpu_j"] + r["dram_j"] + r["uncaptured_j"])
         assert abs(r["error_vs_wall_pct"]) <= 3.0, r  # the issue's goal per epoch
+    # CodeCarbon as it is, and corrected with the calibration, against the meter
+    emissions = tmp_path / "cc" / "emissions.csv"
+    out = jouled(["compare", "--run", "train-1", "--codecarbon", str(emissions), "--format", "json", "--config", str(cfg),
+                  "--store", f"sqlite:///{db}"], env)
+    assert out.returncode == 0, out.stderr
+    corr = json.loads(out.stdout)["codecarbon_corrected"]
+    assert corr["calibration"].startswith("calibration #1 of rig") and corr["epochs"] == [0, 1, 2]
+    assert abs(corr["aligned_shift_s"]) <= 2.0
+    worst = corr["max_abs_error_pct"]
+    # CodeCarbon's own CPU and RAM figures know nothing of this machine; the calibrated machine does
+    assert worst["codecarbon+time-varying"] <= 3.0 and worst["codecarbon+static"] <= 5.0, worst
+    assert worst["codecarbon"] > worst["codecarbon+time-varying"], worst
+    table = jouled(["compare", "--run", "train-1", "--codecarbon", str(emissions), "--config", str(cfg),
+                    "--store", f"sqlite:///{db}"], env)
+    assert table.returncode == 0 and "CodeCarbon corrected with calibration #1" in table.stdout
+    assert "codecarbon+time-varying" in table.stdout and "max |err|" in table.stdout
+
     table = jouled(["energy", "runs", "--holistic", "--config", str(cfg), "--store", f"sqlite:///{db}"],
                    dict(env, JOULED_HOLISTIC_PUE="1.5"))
     assert table.returncode == 0, table.stderr
