@@ -249,14 +249,24 @@ class LaMOO:
         cells = np.asarray(self._cells, dtype=np.int64)[positions]
         leaves = self._cell_leaf[cells]
         for leaf in np.unique(leaves).tolist():
-            objs = self._obj_buf[positions[leaves == leaf]]
+            in_leaf = leaves == leaf
+            n_new = int(np.sum(in_leaf))
+            objs = self._obj_buf[positions[in_leaf]]
             objs = objs[pareto_mask(objs)]
             node = int(leaf)
             while node >= 0:
-                self._count[node] += int(np.sum(leaves == leaf))
-                merged = np.vstack([self._front[node], objs])
-                self._front[node] = merged[pareto_mask(merged)]
-                self._dirty[node] = True
+                self._count[node] += n_new
+                if len(objs):
+                    # points the node's front already (weakly) dominates change neither its front's HV nor,
+                    # since every ancestor's front dominates this one, any ancestor's: drop them on the way up
+                    f = self._front[node]
+                    if len(f):
+                        dom = ((f[None, :, 0] >= objs[:, None, 0]) & (f[None, :, 1] >= objs[:, None, 1])).any(axis=1)
+                        objs = objs[~dom]
+                    if len(objs):
+                        merged = np.vstack([f, objs])
+                        self._front[node] = merged[pareto_mask(merged)]
+                        self._dirty[node] = True
                 node = self._parent(node)
 
     def _add_pending(self, leaf: int, delta: int) -> None:
