@@ -163,3 +163,43 @@ def test_calibration_file_is_versioned_and_numbered(tmp_path: Path) -> None:
     path.write_text('{"format": "other"}')
     with pytest.raises(UserError, match="not a jouled calibration"):
         calibstore.read_all(path)
+
+
+def test_calibration_math_does_no_io() -> None:
+    """calibfit and cccorrect take numbers and give numbers: no store, file or network module, directly or through
+    another jouled module (calibstore, holistic and the command are the readers and writers)."""
+    from tests.test_import_rules import IO_MODULES, _under, all_imports
+
+    graph: dict[str, set[str]] = {}
+    for imp in all_imports():
+        graph.setdefault(imp.importer, set()).add(imp.imported)
+    bad = []
+    for mod in ("jouled.quality.calibfit", "jouled.quality.cccorrect"):
+        assert mod in graph, mod  # the walk sees the module at all
+        seen, todo = set(), [mod]
+        while todo:
+            m = todo.pop()
+            for dep in graph.get(m, ()):
+                if dep in seen:
+                    continue
+                seen.add(dep)
+                if _under(dep, IO_MODULES):
+                    bad.append((mod, m, dep))
+                elif dep.startswith("jouled"):
+                    todo.append(dep)
+    assert bad == []
+
+
+def test_calibrate_plan() -> None:
+    from jouled.calibrate_cli import plan
+
+    cpu_only = plan(8, gpu=False)
+    assert [p.name for p in cpu_only] == ["calibrate:idle", "calibrate:cpu-prime", "calibrate:cpu-prime@50",
+                                          "calibrate:cpu-fma", "calibrate:memory"]
+    assert [p.workers for p in cpu_only] == [0, 8, 4, 8, 8]
+    assert [p.name for p in plan(1, gpu=False)][1:3] == ["calibrate:cpu-prime", "calibrate:cpu-fma"]  # no half of 1
+    gpu = plan(8, gpu=True)[5:]
+    assert [(p.name, p.load, p.duty, p.workers) for p in gpu] == [
+        ("calibrate:gpu-stress@25", "gpu-stress", 0.25, 1), ("calibrate:gpu-stress@50", "gpu-stress", 0.5, 1),
+        ("calibrate:gpu-stress@75", "gpu-stress", 0.75, 1), ("calibrate:gpu-stress@100", "gpu-stress", 1.0, 1),
+        ("calibrate:gpu+cpu@50", "gpu+cpu", 1.0, 3), ("calibrate:gpu+cpu", "gpu+cpu", 1.0, 7)]
