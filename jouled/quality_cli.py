@@ -27,6 +27,13 @@ CodeCarbonOpt = Annotated[
 ]
 
 
+CalibrationOpt = Annotated[
+    Path | None, typer.Option("--calibration", metavar="FILE",
+                              help="the calibration (jouled calibrate) that corrects CodeCarbon and is shown in the "
+                                   "report (default: [holistic] calibration, else <log>.calibration.json beside the log)"),
+]
+
+
 def _load(run: str, config: Path | None, store: str | None, limits: str | None) -> Any:
     from jouled.quality.load import load_run
     from jouled.query import open_readonly
@@ -88,11 +95,7 @@ def compare_command(
     run: RunOpt,
     fmt: FmtOpt = "table",
     codecarbon: CodeCarbonOpt = None,
-    calibration: Annotated[
-        Path | None, typer.Option("--calibration", metavar="FILE",
-                                  help="with --codecarbon: the calibration that corrects it (default: [holistic] "
-                                       "calibration, else <log>.calibration.json beside the log)"),
-    ] = None,
+    calibration: CalibrationOpt = None,
     wide: WideOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
@@ -202,17 +205,25 @@ def report_command(
     out: Annotated[Path, typer.Option("-o", "--output", metavar="FILE.html", help="where to write the page")],
     codecarbon: CodeCarbonOpt = None,
     gpu_limits: LimitsOpt = None,
+    calibration: CalibrationOpt = None,
     config: ConfigOpt = None,
     store: StoreOpt = None,
 ) -> None:
     """One self-contained HTML page: power, energy per epoch, tool errors, GPU range, carbon, the assess findings."""
+    from jouled.holistic import load_calibration
+    from jouled.quality.cccorrect import align_offset_ns, shift_intervals
     from jouled.quality.codecarbon import read_emissions
     from jouled.quality.load import assess_run, compare_run
     from jouled.quality.report import render_report
 
     cc = read_emissions(codecarbon) if codecarbon is not None else None
     data = _load(run, config, store, gpu_limits)
-    html = render_report(data, assess_run(data), compare_run(data, cc))
+    if cc is not None:
+        cc = shift_intervals(cc, align_offset_ns(cc["total"], [t for w in data.windows for t in (w.start_ns, w.end_ns)]))
+    ctx = context(config, store)
+    cal, _where = load_calibration(ctx.config, ctx.store_url, calibration)
+    html = render_report(data, assess_run(data), compare_run(data, cc),
+                         None if cal is None else (cal.label, cal.fit, cal.points))
     try:
         out.write_text(html, encoding="utf-8")
     except OSError as e:

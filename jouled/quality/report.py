@@ -6,7 +6,7 @@ Inline SVG only (jouled.quality.svg), inline CSS, no script, no network, no exte
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -18,6 +18,7 @@ from jouled.energy import SeriesArrays
 from jouled.series import meta_or_default
 
 from .assess import Finding, worst
+from .calibfit import Fit
 from .compare import NAN, TOOL_GROUP, Comparison
 from .data import RunData, run_series
 from .svg import PALETTE, Layout, Trace, bar_chart, xy_chart
@@ -256,8 +257,49 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def render_report(data: RunData, findings: Sequence[Finding], c: Comparison) -> str:
-    """The whole page."""
+def _calibration_section(cal: tuple[str, Fit, Sequence[Mapping[str, Any]]] | None) -> str:
+    """The calibration in force: each phase's wall power beside what the time-varying and the static model predict,
+    the fit's numbers, and the residuals."""
+    if cal is None:
+        return ("<h2>Calibration</h2><div class='card'><p class='note'>No calibration: run <code>jouled calibrate</code> "
+                "with a wall meter to model the uncaptured power (board, fans, power supply).</p></div>")
+    label, fit, points = cal
+    if not fit.calibrated or fit.model is None:
+        return (f"<h2>Calibration</h2><div class='card'><p class='note'>{_esc(label)}: no wall meter, so P_idle, P_busy "
+                f"and the uncaptured power were not calibrated; CPU {fit.cpu_idle_w:.1f} W idle, {fit.cpu_busy_w:.1f} W "
+                "busy (RAPL).</p></div>")
+    res = {r.phase: r for r in fit.residuals}
+    xs = [float(i) for i in range(len(points))]
+    wall = [float(p["wall_w"]) if p.get("wall_w") is not None else math.nan for p in points]
+    tv = [res[p["phase"]].time_varying_w if p["phase"] in res else math.nan for p in points]
+    st = [res[p["phase"]].static_w if p["phase"] in res else math.nan for p in points]
+    chart = xy_chart([Trace("wall meter", xs, wall, PALETTE[0], "points"),
+                      Trace("time-varying model", xs, tv, PALETTE[1], "points"),
+                      Trace("static model (P_idle/P_busy)", xs, st, PALETTE[2], "points")],
+                     Layout("Calibration phases: wall power and the models", "phase (see the table)", "power (W)",
+                            integer_x=True))
+    m = fit.model
+    def num(v: float | None, spec: str) -> str:
+        return "—" if v is None or not math.isfinite(v) else format(v, spec)
+
+    rows = "".join(
+        f"<tr><td>{i}</td><td>{_esc(p['phase'])}</td><td>{p['util_cpu'] * 100:.0f} %</td><td>{p['gpu_w']:.1f}</td>"
+        f"<td>{p['cpu_w'] + p['dram_w']:.1f}</td><td>{num(p.get('wall_w'), '.1f')}</td>"
+        f"<td>{num(res[p['phase']].time_varying_err_w if p['phase'] in res else None, '+.2f')}</td>"
+        f"<td>{num(res[p['phase']].static_err_w if p['phase'] in res else None, '+.2f')}</td></tr>"
+        for i, p in enumerate(points))
+    busy = ", ".join(f"{_esc(k)} {v:.1f} W" for k, v in sorted(fit.busy_by_load_w.items()))
+    note = (f"{_esc(label)}. P_idle {fit.p_idle_w:.1f} W, P_busy {fit.p_busy_w:.1f} W (machine without GPUs; per load: "
+            f"{busy}; best bound: {_esc(fit.best_load or '—')}). Uncaptured = {m.intercept_w:.2f} W + "
+            f"{m.per_util_w:.2f} W·u + {m.per_gpu_w:.4f}·P_gpu + {m.per_util_gpu_w:.5f}·u·P_gpu.")
+    return ("<h2>Calibration</h2><div class='card'>" + chart + f"<p class='note'>{note}</p>"
+            "<table><tr><th>#</th><th>phase</th><th>CPU util</th><th>GPU W</th><th>CPU+DRAM W</th><th>wall W</th>"
+            "<th>time-varying − wall</th><th>static − wall</th></tr>" + rows + "</table></div>")
+
+
+def render_report(data: RunData, findings: Sequence[Finding], c: Comparison,
+                  calibration: tuple[str, Fit, Sequence[Mapping[str, Any]]] | None = None) -> str:
+    """The whole page. `calibration`: (its label, the fit, its phase points) when one is in force."""
     overall = worst(findings)
     rt = data.run_total or {}
     dur_s = (data.end_ns - data.start_ns) * 1e-9
@@ -291,6 +333,7 @@ def render_report(data: RunData, findings: Sequence[Finding], c: Comparison) -> 
         + _error_chart(c) + _bucket_table(c) + "</div>",
         "<h2>GPU power range</h2><div class='card'>" + hist_svg + f"<p class='note'>{hist_note}</p></div>",
         "<h2>Carbon per epoch</h2><div class='card'>" + carbon_svg + f"<p class='note'>{_esc(carbon_note)}</p></div>",
+        _calibration_section(calibration),
         f"<p class='note'>Written by jouled report on {_iso(int(datetime.now(tz=UTC).timestamp() * 1e9))}.</p>",
         "</main></body></html>",
     ]

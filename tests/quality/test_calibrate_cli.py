@@ -164,6 +164,14 @@ def test_calibrate_resumes_recovers_the_machine_and_holistic_matches_the_meter(
     assert table.returncode == 0 and "CodeCarbon corrected with calibration #1" in table.stdout
     assert "codecarbon+time-varying" in table.stdout and "max |err|" in table.stdout
 
+    page = tmp_path / "report.html"
+    rep = jouled(["report", "--run", "train-1", "--codecarbon", str(emissions), "-o", str(page), "--config", str(cfg),
+                  "--store", f"sqlite:///{db}"], env)
+    assert rep.returncode == 0, rep.stderr
+    html = page.read_text()
+    assert "<h2>Calibration</h2>" in html and "Calibration phases: wall power and the models" in html
+    assert "calibration #1 of rig" in html and "calibrate:cpu-fma" in html and "P_idle" in html
+
     table = jouled(["energy", "runs", "--holistic", "--config", str(cfg), "--store", f"sqlite:///{db}"],
                    dict(env, JOULED_HOLISTIC_PUE="1.5"))
     assert table.returncode == 0, table.stderr
