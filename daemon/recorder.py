@@ -141,6 +141,7 @@ class MarkerRecorder:
         self._pending_bytes = 0
         self._write_lock = asyncio.Lock()
         self._store_error = ""
+        self._retry_needed = asyncio.Event()  # set while the store refuses markers: the retry loop runs
         self.embedded = not self.cfg.url
         # credentials and TLS resolved before the daemon starts, so a missing password file or a bad
         # certificate is one line at `jouled run`, not a reconnect loop
@@ -258,14 +259,19 @@ class MarkerRecorder:
         if msg != self._store_error:
             log.error("store %s: marker write failed (%s); keeping %d markers in memory and retrying", h.path, msg, n)
         self._store_error = msg
+        self._retry_needed.set()
 
     async def _retry_loop(self) -> None:
-        """Retry queued markers at the sample flush cadence, also when no new marker arrives."""
+        """Retry queued markers at the sample flush cadence, also when no new marker arrives; asleep (no wake-ups)
+        while the store takes every marker."""
         period = self.daemon.config.daemon.flush_interval_s
         while True:
+            await self._retry_needed.wait()
             await asyncio.sleep(period)
             if self._pending:
                 await self.flush_pending()
+            if not self._store_error:
+                self._retry_needed.clear()
 
     def _judge_session(self, present: bool | None, broker_was_down: bool) -> None:
         """After each connect: did the broker keep our session? (see ``session_verdict``)."""

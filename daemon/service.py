@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import functools
 import json
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +18,7 @@ from typing import Any, TypeVar
 from jouled.clock import CLOCK
 from jouled.config import Config
 from jouled.daemon import memory, sdnotify
+from jouled.daemon.storethread import StoreThread
 from jouled.errors import UserError
 from jouled.sampler import Sampler
 from jouled.secrets import make_private_dir, write_private_file
@@ -130,7 +129,7 @@ class Daemon:
     after_final_flush: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.sampler = Sampler(self.sources)
+        self.sampler = Sampler(self.sources, share_thread=self.config.daemon.shared_sampling_thread)
         self.host = self.config.daemon.host
         self.store_health = StoreHealth(path=str(self.store.path))
         self._pending: list[ChunkBatch] = []
@@ -146,19 +145,19 @@ class Daemon:
             self.status_copy = beside_store_path(self.store.path)
         self._status_errors: dict[Path, str] = {}
         self._copy_written_s = float("-inf")
-        self._store_pool: ThreadPoolExecutor | None = None
+        self._store_thread: StoreThread | None = None
 
     async def in_store_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run a store call on the daemon's one store thread.
+        """Run a store call on the daemon's one store thread (daemon/storethread.py).
 
         asyncio.to_thread would spread store calls over the default pool's threads, each opening its own SQLite
         connection with its own page cache; one thread keeps one connection, so the daemon's memory stays flat
         (the 10-minute soak grew 85 MB/h with the pool) and writes are serialised without lock contention.
         """
-        if self._store_pool is None:
-            self._store_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jouled-store")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._store_pool, functools.partial(fn, *args, **kwargs))
+        if self._store_thread is None:  # outside run() (tests, a one-off flush): a thread without the timers
+            self._store_thread = StoreThread()
+            self._store_thread.start()
+        return await asyncio.wrap_future(self._store_thread.submit(fn, *args, **kwargs))
 
     def stop(self) -> None:
         self._stop.set()
@@ -166,7 +165,13 @@ class Daemon:
     # -- storage ---------------------------------------------------------------------------------
 
     async def flush(self) -> int:
-        """Move queued readings into the log. On a write error keep them and retry at the next flush."""
+        """Move queued readings into the log now (on the store thread); see `flush_now`."""
+        return await self.in_store_thread(self.flush_now)
+
+    def flush_now(self) -> int:
+        """Move queued readings into the log. On a write error keep them and retry at the next flush.
+
+        Runs on the store thread only (its timer, or `flush`), so `_pending` has one owner."""
         # the watermark first, the drain second: the drain then holds every reading stamped before it
         complete = {
             SeriesKey(self.host, src, dev): t for src, (t, devices) in self.sampler.complete().items() for dev in devices
@@ -177,8 +182,8 @@ class Daemon:
         batches, self._pending = self._pending, []
         declare = self._declarations(batches)
         try:
-            n = await self.in_store_thread(
-                self.store.write_batches, batches, declare={k: m for k, (m, _g, _t) in declare.items()},
+            n = self.store.write_batches(
+                batches, declare={k: m for k, (m, _g, _t) in declare.items()},
                 since_ns=min((t for _m, _g, t in declare.values()), default=0), complete=complete,
             )
         except Exception as e:
@@ -240,13 +245,6 @@ class Daemon:
                 meta = default_meta(b.key.source, b.key.device, tick_s)
             out[b.key] = (meta, gen, runner.opened_ns if runner is not None and runner.opened_ns else CLOCK.now_ns())
         return out
-
-    async def _flush_loop(self) -> None:
-        period = self.config.daemon.flush_interval_s
-        while not self._stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), period)
-            await self.flush()
 
     async def _maintenance_loop(self) -> None:
         s = self.config.store
@@ -326,18 +324,20 @@ class Daemon:
         if primary_error is not None:
             raise primary_error
 
-    async def _status_loop(self) -> None:
-        period = self.config.daemon.health_interval_s
+    def _status_tick(self) -> None:
+        """The status file, on the store thread's timer."""
+        with contextlib.suppress(OSError):  # logged by write_status, once per distinct error
+            self.write_status()
+
+    async def _watchdog_loop(self) -> None:
+        """systemd's watchdog pings, from the event loop itself: a stuck loop stops them (only under WatchdogSec=)."""
         wd = sdnotify.watchdog_interval_s()
-        last_wd = 0.0
+        if wd is None:
+            return
         while not self._stop.is_set():
-            with contextlib.suppress(OSError):  # logged by write_status, once per distinct error
-                await asyncio.to_thread(self.write_status)
-            if wd is not None and time.monotonic() - last_wd >= wd:
-                sdnotify.notify("WATCHDOG=1")  # from the loop itself: a stuck loop stops the pings
-                last_wd = time.monotonic()
+            sdnotify.notify("WATCHDOG=1")
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), min(period, wd or period))
+                await asyncio.wait_for(self._stop.wait(), wd)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -368,10 +368,14 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop)
         memory.limit_arenas()  # before the sampling threads start: each would get its own glibc arena
         self.sampler.start()
+        if self._store_thread is not None:  # started early by a store call before run(): this one has the timers
+            self._store_thread.stop()
+        self._store_thread = StoreThread([(self.config.daemon.flush_interval_s, self.flush_now),
+                                          (self.config.daemon.health_interval_s, self._status_tick)])
+        self._store_thread.start()
         side = [asyncio.create_task(t(self), name=getattr(t, "__name__", "task")) for t in self.tasks]
         core = [
-            asyncio.create_task(self._flush_loop()),
-            asyncio.create_task(self._status_loop()),
+            asyncio.create_task(self._watchdog_loop()),
             asyncio.create_task(self._maintenance_loop()),
         ]
         await asyncio.sleep(0)
@@ -391,6 +395,7 @@ class Daemon:
             await asyncio.gather(*side, return_exceptions=True)
             await asyncio.to_thread(self.sampler.stop)
             await asyncio.gather(*core, return_exceptions=True)
+            self._store_thread.periodic_on.clear()  # the timers stop: the final flush and status are the last
             await self.flush()  # final flush: every reading taken reaches the log
             if self._pending:
                 log.error("store %s: %d samples could not be written at shutdown", self.store.path,
@@ -402,9 +407,8 @@ class Daemon:
                     log.warning("shutdown: %s failed: %s", getattr(hook, "__name__", "hook"), e)
             with contextlib.suppress(OSError):
                 self.write_status(final=True)
-            if self._store_pool is not None:
-                self._store_pool.shutdown(wait=True)  # its calls are done (the final flush above)
-                self._store_pool = None
+            await asyncio.to_thread(self._store_thread.stop)  # its calls are done (the final flush above)
+            self._store_thread = None
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)

@@ -58,8 +58,10 @@ class ColumnSink:
         """Readings added and not yet drained."""
         return self._n
 
-    def add(self, source: str, readings: Iterable[Reading]) -> int:
+    def add(self, source: str, readings: Iterable[Reading]) -> tuple[int, int, int]:
+        """Append readings; returns (how many, earliest and latest time_ns among them) for the sampler's health."""
         n = 0
+        first_ns, last_ns = 1 << 63, -(1 << 63)
         with self._lock:
             series = self._series
             for r in readings:
@@ -67,14 +69,19 @@ class ColumnSink:
                 if cols is None:
                     cols = series[(source, r.device)] = _Lists()
                 k = len(cols.t)
-                cols.t.append(r.time_ns)
+                t = r.time_ns
+                cols.t.append(t)
+                if t < first_ns:
+                    first_ns = t
+                if t > last_ns:
+                    last_ns = t
                 cols.p.append(NAN if r.power_w is None else r.power_w)
                 cols.e.append(NAN if r.energy_j is None else r.energy_j)
                 if r.extras or cols.x:
                     _add_extras(cols.x, r.extras, k)
                 n += 1
             self._n += n
-        return n
+        return n, first_ns, last_ns
 
     def drain(self, host: str) -> list[ChunkBatch]:
         """Everything added so far, one `ChunkBatch` per (source, device), keys tagged with ``host``."""

@@ -160,6 +160,8 @@ class DaemonConfig(_Section):
     status_path: str = ""  # empty: the runtime dir, "<store stem>-<hash>.status.json" (jouled.statusfile)
     flush_interval_s: float = num(0.5, gt=0)
     health_interval_s: float = num(1.0, gt=0)
+    # sources that never wait on I/O (NVML, RAPL, the estimate) share one sampling thread: one wake-up per tick
+    shared_sampling_thread: bool = True
 
 
 @dataclass(kw_only=True)
@@ -213,6 +215,9 @@ class SourceConfig(_Section):
 @dataclass(kw_only=True)
 class NvmlConfig(SourceConfig):
     counter_rate_hz: float = num(2.0, gt=0, le=1000)  # the energy counter read costs ms per call
+    # the driver's 1-s averaged power, utilisation, SM clock and temperature: four calls per GPU, so not every tick
+    # (NVML's utilisation itself is a 1/6-1 s sample); 0.1 to compare instant and averaged power at one rate
+    extras_period_s: float = num(1.0, gt=0)
     gpus: list[int] = field(default_factory=list)  # empty: every GPU
 
 

@@ -53,10 +53,21 @@ class SourceHealth:
     counter_snapshots: int = 0
     started_mono_ns: int = field(default_factory=time.monotonic_ns)
     jitter_ns: deque[int] = field(default_factory=lambda: deque(maxlen=JITTER_WINDOW))
+    # the quantiles of the window, refreshed once a tenth of it is new: a sort of 4096 ticks per source at every
+    # status write (1 s) was a fifth of an idle daemon's store thread
+    _jitter_q: tuple[float, float] = (0.0, 0.0)
+    _jitter_q_at: int = -1  # `scheduled` when they were computed
+
+    def jitter_quantiles(self) -> tuple[float, float]:
+        """(p50, p99) lateness in ns over the recent ticks (at most JITTER_WINDOW)."""
+        if self._jitter_q_at < 0 or self.scheduled - self._jitter_q_at >= max(1, len(self.jitter_ns) // 10):
+            self._jitter_q = _quantiles(self.jitter_ns)
+            self._jitter_q_at = self.scheduled
+        return self._jitter_q
 
     def as_dict(self, now_ns: int) -> dict[str, Any]:
         elapsed_s = max((time.monotonic_ns() - self.started_mono_ns) / 1e9, 1e-9)
-        p50_ns, p99_ns = _quantiles(self.jitter_ns)
+        p50_ns, p99_ns = self.jitter_quantiles()
         return {
             "name": self.name,
             "kind": self.kind,
@@ -105,22 +116,29 @@ def backoff_s(failures: int, min_s: float = BACKOFF_MIN_S, max_s: float = BACKOF
     return Backoff(min_s, max_s).delay_s(failures)
 
 
-class SourceRunner(threading.Thread):
-    """Runs one source's blocking reads at its period on absolute deadlines.
+def _on_grid(t_ns: int, period_ns: int) -> int:
+    """The first multiple of the period at or after t_ns: runners of one period sharing a thread then fall due at the
+    same instants (one wake-up per tick, not one per source), whenever each opened or came back from a backoff."""
+    return -(-t_ns // period_ns) * period_ns
 
-    Deadlines are start + k·period, so a slow read never accumulates drift; a read that overruns
-    whole periods skips those ticks (counted as missed) instead of bursting to catch up. A marker
-    sets `snapshot`, which wakes the thread at once to read the energy counters.
+
+class SourceRunner:
+    """One source's reads at its period on absolute deadlines, as a state machine a `SamplingThread` steps.
+
+    Deadlines are start + k·period, so a slow read never accumulates drift; a read that overruns whole periods
+    skips those ticks (counted as missed) instead of bursting to catch up. A failure never blocks the thread: the
+    retry is the next deadline (after a jittered backoff), so sources sharing a thread keep their rate. A marker
+    sets `snapshot_pending` and wakes the thread, which reads the energy counters at once.
     """
 
     def __init__(self, source: Source, period_s: float, sink: ColumnSink) -> None:
-        super().__init__(name=f"jouled-{source.name}", daemon=True)
         self.source = source
         self.period_ns = max(int(period_s * 1e9), 1)
         self.sink = sink
         self.health = SourceHealth(name=source.name, kind=source.kind, period_s=period_s)
-        self.stop_event = threading.Event()
-        self.snapshot_event = threading.Event()
+        self.thread: SamplingThread | None = None  # set by the thread that steps this runner
+        self.snapshot_pending = False
+        self.done = False  # finished: stopped, or absent for good (nothing configured)
         self.info: SourceInfo | None = None
         # bumped at every successful open: the daemon then (re)declares this source's series metadata
         self.meta_generation = 0
@@ -129,8 +147,127 @@ class SourceRunner(threading.Thread):
         # is in the sink), and the most any reading was stamped before the read that returned it (driver timestamps)
         self._read_since_ns: int | None = None
         self.stamp_lag_ns = 0
+        # the state machine: what the next step does, and when (time.monotonic_ns)
+        self._phase = "open"  # open | sample | reopen
+        self.next_due_ns = 0
+        self._open_tries = 0
+        self._failures = 0
 
-    # The open step runs in the thread too, so a slow device (a meter's handshake) delays no one.
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def is_alive(self) -> bool:
+        """Still sampling, or still trying to (False once stopped or given up on), like the thread it once was."""
+        return not self.done and self.thread is not None and self.thread.is_alive()
+
+    def request_snapshot(self) -> None:
+        self.snapshot_pending = True
+        if self.thread is not None:
+            self.thread.wake.set()
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def step(self, now_ns: int) -> None:
+        """Do what is due at `now_ns` (time.monotonic_ns) and set `next_due_ns`; never raises, never waits."""
+        if self._phase == "open":
+            self._step_open(now_ns)
+        elif self._phase == "reopen":
+            self._step_reopen()
+        else:
+            self._step_read(now_ns)
+
+    def _step_open(self, now_ns: int) -> None:
+        """Open; when that fails, re-probe at the source's interval (or never, when it says retrying cannot help)."""
+        if self._open():
+            if self._open_tries:
+                log.info("source %s: opened after %d failed attempts; sampling", self.source.name, self._open_tries)
+            self._phase = "sample"
+            self.next_due_ns = time.monotonic_ns()
+            return
+        self._open_tries += 1
+        retry_s: float | None = getattr(self.source, "open_retry_s", ABSENT_RETRY_S)
+        if retry_s is None:  # the source says retrying cannot help (e.g. nothing configured)
+            self.done = True
+            return
+        # short sources (a configured meter) back off up to their interval; absent ones wait it whole
+        delay = Backoff(min(BACKOFF_MIN_S, retry_s), retry_s).delay_s(self._open_tries) if retry_s <= 5 else retry_s
+        self.next_due_ns = self.health.next_try_mono_ns = time.monotonic_ns() + int(delay * 1e9)
+
+    def _step_reopen(self) -> None:
+        # after the backoff, not before it: a device that came back during the wait is reopened and read now
+        err = self._reopen()
+        if err is not None:  # still gone: that is this attempt's error (a read would only say "closed")
+            self._failures += 1
+            self.next_due_ns = time.monotonic_ns() + int(self._fail(err, self._failures) * 1e9)
+            return
+        self._phase = "sample"
+        self.next_due_ns = time.monotonic_ns()
+
+    def _step_read(self, now_ns: int) -> None:
+        h = self.health
+        lateness = now_ns - self.next_due_ns
+        if lateness >= self.period_ns:  # overran whole periods: skip them, count them
+            skipped = lateness // self.period_ns
+            h.missed += int(skipped)
+            h.scheduled += int(skipped)
+            self.next_due_ns += skipped * self.period_ns
+            lateness -= skipped * self.period_ns
+        h.scheduled += 1
+        h.jitter_ns.append(int(lateness))
+        self._reading()
+        try:
+            readings = self.source.read()
+        except PartialRead as e:
+            # one device failed (a GPU lost): the others' readings are good, and the source itself
+            # backs that device off, so the loop keeps its rhythm instead of backing off everything
+            self._fail(e, 1)
+            h.state = "sampling"
+            readings = e.readings
+        except Exception as e:
+            self._read_done()
+            self._failures += 1
+            backoff = self._fail(e, self._failures)
+            if self._failures >= REOPEN_AFTER_FAILURES:
+                self._phase = "reopen"
+            self.next_due_ns = time.monotonic_ns() + int(backoff * 1e9)
+            return
+        if self._failures:
+            log.info("source %s: reading again after %d failed attempts", self.source.name, self._failures)
+            self._failures = 0
+        if h.state != "sampling":  # also after a failed snapshot, which counts no failure
+            h.state = "sampling"
+            h.next_try_mono_ns = 0
+        h.delivered += 1
+        self._emit(readings)
+        self.next_due_ns = _on_grid(self.next_due_ns + self.period_ns, self.period_ns)
+
+    def step_snapshot(self) -> None:
+        """Read the energy counters now (a marker asked); only while sampling."""
+        self.snapshot_pending = False
+        if self._phase != "sample" or self.done:
+            return
+        self._reading()
+        try:
+            self._emit(self.source.read_counters())
+            self.health.counter_snapshots += 1
+        except PartialRead as e:  # some devices failed: keep the healthy ones' counters
+            self._emit(e.readings)
+            self._fail(e, 1)
+        except Exception as e:  # a snapshot failure is one more error, the loop goes on
+            self._read_done()
+            self._fail(e, 1)
+
+    def finish(self) -> None:
+        """Close the source (the thread is stopping)."""
+        self.done = True
+        try:
+            if self._phase != "open":  # never opened: nothing to close
+                self.source.close()
+        finally:
+            self.health.state = "stopped" if self._phase != "open" or self.health.state != "unavailable" else "unavailable"
+
+    # The open step runs in the sampling thread too, so a slow device (a meter's handshake) delays no other thread.
     def _open(self) -> bool:
         try:
             self.info = self.source.open()
@@ -147,30 +284,6 @@ class SourceRunner(threading.Thread):
         self.health.reason = ""
         self.health.next_try_mono_ns = 0
         return True
-
-    def _open_until_stopped(self) -> bool:
-        """Open; when that fails, re-probe at the source's interval until it opens or the daemon stops."""
-        retry_s: float | None = getattr(self.source, "open_retry_s", ABSENT_RETRY_S)
-        tries = 0
-        while not self._open():
-            tries += 1
-            if retry_s is None:  # the source says retrying cannot help (e.g. nothing configured)
-                return False
-            # short sources (a configured meter) back off up to their interval; absent ones wait it whole
-            delay = Backoff(min(BACKOFF_MIN_S, retry_s), retry_s).delay_s(tries) if retry_s <= 5 else retry_s
-            self.health.next_try_mono_ns = time.monotonic_ns() + int(delay * 1e9)
-            if self.stop_event.wait(delay):
-                return False
-        if tries:
-            log.info("source %s: opened after %d failed attempts; sampling", self.source.name, tries)
-        return True
-
-    def request_snapshot(self) -> None:
-        self.snapshot_event.set()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.snapshot_event.set()
 
     def complete_ns(self) -> int:
         """A time before which every reading this source will ever return is already in the sink.
@@ -191,13 +304,13 @@ class SourceRunner(threading.Thread):
         self._read_since_ns = None
 
     def _emit(self, readings: list[Reading]) -> None:
-        self.sink.add(self.source.name, readings)
         if readings:
-            self.health.readings += len(readings)
-            self.health.last_sample_ns = max(r.time_ns for r in readings)
+            n, first_ns, last_ns = self.sink.add(self.source.name, readings)
+            self.health.readings += n
+            self.health.last_sample_ns = last_ns
             since = self._read_since_ns
-            if since is not None:
-                self.stamp_lag_ns = max(self.stamp_lag_ns, since - min(r.time_ns for r in readings))
+            if since is not None and since - first_ns > self.stamp_lag_ns:
+                self.stamp_lag_ns = since - first_ns
         self._read_done()  # after the readings are in the sink: the watermark may pass them now
 
     def _fail(self, exc: BaseException, failures: int) -> float:
@@ -210,85 +323,6 @@ class SourceRunner(threading.Thread):
         delay = backoff_s(failures, BACKOFF_MIN_S, BACKOFF_MAX_S)
         self.health.next_try_mono_ns = time.monotonic_ns() + int(delay * 1e9)
         return delay
-
-    def run(self) -> None:
-        if not self._open_until_stopped():
-            return
-        failures = 0
-        reopen = False
-        next_ns = time.monotonic_ns()
-        while not self.stop_event.is_set():
-            if reopen:
-                # after the backoff, not before it: a device that came back during the wait is reopened and read now
-                reopen = False
-                err = self._reopen()
-                if err is not None:  # still gone: that is this attempt's error (a read would only say "closed")
-                    failures += 1
-                    reopen = True
-                    if self.stop_event.wait(self._fail(err, failures)):
-                        break
-                    continue
-                next_ns = time.monotonic_ns()
-            now = time.monotonic_ns()
-            wait_ns = next_ns - now
-            if wait_ns > 0:
-                # Event.wait is as precise as sleep and lets a marker snapshot cut the wait short.
-                if self.snapshot_event.wait(wait_ns / 1e9):
-                    self.snapshot_event.clear()
-                    if self.stop_event.is_set():
-                        break
-                    self._reading()
-                    try:
-                        self._emit(self.source.read_counters())
-                        self.health.counter_snapshots += 1
-                    except PartialRead as e:  # some devices failed: keep the healthy ones' counters
-                        self._emit(e.readings)
-                        self._fail(e, 1)
-                    except Exception as e:  # a snapshot failure is one more error, the loop goes on
-                        self._read_done()
-                        self._fail(e, 1)
-                    continue
-                now = time.monotonic_ns()
-            lateness = now - next_ns
-            if lateness >= self.period_ns:  # overran whole periods: skip them, count them
-                skipped = lateness // self.period_ns
-                self.health.missed += int(skipped)
-                self.health.scheduled += int(skipped)
-                next_ns += skipped * self.period_ns
-                lateness -= skipped * self.period_ns
-            self.health.scheduled += 1
-            self.health.jitter_ns.append(int(lateness))
-            self._reading()
-            try:
-                readings = self.source.read()
-            except PartialRead as e:
-                # one device failed (a GPU lost): the others' readings are good, and the source itself
-                # backs that device off, so the loop keeps its rhythm instead of backing off everything
-                self._fail(e, 1)
-                self.health.state = "sampling"
-                readings = e.readings
-            except Exception as e:
-                self._read_done()
-                failures += 1
-                backoff = self._fail(e, failures)
-                reopen = failures >= REOPEN_AFTER_FAILURES
-                if self.stop_event.wait(backoff):
-                    break
-                next_ns = time.monotonic_ns()
-                continue
-            if failures:
-                log.info("source %s: reading again after %d failed attempts", self.source.name, failures)
-                failures = 0
-            if self.health.state != "sampling":  # also after a failed snapshot, which counts no failure
-                self.health.state = "sampling"
-                self.health.next_try_mono_ns = 0
-            self.health.delivered += 1
-            self._emit(readings)
-            next_ns += self.period_ns
-        try:
-            self.source.close()
-        finally:
-            self.health.state = "stopped"
 
     def _reopen(self) -> Exception | None:
         """Close and open the source again; the error when it cannot open (None: open)."""
@@ -315,23 +349,78 @@ class SourceRunner(threading.Thread):
         return {dev: m.resolved(tick_s) for dev, m in declared.items()}
 
 
-class Sampler:
-    """All source runners plus the shared queue the daemon loop drains."""
+class SamplingThread(threading.Thread):
+    """Steps its runners at their deadlines: one wake-up per tick for all of them, whatever their periods.
 
-    def __init__(self, sources: list[tuple[Source, float]]) -> None:
+    Sources whose reads return at once (NVML, RAPL, the estimate: ``blocking = False``) share one such thread, so a
+    tick costs one wake-up and one cold start of the interpreter instead of one per source (the largest part of an
+    idle daemon's CPU in the observer bench); a source that may wait on I/O (a meter, nvidia-smi, an unknown one)
+    gets its own, so a slow read delays no one else.
+    """
+
+    def __init__(self, runners: list[SourceRunner], name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.runners = runners
+        self.wake = threading.Event()  # a snapshot request or stop cuts the wait short
+        self.stop_event = threading.Event()
+        for r in runners:
+            r.thread = self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.wake.set()
+
+    def run(self) -> None:
+        live = list(self.runners)
+        try:
+            while live and not self.stop_event.is_set():
+                due_ns = min(r.next_due_ns for r in live)
+                wait_ns = due_ns - time.monotonic_ns()
+                # Event.wait is as precise as sleep and lets a marker snapshot cut the wait short.
+                if wait_ns > 0 and self.wake.wait(wait_ns / 1e9):
+                    self.wake.clear()
+                    if self.stop_event.is_set():
+                        break
+                    for r in live:
+                        if r.snapshot_pending:
+                            r.step_snapshot()
+                    continue
+                for r in live:
+                    now_ns = time.monotonic_ns()
+                    if r.next_due_ns <= now_ns:
+                        r.step(now_ns)
+                if any(r.done for r in live):
+                    live = [r for r in live if not r.done]
+        finally:
+            for r in self.runners:
+                try:
+                    r.finish()
+                except Exception as e:  # one source failing to close must not keep the others open
+                    log.warning("source %s: close failed: %s", r.name, e)
+
+
+class Sampler:
+    """All source runners, the threads that step them, and the column sink the daemon drains."""
+
+    def __init__(self, sources: list[tuple[Source, float]], *, share_thread: bool = True) -> None:
         self.sink = ColumnSink()  # the one carrier from the sources' threads to the store (jouled/columns.py)
         self.runners = [SourceRunner(src, period_s, self.sink) for src, period_s in sources]
+        # a source says it never waits on I/O with `blocking = False`; one not saying so may (a third-party one)
+        shared = [r for r in self.runners if share_thread and not getattr(r.source, "blocking", True)]
+        own = [r for r in self.runners if r not in shared]
+        self.threads = [SamplingThread(shared, "jouled-sources")] if shared else []
+        self.threads += [SamplingThread([r], f"jouled-{r.name}") for r in own]
 
     def start(self) -> None:
-        for r in self.runners:
-            r.start()
+        for t in self.threads:
+            t.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        for r in self.runners:
-            r.stop()
+        for t in self.threads:
+            t.stop()
         deadline = time.monotonic() + timeout_s
-        for r in self.runners:
-            r.join(max(0.0, deadline - time.monotonic()))
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def snapshot(self) -> None:
         """Ask every running source for a fresh counter reading now (called on each marker)."""

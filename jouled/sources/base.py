@@ -37,6 +37,8 @@ class Source(Protocol):
 
     name: str
     kind: SourceKind
+    # Optional ``blocking = False``: read() never waits on I/O, so the source may share one sampling thread with the
+    # others that say so (one wake-up per tick for all). Without it the source gets its own thread.
 
     def open(self) -> SourceInfo: ...
 

@@ -133,6 +133,7 @@ class EstimateSource:
 
     name = "estimate"
     kind: SourceKind = "estimated"
+    blocking = False  # reads /proc/stat: shares the sampling thread
 
     def __init__(
         self,

@@ -21,7 +21,9 @@ NO_DRIVER = (
 )
 # Utilisation, clocks and temperature change slowly (the driver samples utilisation every 1/6 s or
 # slower), so read them at most this often even when power is read at 1 kHz.
-EXTRAS_PERIOD_NS = 100_000_000
+# pynvml's structs override __getattribute__ in Python (to decode bytes fields); the power field's members are ints,
+# so the ctypes descriptors are read directly: a third of jouled's own cost per GPU per tick
+_raw = object.__getattribute__
 
 
 @dataclass
@@ -47,8 +49,8 @@ class NvmlSource:
     """One reading per GPU per ``read()``; energy-counter readings at ``counter_rate_hz`` and on markers.
 
     Each ``read()`` returns, per healthy GPU, one power reading (``power_w`` = instant power, or the
-    averaged ``GetPowerUsage`` where the instant field is not supported; extras ``power_avg_w`` and, at
-    most every 100 ms, ``util_gpu_pct``, ``sm_clock_mhz``, ``temp_c``). On counter ticks it adds one
+    averaged ``GetPowerUsage`` where the instant field is not supported; at most every ``extras_period_s``
+    (1 s) the extras ``power_avg_w``, ``util_gpu_pct``, ``sm_clock_mhz``, ``temp_c``). On counter ticks it adds one
     energy-only reading per GPU with a counter, stamped at the midpoint of the (ms-long) counter call:
     power and energy then each keep their own exact time base.
 
@@ -59,6 +61,9 @@ class NvmlSource:
 
     name = "nvml"
     kind: SourceKind = "measured"
+    # driver calls return in µs (the energy counter in ~ms): shares the sampling thread with RAPL; a GPU that hangs
+    # the driver is rare and stalls every GPU anyway. `[daemon] shared_sampling_thread = false` separates them.
+    blocking = False
 
     def __init__(self, cfg: NvmlConfig | None = None, *, nvml_module: Any = None) -> None:
         self.cfg = cfg if cfg is not None else NvmlConfig()
@@ -68,6 +73,7 @@ class NvmlSource:
         self._fields: list[int] = []
         self._lock = threading.Lock()
         self._counter_period_ns = int(1e9 / self.cfg.counter_rate_hz)
+        self._extras_period_ns = int(self.cfg.extras_period_s * 1e9)
         self._next_counter_ns = 0
         self._next_extras_ns = 0
         self._open = False
@@ -219,7 +225,7 @@ class NvmlSource:
                 self._next_counter_ns = now_ns + self._counter_period_ns
             extras_due = now_ns >= self._next_extras_ns
             if extras_due:
-                self._next_extras_ns = now_ns + EXTRAS_PERIOD_NS
+                self._next_extras_ns = now_ns + self._extras_period_ns
         out: list[Reading] = []
         errors: dict[str, str] = {}
         now_s = now_ns / 1e9
@@ -266,14 +272,16 @@ class NvmlSource:
         power_w: float | None = None
         if g.instant:
             fv = nv.nvmlDeviceGetFieldValues(h, self._fields)[0]
-            if fv.nvmlReturn != nv.NVML_SUCCESS:
-                raise nv.NVMLError(fv.nvmlReturn)  # maps to the real subclass (GpuIsLost, …)
-            power_w = fv.value.uiVal / 1000.0
-            if fv.timestamp:
-                time_ns = CLOCK.from_wall_us(fv.timestamp)
+            ret = _raw(fv, "nvmlReturn")
+            if ret != nv.NVML_SUCCESS:
+                raise nv.NVMLError(ret)  # maps to the real subclass (GpuIsLost, …)
+            power_w = _raw(fv, "value").uiVal / 1000.0
+            stamp_us = _raw(fv, "timestamp")
+            if stamp_us:
+                time_ns = CLOCK.from_wall_us(stamp_us)
         extras: dict[str, float] = {}
         # the driver's 1-s average changes slowly: beside the instant field it is an extra (at most every
-        # EXTRAS_PERIOD_NS — half the NVML calls at 100 Hz); without that field it is the power, read every tick
+        # extras_period_s); without that field it is the power, read every tick
         if g.average and (power_w is None or with_extras):
             avg_w = nv.nvmlDeviceGetPowerUsage(h) / 1000.0
             extras["power_avg_w"] = avg_w

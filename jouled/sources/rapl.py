@@ -103,6 +103,8 @@ class RaplSource:
 
     name = "rapl"
     kind: SourceKind = "measured"
+    # preads of kept-open sysfs files: never waits, so it shares the sampling thread (jouled/sampler.py)
+    blocking = False
 
     def __init__(self, cfg: RaplConfig | None = None) -> None:
         self.cfg = cfg if cfg is not None else RaplConfig()

@@ -479,12 +479,13 @@ class SqliteStore:
 
     def _insert_batches(self, conn: sqlite3.Connection, batches: Sequence[ChunkBatch], res_s: float) -> int:
         n_total = 0
+        rows = []
         for b in batches:
             n = int(b.time_ns.size)
             if n == 0:
                 continue
-            order = np.argsort(b.time_ns, kind="stable")
-            if not bool((order[1:] > order[:-1]).all()):
+            if n > 1 and not bool((b.time_ns[1:] >= b.time_ns[:-1]).all()):  # sort only what is out of order
+                order = np.argsort(b.time_ns, kind="stable")
                 b = ChunkBatch(
                     b.key, b.time_ns[order], b.power_w[order], b.energy_j[order],
                     {k: v[order] for k, v in b.extras.items()},
@@ -492,19 +493,21 @@ class SqliteStore:
             sid = self._series_id(conn, b.key)
             names = sorted(b.extras)
             extras = np.column_stack([b.extras[k] for k in names]).astype(np.float64) if names else None
-            conn.execute(
+            rows.append((
+                sid, res_s, int(b.time_ns[0]), int(b.time_ns[-1]), n,
+                _blob(b.time_ns.astype(np.int64, copy=False)),
+                _blob(b.power_w.astype(np.float64, copy=False)),
+                _blob(b.energy_j.astype(np.float64, copy=False)),
+                json.dumps(names) if names else None,
+                _blob(extras),
+            ))
+            n_total += n
+        if rows:  # one statement for the flush's chunks, not one per series
+            conn.executemany(
                 "INSERT INTO chunks(series_id, res_s, t0_ns, t1_ns, n, time_ns, power_w, energy_j,"
                 " extras_names, extras) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    sid, res_s, int(b.time_ns[0]), int(b.time_ns[-1]), n,
-                    _blob(b.time_ns.astype(np.int64, copy=False)),
-                    _blob(b.power_w.astype(np.float64, copy=False)),
-                    _blob(b.energy_j.astype(np.float64, copy=False)),
-                    json.dumps(names) if names else None,
-                    _blob(extras),
-                ),
+                rows,
             )
-            n_total += n
         return n_total
 
     def write_markers(self, markers: Iterable[Marker]) -> int:

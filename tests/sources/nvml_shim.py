@@ -150,26 +150,28 @@ class NvmlShim:
         lost = gpu.lost or (gpu.lost_after_s is not None and t >= gpu.lost_after_s)
         values = (pynvml.c_nvmlFieldValue_t * len(field_ids))()
         now_us = time.time_ns() // 1000
+        # As the real binding: one Python-level setattr per field (fieldId), then the driver fills the structs in C;
+        # here the "driver" part sets the ctypes fields directly, so the shim's cost stays near a real call's.
+        fill = object.__setattr__
         for i, fid in enumerate(field_ids):
             v = values[i]
             v.fieldId = fid
-            v.timestamp = now_us
-            v.latencyUsec = 0
-            v.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+            fill(v, "timestamp", now_us)
+            fill(v, "valueType", pynvml.NVML_VALUE_TYPE_UNSIGNED_INT)
             if lost:
                 # The call succeeds; each field carries its own error, as the real driver reports.
                 gpu.lost = True
-                v.nvmlReturn = pynvml.NVML_ERROR_GPU_IS_LOST
-                v.timestamp = 0
+                fill(v, "nvmlReturn", pynvml.NVML_ERROR_GPU_IS_LOST)
+                fill(v, "timestamp", 0)
             elif fid == pynvml.NVML_FI_DEV_POWER_INSTANT and gpu.instant:
-                v.nvmlReturn = pynvml.NVML_SUCCESS
+                fill(v, "nvmlReturn", pynvml.NVML_SUCCESS)
                 v.value.uiVal = round(self._curve(gpu.power_w, t) * 1000)
             elif fid == pynvml.NVML_FI_DEV_POWER_AVERAGE and gpu.instant:
-                v.nvmlReturn = pynvml.NVML_SUCCESS
+                fill(v, "nvmlReturn", pynvml.NVML_SUCCESS)
                 v.value.uiVal = round(self._curve(gpu.average_w or gpu.power_w, t) * 1000)
             else:
-                v.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
-                v.timestamp = 0
+                fill(v, "nvmlReturn", pynvml.NVML_ERROR_NOT_SUPPORTED)
+                fill(v, "timestamp", 0)
         return values
 
     def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:
