@@ -82,7 +82,7 @@ HolisticOpt = Annotated[
 CalibrationOpt = Annotated[
     Path | None, typer.Option("--calibration", metavar="FILE",
                               help="with --holistic: the calibration file (default: [holistic] calibration, else "
-                                   "<log>.calibration.json beside the log)"),
+                                   "the calibration file beside the log)"),
 ]
 
 

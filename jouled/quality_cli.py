@@ -30,7 +30,7 @@ CodeCarbonOpt = Annotated[
 CalibrationOpt = Annotated[
     Path | None, typer.Option("--calibration", metavar="FILE",
                               help="the calibration (jouled calibrate) that corrects CodeCarbon and is shown in the "
-                                   "report (default: [holistic] calibration, else <log>.calibration.json beside the log)"),
+                                   "report (default: [holistic] calibration, else the calibration file beside the log)"),
 ]
 
 
