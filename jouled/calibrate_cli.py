@@ -105,7 +105,8 @@ def run_phases(
     say(link.shown)
     run_id = f"calibrate-{state['host']}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
     client = MarkerClient(link.broker_url, host=state["host"], spool_path=work / "spool")
-    handle = client.run(run_id, gpus=state.get("gpus", []), attrs={"calibrate": True}).start()
+    # no `gpus`: the calibration measures the whole machine, so every GPU's energy belongs to its windows
+    handle = client.run(run_id, attrs={"calibrate": True}).start()
     spath = state_path(store_path)
     try:
         time.sleep(max(settle_s, 0.5))  # samples before the first window, so its edges have neighbours
@@ -263,7 +264,8 @@ def calibrate_command(
                 gpus = _sampled_gpus(st0, cfg.daemon.host)
             finally:
                 st0.close()
-        want_gpu = gpu == "yes" or (gpu == "auto" and bool(gpus))
+        # a GPU the log already samples, or one torch can see (a new log has no series yet)
+        want_gpu = gpu == "yes" or (gpu == "auto" and (bool(gpus) or _torch_cuda()))
         if want_gpu and not _torch_cuda():
             if gpu == "yes":
                 raise UserError("--gpu yes: the GPU stress load needs torch with CUDA (pip install 'jouled[trainer]')")
