@@ -123,41 +123,36 @@ def energy_rows(
     results = list(map_fn(_series_result, jobs))
     win_start = [format_time_ns(w.start_ns) for w in windows]
     win_end = [format_time_ns(w.end_ns) for w in windows]
+    # each window's own fields, built once and spliced into each of its rows (keys stay in the contract's order)
+    head = [{"run": w.run, "scope": w.scope, "epoch": w.epoch, "phase": w.phase, "arch": w.arch, "host": w.host}
+            for w in windows]
+    span = [{"start": win_start[i], "end": win_end[i], "start_ns": w.start_ns, "end_ns": w.end_ns,
+             "duration_s": (w.end_ns - w.start_ns) * 1e-9} for i, w in enumerate(windows)]
     per_window: list[list[dict[str, Any]]] = [[] for _ in windows]
     share_rows = host_devices == "share"
     for res in results:
         is_gpu = res.meta.role == "gpu"
         src, dev, role = res.src, res.dev, res.meta.role
         energies, samples, gaps, methods, grams = res.energies, res.samples, res.gaps, res.methods, res.grams
-        flag_lists = [list(flag_names(f)) for f in res.flags]  # a fresh list per row
+        names = {f: flag_names(f) for f in set(res.flags)}  # a handful of distinct masks per series
+        flags = res.flags
+        scaled = share_rows and not is_gpu
         for j, i in enumerate(res.idx):
-            w = windows[i]
             share = 1.0
-            if share_rows and not is_gpu and w.gpus and n_gpus:
-                share = min(1.0, len(w.gpus) / n_gpus)
+            if scaled:
+                w = windows[i]
+                if w.gpus and n_gpus:
+                    share = min(1.0, len(w.gpus) / n_gpus)
             e = energies[j]
             row: dict[str, Any] = {
-                "run": w.run,
-                "scope": w.scope,
-                "epoch": w.epoch,
-                "phase": w.phase,
-                "arch": w.arch,
-                "host": w.host,
-                "source": src,
-                "device": dev,
-                "role": role,
-                "start": win_start[i],
-                "end": win_end[i],
-                "start_ns": w.start_ns,
-                "end_ns": w.end_ns,
-                "duration_s": (w.end_ns - w.start_ns) * 1e-9,
+                **head[i], "source": src, "device": dev, "role": role, **span[i],
                 "energy_j": None if e != e else e * share,  # NaN: no usable samples
                 "method": methods[j],
                 "samples": samples[j],
                 "max_gap_s": gaps[j],
-                "flags": flag_lists[j],
+                "flags": list(names[flags[j]]),  # a fresh list per row
             }
-            if share_rows and not is_gpu:
+            if scaled:
                 row["share"] = share
             if grams is not None:
                 g = grams[j]
