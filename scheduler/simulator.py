@@ -385,10 +385,14 @@ class _OneShotSearch(_Search):
 
     def __init__(self, bench: Benchmark, seed: int, cfg: SimConfig) -> None:
         super().__init__(bench, seed, cfg, mode="seed")
+        self._refreshed_at = 0
         self._hv = 0.0
         self._front: list[int] = []
 
     def refresh(self, t_s: float, events: list[tuple[float, float]]) -> None:
+        if self.n_samples == self._refreshed_at:
+            return  # nothing new scored: same estimated front
+        self._refreshed_at = self.n_samples
         idx = np.nonzero(self.sampled)[0]
         if len(idx) == 0:
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -46,7 +46,7 @@ def kmeans2(data: FloatArray, dominance: IntArray, iters: int = 20) -> IntArray:
     return labels
 
 
-def svm_decision(svm: SVC, x: FloatArray) -> FloatArray:
+def svm_decision(svm: SVC, x: npt.NDArray[np.floating[Any]]) -> FloatArray:
     """SVC decision function in numpy (a BLAS product, float32: far faster than libsvm's per-row loop).
 
     Used for every split and routing decision, so the partition is consistent with itself; it
@@ -54,22 +54,32 @@ def svm_decision(svm: SVC, x: FloatArray) -> FloatArray:
     """
     sv = svm.support_vectors_.astype(np.float32)
     xf = np.asarray(x, dtype=np.float32)
+    dual = svm.dual_coef_[0].astype(np.float32)
+    out = np.empty(len(xf), dtype=np.float64)
+    # in blocks of rows: the (rows x support vectors) kernel block stays in cache — ~4x faster than one pass
+    for s in range(0, len(xf), _BLOCK_ROWS):
+        out[s : s + _BLOCK_ROWS] = _kernel(svm, xf[s : s + _BLOCK_ROWS], sv) @ dual
+    return out + float(svm.intercept_[0])
+
+
+_BLOCK_ROWS = 2048
+
+
+def _kernel(svm: SVC, xf: npt.NDArray[np.float32], sv: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     gamma = np.float32(svm._gamma)
     if svm.kernel == "poly":
         base = gamma * (xf @ sv.T) + np.float32(svm.coef0)
         k = base.copy()
         for _ in range(int(svm.degree) - 1):  # repeated product: far faster than a float power
             k *= base
-    elif svm.kernel == "rbf":
+        return k
+    if svm.kernel == "rbf":
         d2 = (xf * xf).sum(axis=1)[:, None] + (sv * sv).sum(axis=1)[None, :] - np.float32(2.0) * (xf @ sv.T)
-        k = np.exp(-gamma * np.maximum(d2, np.float32(0.0)))
-    else:  # pragma: no cover - only poly/rbf are offered
-        raise ValueError(f"unsupported kernel {svm.kernel}")
-    dec = k @ svm.dual_coef_[0].astype(np.float32)
-    return np.asarray(dec, dtype=np.float64) + float(svm.intercept_[0])
+        return np.exp(-gamma * np.maximum(d2, np.float32(0.0)))
+    raise ValueError(f"unsupported kernel {svm.kernel}")  # pragma: no cover - only poly/rbf are offered
 
 
-def svm_predict(svm: SVC, x: FloatArray) -> IntArray:
+def svm_predict(svm: SVC, x: npt.NDArray[np.floating[Any]]) -> IntArray:
     """Class labels as SVC.predict gives them (decision > 0 → classes_[1])."""
     dec = svm_decision(svm, x)
     return np.where(dec > 0, svm.classes_[1], svm.classes_[0]).astype(np.int64)
@@ -106,6 +116,7 @@ def build_tree(
     the SVM puts >= min_leaf of them on each side; otherwise it is a leaf.
     """
     nodes: list[Node] = [Node(id=0, depth=0, parent=-1)]
+    f32 = np.asarray(features, dtype=np.float32)  # routing runs in float32 (svm_decision): convert once
     cell_leaf = np.zeros(len(features), dtype=np.int64)
     leaves: list[int] = []
     # stack of (node id, training positions, cells routed here)
@@ -124,7 +135,7 @@ def build_tree(
             continue
         svm, good_label, pos_good, pos_bad = split
         node.svm, node.good_label = svm, good_label
-        goes_good = svm_predict(svm, features[cells]) == good_label
+        goes_good = svm_predict(svm, f32[cells]) == good_label
         for child_pos, child_cells in ((pos_good, cells[goes_good]), (pos_bad, cells[~goes_good])):
             cid = len(nodes)
             nodes.append(Node(id=cid, depth=node.depth + 1, parent=nid))
