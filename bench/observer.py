@@ -1,14 +1,22 @@
 """Benchmark the daemon as an observer: its CPU and memory as a process, and what it costs the training it measures.
 
+0. The machine's wake-up cost: CPU per wake of an empty `Event.wait` loop at 100 Hz, and one RAPL read (4 domains)
+   hot vs after a 10 ms sleep. On a VM this is what a tick costs before any work, and why the daemon's figures
+   depend on its number of wake-ups more than on its reads.
 1. Observer cost: jouled's own daemon as its own process (`python -m tests.faults.shim_daemon`: build_daemon,
    sampler threads, asyncio loop, SQLite log; the GPUs are 8 NVML shims, RAPL 4 domains of a powercap tree in a temp
    dir — the only fakes; markers on, with the embedded MQTT broker, as `jouled run` has them) at 10 Hz and 100 Hz.
-   CPU = the process's user+system time over a steady interval after a warm-up, divided by the wall time of that
-   interval (% of one core); RSS (and USS, its private part) at the end. Goals: <= 0.5 % at 10 Hz, <= 2 % at 100 Hz,
-   RSS <= 50 MB.
-2. Training throughput: the NB201 cell of bench/train_throughput.py trained with torch on every core, with the daemon
-   off and on (100 Hz), in alternating blocks (off, on, off, on, …) so drift of the machine hits both alike; the
-   figure is median(on) / median(off). Goal >= 0.99.
+   CPU = the sum over the process's threads of their scheduler run time (/proc/<pid>/task/*/schedstat, ns) over a
+   steady interval after a warm-up, divided by the wall time of that interval (% of one core); wake-ups/s from the
+   threads' voluntary context switches; RSS (and USS, its private part) at the end. Goals: <= 0.5 % at 10 Hz,
+   <= 2 % at 100 Hz, RSS <= 50 MB. With `--before PATH` (a git worktree of older code) the same is measured for
+   that code in the same run, alternating, so the machine's state hits both alike.
+   CodeCarbon's `OfflineEmissionsTracker` (with the codecarbon extra) is measured the same way at
+   measure_power_secs 1 and 15 (its default): steady-state CPU, and CPU over the whole run including its start-up.
+2. Training throughput: the NB201 cell of bench/train_throughput.py trained with torch on every core, with no
+   observer and with each observer (jouled at 10 and 100 Hz, CodeCarbon at 1 s and 15 s), in rounds of blocks
+   (off, then each observer) so drift of the machine hits all alike; the figure per observer is
+   median(on) / median(off). Goal for jouled at 100 Hz >= 0.99.
 
 Every figure comes from this one run on this machine; the load average is recorded (other work on the machine
 inflates CPU figures and spreads the throughput).
@@ -25,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +48,34 @@ from tests.sources.powercap import powercap_tree  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "observer.json"
 
 
-def start_daemon(tmp: Path, rate_hz: float, gpus: int, rapl: int) -> subprocess.Popen[bytes]:
+def start_daemon(tmp: Path, rate_hz: float, gpus: int, rapl: int, code: Path = REPO) -> subprocess.Popen[bytes]:
+    """The shim daemon from `code` (this tree, or an older worktree given by --before)."""
     root = powercap_tree(tmp / f"powercap-{rate_hz:g}", rapl)
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp / "run"), XDG_DATA_HOME=str(tmp / "data"))
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp / "run"), XDG_DATA_HOME=str(tmp / "data"), PYTHONPATH=str(code))
     for k in ("JOULED_CONFIG", "JOULED_STORE", "RUNTIME_DIRECTORY"):
         env.pop(k, None)
     argv = [sys.executable, "-m", "tests.faults.shim_daemon", "--store", str(tmp / f"obs-{rate_hz:g}.db"),
             "--devices", str(gpus), "--rate", str(rate_hz), "--rapl-root", str(root), "--port", str(free_port())]
-    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(argv, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+CODECARBON_CHILD = """
+import sys, time, logging
+from codecarbon import OfflineEmissionsTracker
+t = OfflineEmissionsTracker(country_iso_code="DEU", measure_power_secs=float(sys.argv[1]), save_to_file=False,
+                            log_level="error", tracking_mode="machine")
+t.start()
+print("started", flush=True)
+time.sleep(1e6)
+"""
+
+
+def start_codecarbon(interval_s: float) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen([sys.executable, "-c", CODECARBON_CHILD, str(interval_s)], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert p.stdout is not None
+    p.stdout.readline()  # "started": its start-up is over
+    return p
 
 
 def stop(p: subprocess.Popen[bytes]) -> None:
@@ -58,24 +87,109 @@ def stop(p: subprocess.Popen[bytes]) -> None:
         p.wait(10)
 
 
-def observer_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, rapl: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as d:
-        p = start_daemon(Path(d), rate_hz, gpus, rapl)
+def _threads(pid: int) -> dict[int, tuple[int, int]]:
+    """Per thread: (run time ns, voluntary context switches)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            proc = psutil.Process(p.pid)
-            time.sleep(warmup_s)  # imports, sources opening, the first flushes
-            c0, t0 = proc.cpu_times(), time.perf_counter()
-            time.sleep(seconds)
-            c1, t1 = proc.cpu_times(), time.perf_counter()
-            mem = proc.memory_full_info()
-            rss_mb, uss_mb = mem.rss / 1e6, mem.uss / 1e6
-            threads = proc.num_threads()
+            run_ns = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+            vol = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines()
+                       if line.startswith("voluntary_ctxt_switches"))
+        except (OSError, StopIteration):  # the thread ended between the listing and the read
+            continue
+        out[int(tid)] = (run_ns, vol)
+    return out
+
+
+def steady_cost(p: subprocess.Popen[bytes], seconds: float, warmup_s: float) -> dict[str, Any]:
+    """CPU % of one core (all threads' run time), wake-ups/s, RSS/USS of a running observer process."""
+    proc = psutil.Process(p.pid)
+    time.sleep(warmup_s)  # imports, sources opening, the first flushes
+    a, c0, t0 = _threads(p.pid), proc.cpu_times(), time.perf_counter()
+    time.sleep(seconds)
+    b, c1, t1 = _threads(p.pid), proc.cpu_times(), time.perf_counter()
+    mem = proc.memory_full_info()
+    # the process's user+system time counts threads that ended in the interval too (CodeCarbon starts a
+    # threading.Timer thread per measurement); the threads' schedstat is ns-exact but sees only live threads
+    cpu_s = (c1.user + c1.system) - (c0.user + c0.system)
+    run_ns = sum(b[t][0] - a.get(t, (0, 0))[0] for t in b)
+    wakes = sum(b[t][1] - a.get(t, (0, 0))[1] for t in b)
+    return {"seconds": seconds, "cpu_pct_of_one_core": round(100 * cpu_s / (t1 - t0), 3),
+            "cpu_pct_live_threads_schedstat": round(100 * run_ns / 1e9 / (t1 - t0), 3),
+            "wakeups_per_s_live_threads": round(wakes / (t1 - t0), 1), "rss_mb": round(mem.rss / 1e6, 1),
+            "uss_mb": round(mem.uss / 1e6, 1), "threads": len(b)}
+
+
+def observer_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, rapl: int,
+                  code: Path = REPO) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as d:
+        p = start_daemon(Path(d), rate_hz, gpus, rapl, code)
+        try:
+            r = steady_cost(p, seconds, warmup_s)
         finally:
             stop(p)
-    cpu_s = (c1.user + c1.system) - (c0.user + c0.system)
-    return {"rate_hz": rate_hz, "devices": gpus + rapl, "seconds": seconds,
-            "cpu_pct_of_one_core": round(100 * cpu_s / (t1 - t0), 3), "rss_mb": round(rss_mb, 1),
-            "uss_mb": round(uss_mb, 1), "threads": threads}
+    return {"rate_hz": rate_hz, "devices": gpus + rapl, **r}
+
+
+def codecarbon_cost(interval_s: float, seconds: float) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-c", CODECARBON_CHILD, str(interval_s)], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert p.stdout is not None
+        p.stdout.readline()
+        startup_s = time.perf_counter() - t0
+        start_cpu = psutil.Process(p.pid).cpu_times()
+        r = steady_cost(p, seconds, max(2.0, interval_s))
+        total = psutil.Process(p.pid).cpu_times()
+        whole_s = time.perf_counter() - t0
+    finally:
+        stop(p)
+    startup_cpu_s = start_cpu.user + start_cpu.system
+    return {"tracker": "codecarbon OfflineEmissionsTracker", "measure_power_secs": interval_s,
+            "startup_s": round(startup_s, 2), "startup_cpu_s": round(startup_cpu_s, 2),
+            "cpu_pct_whole_run_incl_startup": round(100 * (total.user + total.system) / whole_s, 3), **r}
+
+
+def wake_cost() -> dict[str, Any]:
+    """CPU per wake-up of an empty loop, and a RAPL read hot vs after a 10 ms sleep (this machine's cold caches)."""
+    import threading
+
+    from jouled.config import RaplConfig
+    from jouled.sources.rapl import RaplSource
+
+    ev = threading.Event()
+    res: dict[str, float] = {}
+
+    def empty() -> None:
+        c0, n, nxt = time.thread_time(), 0, time.monotonic()
+        end = nxt + 3.0
+        while nxt < end:
+            nxt += 0.01
+            d = nxt - time.monotonic()
+            if d > 0:
+                ev.wait(d)
+            n += 1
+        res["empty_wake_us"] = (time.thread_time() - c0) / n * 1e6
+
+    th = threading.Thread(target=empty)
+    th.start()
+    th.join()
+    with tempfile.TemporaryDirectory() as d:
+        src = RaplSource(RaplConfig(root=str(powercap_tree(Path(d) / "pc", 4))))
+        src.open()
+        for label, pause_s in (("rapl_read_hot_us", 0.0), ("rapl_read_after_10ms_sleep_us", 0.01)):
+            n, spent, end = 0, 0.0, time.monotonic() + 3.0
+            while time.monotonic() < end:
+                if pause_s:
+                    time.sleep(pause_s)
+                c = time.thread_time()
+                src.read()
+                spent += time.thread_time() - c
+                n += 1
+            res[label] = spent / n * 1e6
+        src.close()
+    return {k: round(v, 1) for k, v in res.items()}
 
 
 def jouled_run_memory(seconds: float) -> dict[str, Any]:
@@ -97,7 +211,20 @@ def jouled_run_memory(seconds: float) -> dict[str, Any]:
             "rss_mb": round(mem.rss / 1e6, 1), "uss_mb": round(mem.uss / 1e6, 1)}
 
 
-def throughput(pairs: int, steps: int, rate_hz: float, gpus: int, rapl: int) -> dict[str, Any]:
+Observer = tuple[str, Callable[[Path], subprocess.Popen[bytes]]]
+
+
+def observers(gpus: int, rapl: int, codecarbon: bool) -> list[Observer]:
+    out: list[Observer] = [
+        ("jouled_10hz", lambda d: start_daemon(d / "j10", 10.0, gpus, rapl)),
+        ("jouled_100hz", lambda d: start_daemon(d / "j100", 100.0, gpus, rapl)),
+    ]
+    if codecarbon:
+        out += [("codecarbon_1s", lambda d: start_codecarbon(1.0)), ("codecarbon_15s", lambda d: start_codecarbon(15.0))]
+    return out
+
+
+def throughput(rounds: int, steps: int, arms: list[Observer]) -> dict[str, Any]:
     import torch
 
     sys.path.insert(0, str(REPO / "bench"))
@@ -106,20 +233,21 @@ def throughput(pairs: int, steps: int, rate_hz: float, gpus: int, rapl: int) -> 
     ns = argparse.Namespace(steps=steps, warmup=5, batch_size=64, channels=16, cells=1, image_size=32,
                             arch=tt.EXAMPLE_ARCH_STR, device="cpu", marker_every=10)
     tt.measure(ns, None)  # warm torch up before anything is timed
-    off: list[float] = []
-    on: list[float] = []
+    got: dict[str, list[float]] = {"off": [], **{name: [] for name, _ in arms}}
     with tempfile.TemporaryDirectory() as d:
-        for k in range(pairs):
-            off.append(tt.measure(ns, None)["samples_per_s"])
-            p = start_daemon(Path(d) / f"pair{k}", rate_hz, gpus, rapl)
-            try:
-                time.sleep(3.0)  # the daemon is up and sampling before the timed steps start
-                on.append(tt.measure(ns, None)["samples_per_s"])
-            finally:
-                stop(p)
-    return {"rate_hz": rate_hz, "pairs": pairs, "steps_per_block": steps, "torch_threads": torch.get_num_threads(),
-            "samples_per_s_off": [round(x, 1) for x in off], "samples_per_s_on": [round(x, 1) for x in on],
-            "ratio_on_off": round(statistics.median(on) / statistics.median(off), 4)}
+        for k in range(rounds):
+            got["off"].append(tt.measure(ns, None)["samples_per_s"])
+            for name, start in arms:
+                p = start(Path(d) / f"r{k}")
+                try:
+                    time.sleep(3.0)  # the observer is up and sampling before the timed steps start
+                    got[name].append(tt.measure(ns, None)["samples_per_s"])
+                finally:
+                    stop(p)
+    off = statistics.median(got["off"])
+    return {"rounds": rounds, "steps_per_block": steps, "torch_threads": torch.get_num_threads(),
+            "samples_per_s": {k: [round(x, 1) for x in v] for k, v in got.items()},
+            "ratio_on_off": {name: round(statistics.median(got[name]) / off, 4) for name, _ in arms}}
 
 
 def main() -> None:
@@ -128,25 +256,44 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=10.0)
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--rapl", type=int, default=4)
-    ap.add_argument("--pairs", type=int, default=8, help="off/on blocks of the throughput part (0: skip it)")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="a worktree of older code (with jouled/daemon etc. linked as the package maps them): measured "
+                         "beside this tree, alternating")
+    ap.add_argument("--rounds", type=int, default=6, help="rounds of throughput blocks (0: skip that part)")
     ap.add_argument("--steps", type=int, default=40, help="timed SGD steps per block")
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args()
+    try:
+        import codecarbon  # noqa: F401
+        have_cc = True
+    except ImportError:
+        have_cc = False
     res: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}",
         "daemon": "tests.faults.shim_daemon (jouled's daemon; NVML shim GPUs, RAPL powercap tree in a temp dir)",
         "goals": {"cpu_pct_10hz": 0.5, "cpu_pct_100hz": 2.0, "rss_mb": 50, "throughput_ratio": 0.99},
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+        "wake_cost": wake_cost(),
         "observer": [],
     }
+    print(json.dumps(res["wake_cost"]), flush=True)
+    if a.before is not None:
+        res["before"] = {"code": str(a.before), "observer": []}
     for rate in (10.0, 100.0):
         r = observer_cost(rate, a.seconds, a.warmup, a.gpus, a.rapl)
         print(json.dumps(r), flush=True)
         res["observer"].append(r)
+        if a.before is not None:
+            b = observer_cost(rate, a.seconds, a.warmup, a.gpus, a.rapl, a.before)
+            print("before", json.dumps(b), flush=True)
+            res["before"]["observer"].append(b)
+    if have_cc:
+        res["codecarbon"] = [codecarbon_cost(i, a.seconds) for i in (1.0, 15.0)]
+        print(json.dumps(res["codecarbon"]), flush=True)
     res["jouled_run_memory"] = jouled_run_memory(a.warmup + 5.0)
     print(json.dumps(res["jouled_run_memory"]), flush=True)
-    if a.pairs:
-        t = throughput(a.pairs, a.steps, 100.0, a.gpus, a.rapl)
+    if a.rounds:
+        t = throughput(a.rounds, a.steps, observers(a.gpus, a.rapl, have_cc))
         print(json.dumps(t), flush=True)
         res["throughput"] = t
     res["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
