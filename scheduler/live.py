@@ -34,7 +34,7 @@ from jouled.errors import UserError
 from jouled.model import Allocation, CarbonPoint
 from jouled.scheduler.executors import Executor, Handle, JobEvent
 from jouled.scheduler.hypervolume import CENAS_REF_POINT, hypervolume_2d, nondominated_ranks, pareto_mask
-from jouled.scheduler.lamoo.optimizer import LaMOO
+from jouled.scheduler.lamoo.optimizer import LaMOO, LaMOOConfig
 from jouled.scheduler.policies import Policy, Split
 from jouled.scheduler.space import Benchmark
 from jouled.scheduler.workers import EvalJob, Job, JobResult, SampleJob, WorkerSettings
@@ -64,6 +64,10 @@ class LiveConfig:
     energy_wait_s: float = 8.0  # wall seconds to wait for a finished run's markers to reach the store
     drain_s: float = 60.0  # wall seconds to let running jobs reach a boundary at the end
     seed: int = 0
+    # truth-fed choice (as the simulator's cenas): the first prior_evals trainings take the best one-shot
+    # estimates (the prior where no truth exists); after that the LaMOO told TRUE results picks them
+    prior_evals: int = 20
+    truth_cp_fraction: float = 0.005
 
 
 @dataclass
@@ -161,6 +165,10 @@ class LiveSearch:
         self.decisions: list[dict[str, Any]] = []
         self.samples = 0
         self.sample_jobs = 0
+        # sampling runs (scoring windows, supernet trainings) whose measured energy joins the totals
+        self.sample_runs_pending: list[str] = []
+        self.sample_energy: dict[str, EvaluationEnergy | None] = {}
+        self._trained_supernet: dict[str, bool] = {}
         self.errors: list[str] = []
         self.work = Path(cfg.work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -223,7 +231,13 @@ class LiveSearch:
         if self.cfg.max_evaluations is not None and len(self.evals) >= self.cfg.max_evaluations:
             return None
         cand = np.nonzero(~np.isnan(self.est_acc) & ~self.claimed)[0]
-        if len(cand):
+        truth_fed = self.true_lamoo is not None and len(self.evals) >= self.cfg.prior_evals
+        if truth_fed and self.true_lamoo is not None:
+            got = [c for c in self.true_lamoo.ask(4) if not self.claimed[c]]
+            if not got:
+                return None
+            cell = got[0]
+        elif len(cand):
             est = np.stack([self.est_acc[cand], -self.bench.energy_mj[cand]], axis=1)
             order = np.lexsort((-est[:, 0], nondominated_ranks(est)))  # best layer, then higher estimate
             cell = int(cand[order[0]])
@@ -250,6 +264,7 @@ class LiveSearch:
                     job = SampleJob(tuple(self.bench.arch_strs[c] for c in cells), str(self.supernet_path),
                                     self.cfg.settings, train_epochs=self.cfg.supernet_epochs,
                                     run_id=f"{self.cfg.search_id}-sample-{self.sample_jobs}")
+                    self._trained_supernet[job.run_id] = self.cfg.supernet_epochs > 0
                     self.sample_jobs += 1
             else:
                 ev = self._next_eval()
@@ -281,6 +296,9 @@ class LiveSearch:
             self._on_eval(res)
 
     def _on_sample(self, res: JobResult) -> None:
+        self.sample_runs_pending.append(res.run_id)
+        if self._trained_supernet.pop(res.run_id, False):
+            self.sample_runs_pending.append(f"{res.run_id}-train")
         cells = [self.bench.index_of(a) for a in res.scores]
         acc = np.array([res.scores[a] for a in res.scores], dtype=np.float64)
         self.est_acc[cells] = acc
@@ -311,6 +329,35 @@ class LiveSearch:
             else:
                 left.append(ev)
         self.to_measure = left
+
+    def _measure_samples(self, force: bool = False) -> None:
+        """Read the measured energy of finished sampling runs (their scoring window, their supernet training):
+        the same query-core totals as evaluations; with `force` the ones still unmeasured are recorded as such."""
+        left: list[str] = []
+        for rid in self.sample_runs_pending:
+            m = self._measure_run(rid, 1)
+            if m is not None or force:
+                self.sample_energy[rid] = m
+            else:
+                left.append(rid)
+        self.sample_runs_pending = left
+
+    def _measure_run(self, run_id: str, epochs: int) -> EvaluationEnergy | None:
+        """A finished run's measured energy once the log holds it whole (None: not yet, or no store)."""
+        if self.store is None:
+            return None
+        from jouled.query import lagging_series
+
+        ends = [m for m in self.store.read_markers(run_id) if m.scope == "epoch" and m.event == "end"]
+        if len({m.epoch for m in ends}) < epochs:
+            return None
+        last = max(ends, key=lambda m: m.time_ns)
+        if lagging_series(self.store, last.time_ns, host=last.host):
+            return None
+        try:
+            return evaluation_energy(self.store, self.config, run_id)
+        except UserError:
+            return None
 
     def _measure(self, ev: Evaluation) -> bool:
         if self.store is None:
@@ -346,7 +393,8 @@ class LiveSearch:
         self._true_told.append((ev.cell, acc, energy))
         if self.true_lamoo is None:
             # energy in J of the run: a reference point well beyond the first run keeps later runs inside it
-            self.true_lamoo = LaMOO(self.bench.features(), (0.0, -10.0 * max(energy, 1e-9)), seed=self.cfg.seed + 1)
+            self.true_lamoo = LaMOO(self.bench.features(), (0.0, -10.0 * max(energy, 1e-9)), seed=self.cfg.seed + 1,
+                                    config=LaMOOConfig(cp_fraction=self.cfg.truth_cp_fraction))
         self.true_lamoo.tell([ev.cell], [[acc, -energy]])
         self.sampler.exclude([ev.cell])
 
@@ -362,6 +410,7 @@ class LiveSearch:
                 break
             if now >= next_decision:
                 self.decide(now)
+                self._measure_samples()
                 while next_decision <= now:
                     next_decision += self.cfg.decision_period_s
             self._dispatch()
@@ -395,6 +444,10 @@ class LiveSearch:
             self._measure_ready()
             time.sleep(0.1)
         self._measure_ready(force=True)
+        while self.sample_runs_pending and time.monotonic() < deadline + self.cfg.energy_wait_s:
+            self._measure_samples()
+            time.sleep(0.1)
+        self._measure_samples(force=True)
 
     # ---------------------------------------------------------------- report
     def summary(self, start_s: float, end_s: float, wall_s: float) -> dict[str, Any]:
@@ -411,6 +464,11 @@ class LiveSearch:
             ref = self.true_lamoo.ref if self.true_lamoo is not None else (0.0, float(pts[:, 1].min()) * 1.1)
             hv_measured = {"hv": hypervolume_2d(pts, ref), "ref_point": list(ref),
                            "objectives": ["accuracy_pct (eval split, this run)", "-energy_j (measured by the daemon)"]}
+        eval_j = float(sum(e.energy_j for e in measured if e.energy_j is not None))
+        eval_g = float(sum(e.carbon_g for e in measured if e.carbon_g is not None))
+        sampled = [m for m in self.sample_energy.values() if m is not None]
+        samp_j = float(sum(m.energy_j for m in sampled))
+        samp_g = float(sum(m.carbon_g for m in sampled if m.carbon_g is not None))
         table_pts = np.array([[e.accuracy_pct or 0.0, -float(self.bench.energy_mj[e.cell])] for e in done]) if done else None
         return {
             "search": self.cfg.search_id,
@@ -433,8 +491,18 @@ class LiveSearch:
             "hv_table_energy": None if table_pts is None else {
                 "hv": hypervolume_2d(table_pts, CENAS_REF_POINT), "ref_point": list(CENAS_REF_POINT),
                 "objectives": ["accuracy_pct (eval split, this run)", "-hwnas_fpga_energy_mj_derived (table stand-in)"]},
-            "energy_j_measured": float(sum(e.energy_j for e in measured if e.energy_j is not None)),
-            "carbon_g": float(sum(e.carbon_g for e in measured if e.carbon_g is not None)),
+            "energy_j_measured": eval_j,
+            "carbon_g": eval_g,
+            "sampling": {
+                "runs": len(self.sample_energy),
+                "measured_runs": len(sampled),
+                "unmeasured_runs": sorted(r for r, m in self.sample_energy.items() if m is None),
+                "energy_j": samp_j,
+                "carbon_g": samp_g,
+            },
+            # the search's totals: evaluations AND the sampling workers (scoring, supernet training)
+            "energy_j_total": eval_j + samp_j,
+            "carbon_g_total": eval_g + samp_g,
             "errors": self.errors,
         }
 

@@ -27,6 +27,12 @@ def _print_summary(doc: dict[str, Any], console: Console, wide: bool = False) ->
         f"(+{doc['evaluations_partial']} partial, {doc['resumes']} moved at an epoch boundary), "
         f"measured energy {doc['energy_j_measured']:.1f} J, carbon {doc['carbon_g']:.3f} g"
     )
+    samp = doc.get("sampling")
+    if samp is not None:
+        console.print(
+            f"sampling workers {samp['energy_j']:.1f} J, {samp['carbon_g']:.3f} g ({samp['measured_runs']}/{samp['runs']} "
+            f"runs measured); search total {doc['energy_j_total']:.1f} J, {doc['carbon_g_total']:.3f} g"
+        )
     cols = (
         Column("arch", 0, fit="fold", fold_min=24), Column("acc %", 0, "right"), Column("energy J", 0, "right"),
         Column("flags", 1, fit="wrap"), Column("table mJ", 3, "right"), Column("NB201 acc %", 2, "right"),

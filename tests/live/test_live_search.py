@@ -69,6 +69,11 @@ def test_live_search_follows_the_grid_and_reads_measured_energy(tmp_path: Path, 
         assert r["carbon_g"] is not None and r["carbon_g"] > 0
         assert r["epochs_done"] == 2
     assert doc["energy_j_measured"] == pytest.approx(sum(r["energy_j"] for r in measured))
+    # the sampling workers' measured energy (scoring windows and supernet trainings) joins the search's totals
+    samp = doc["sampling"]
+    assert samp["runs"] >= 1 and samp["measured_runs"] >= 1 and samp["energy_j"] > 0, samp
+    assert doc["energy_j_total"] == pytest.approx(doc["energy_j_measured"] + samp["energy_j"])
+    assert doc["carbon_g_total"] == pytest.approx(doc["carbon_g"] + samp["carbon_g"])
     assert doc["front"] and doc["hv_measured"]["hv"] > 0
     # the dirty hour moved both evaluation slots to sampling at an epoch boundary: nothing finished was lost
     for r in doc["evaluated"]:
