@@ -26,6 +26,8 @@ def _trace(tmp_path: Path, hours: int = 8) -> Path:
 def test_parse_methods() -> None:
     assert parse_methods("all") == list(ALL_METHODS)
     assert parse_methods("vanilla, cenas,static:0.5") == ["vanilla", "cenas", "static:0.5"]
+    assert parse_methods("cenas-seed,forecast-oracle,static,clean:30") == ["cenas-seed", "forecast-oracle", "static", "clean:30"]
+    assert {"cenas-seed", "forecast", "forecast-oracle", "static"} <= set(ALL_METHODS)
 
 
 def test_json_output_keys(tmp_path: Path, bench: object) -> None:
@@ -46,6 +48,19 @@ def test_json_output_keys(tmp_path: Path, bench: object) -> None:
             assert set(d[k]) == {"mean", "std"} and isinstance(d[k]["mean"], float)
         assert d["hv_ref_point"] == [0.0, -50.0]
         assert any("hwnas_fpga_energy_mj_derived" in o and "stand-in" in o for o in d["objectives"])
+        # issue 13's honest metrics beside DESIGN.md's keys
+        assert d["hv_max"] > 0 and set(d["hv_loss_pct"]) == {"mean", "std"}
+        assert [t["loss_pct"] for t in d["to_target"]] == [0.1, 0.05]
+        for t in d["to_target"]:
+            assert {"carbon_kg", "hours", "reached"} <= set(t) and 0 <= t["reached"] <= 2
+            assert set(t["carbon_kg"]) == {"mean", "std"} and set(t["hours"]) == {"mean", "std"}
+        assert [b["carbon_kg"] for b in d["hv_at_carbon"]] == sorted(b["carbon_kg"] for b in d["hv_at_carbon"])
+        assert set(d["equal_time"]) == {"carbon_ratio_vanilla_over_method", "hv_loss_pct", "evaluations"}
+        assert d["power_w"]["idle"] == 50.0 and d["power_w"]["released"] == 0.0
+        assert d["intensity_latency_s"] == 3600.0 and d["supernet_gpu_h"] > 0
+        gh = d["gpu_hours"]
+        total = sum(gh[k]["mean"] for k in ("sampling", "evaluation", "idle", "released"))
+        assert total == pytest.approx(2 * 3)  # 2 GPUs x 3 h, every GPU-hour somewhere
     s = json.loads(series.read_text())
     assert set(s) == {"vanilla", "cenas", "oneshot"} and len(s["cenas"]) == 2
     assert len(s["cenas"][0]["hv"]) == 3 and len(s["cenas"][0]["carbon_kg"]) == 3
@@ -89,6 +104,7 @@ def test_bad_trace_content(tmp_path: Path) -> None:
     p.write_text("time,intensity_g_per_kwh\n2022-01-01T00:00:00Z,abc\n", encoding="utf-8")
     res = runner.invoke(app, ["nas", "simulate", "--trace", str(p), "--hours", "1", "--seeds", "1"])
     assert res.exit_code == 2 and "line 2" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
 
 
 def test_config_powers_are_used(tmp_path: Path, bench: object) -> None:
