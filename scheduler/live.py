@@ -41,7 +41,7 @@ from jouled.scheduler.workers import EvalJob, Job, JobResult, SampleJob, WorkerS
 from jouled.store.sqlite import SqliteStore
 
 log = logging.getLogger("jouled.scheduler.live")
-Role = Literal["sampling", "evaluation"]
+Role = Literal["sampling", "evaluation", "released"]
 
 
 @dataclass
@@ -201,13 +201,24 @@ class LiveSearch:
             "gpus_sampling": split.gpus_sampling, "gpus_evaluation": split.gpus_evaluation,
             "lambda_s": split.lambda_s, "note": split.note,
         })
-        self._assign_roles(split.gpus_sampling)
+        self._assign_roles(split.gpus_sampling, split.gpus_evaluation)
         return split
 
-    def _assign_roles(self, n_sampling: int) -> None:
-        """Change as few slots as possible; prefer idle slots, then slots whose job ends soonest (sampling)."""
-        sampling = [s for s in self.ex.slots if self.roles[s] == "sampling"]
-        evaluation = [s for s in self.ex.slots if self.roles[s] == "evaluation"]
+    def _assign_roles(self, n_sampling: int, n_evaluation: int | None = None) -> None:
+        """Change as few slots as possible; prefer idle slots, then slots whose job ends soonest (sampling).
+
+        Slots beyond n_sampling + n_evaluation (a clean-hour policy in a dirty hour) are released: they get no
+        job, and a training on one stops at its next epoch boundary (checkpoint kept)."""
+        slots = list(self.ex.slots)
+        n_work = len(slots) if n_evaluation is None else min(len(slots), n_sampling + n_evaluation)
+        working = slots[:n_work]
+        for s in slots[n_work:]:
+            self.roles[s] = "released"
+        for s in working:
+            if self.roles[s] == "released":
+                self.roles[s] = "evaluation"
+        sampling = [s for s in working if self.roles[s] == "sampling"]
+        evaluation = [s for s in working if self.roles[s] == "evaluation"]
 
         def cost(slot: str) -> int:
             job = self.running.get(slot)
@@ -220,7 +231,7 @@ class LiveSearch:
             for s in sorted(evaluation, key=cost)[: n_sampling - len(sampling)]:
                 self.roles[s] = "sampling"
         for s, (h, job) in self.running.items():
-            if isinstance(job, EvalJob) and self.roles[s] == "sampling" and s not in self.stopping:
+            if isinstance(job, EvalJob) and self.roles[s] != "evaluation" and s not in self.stopping:
                 self.ex.cancel(h, at_epoch_boundary=True)
                 self.stopping.add(s)
 
@@ -258,6 +269,8 @@ class LiveSearch:
             if slot in self.running:
                 continue
             job: Job | None = None
+            if self.roles[slot] == "released":
+                continue
             if self.roles[slot] == "sampling":
                 cells = [c for c in self.sampler.ask(self.cfg.sample_batch) if not self.claimed[c]]
                 if cells:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from jouled.carbon.base import VirtualClock
+from jouled.carbon.series import IntensitySeries
 from jouled.carbon.trace import TraceProvider
 from jouled.scheduler.live import Evaluation, LiveConfig, LiveSearch
 from jouled.scheduler.policies import make_policy
@@ -51,3 +52,20 @@ def test_truth_not_the_estimate_picks_trainings_after_the_prior(tmp_path: Path, 
         if not expect_bait:  # truth-fed: the cell came from the LaMOO told the 30 true results
             assert s.true_lamoo is not None and s.true_lamoo.n_told == 30
             assert ev.cell not in trained
+
+
+def test_a_dirty_hour_releases_slots(tmp_path: Path, trace_file: Path, nas_data: Path) -> None:
+    """The clean-hour policy's dirty-hour split (0 sampling, 0 evaluation) releases every slot: none gets a job;
+    the next clean hour puts them back to work. Splits that use every slot release none."""
+    s = _search(tmp_path, trace_file, nas_data, 20)
+    s.ex.slots = ["cpu0", "cpu1"]  # type: ignore[misc]
+    s.roles = {"cpu0": "sampling", "cpu1": "evaluation"}
+    s._assign_roles(0, 0)
+    assert s.roles == {"cpu0": "released", "cpu1": "released"}
+    s._assign_roles(0, 2)
+    assert s.roles == {"cpu0": "evaluation", "cpu1": "evaluation"}
+    s._assign_roles(1, 1)
+    assert sorted(s.roles.values()) == ["evaluation", "sampling"]
+    hist = IntensitySeries.from_seconds([T0_S, T0_S + 1800.0], [100.0, 300.0])
+    dirty = make_policy("clean:50").decide(T0_S + 3600.0, 900.0, hist, None, 2)
+    assert (dirty.gpus_sampling, dirty.gpus_evaluation) == (0, 0)

@@ -1,0 +1,46 @@
+"""Clean-hour policy and the seasonal-naive forecast (issue 13): by hand, and no value after `now` is used."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from jouled.carbon.series import IntensitySeries
+from jouled.scheduler.policies import CleanHourPolicy, clean_threshold, make_policy, seasonal_naive
+
+T0 = 1_700_000_000.0
+H = 3600.0
+
+
+def _series(values: list[float]) -> IntensitySeries:
+    return IntensitySeries.from_seconds(T0 + H * np.arange(len(values)), np.asarray(values, dtype=np.float64))
+
+
+def test_clean_threshold_by_hand() -> None:
+    assert clean_threshold(np.array([100.0, 200.0, 300.0, 400.0]), 50.0) == pytest.approx(250.0)
+    assert clean_threshold(np.zeros(0), 50.0) == math.inf  # nothing known yet: work
+
+
+def test_clean_policy_works_below_the_trailing_percentile_and_releases_above() -> None:
+    hist = _series([100, 500, 100, 500])  # trailing 24 h at T0 + 3 h: p50 = 300
+    pol = make_policy("clean:50")
+    assert isinstance(pol, CleanHourPolicy)
+    work = pol.decide(T0 + 3 * H, 250.0, hist, None, 8)
+    assert (work.gpus_sampling, work.gpus_evaluation) == (0, 8)
+    rest = pol.decide(T0 + 3 * H, 350.0, hist, None, 8)
+    assert (rest.gpus_sampling, rest.gpus_evaluation) == (0, 0) and "released" in rest.note
+    # two zones pooled: the threshold comes from both histories
+    assert pol.threshold(T0 + 3 * H, [_series([100, 100, 100, 100]), _series([500, 500, 500, 500])]) == 300.0
+
+
+def test_seasonal_naive_is_yesterday_shifted_and_uses_no_future() -> None:
+    vals = [float(v) for v in range(100, 148)]  # 48 hourly values
+    now = T0 + 30 * H
+    fc = seasonal_naive(_series(vals).upto(now), now)
+    # the value at now + 1 h is the one at now + 1 h − 24 h
+    assert fc.at(now + H) == vals[7]
+    assert fc.time_s[0] > now - 1e-6 and fc.time_s[-1] <= now + 24 * H
+    changed = vals[:31] + [9999.0] * 17
+    assert np.array_equal(seasonal_naive(_series(changed).upto(now), now).g_per_kwh, fc.g_per_kwh)
