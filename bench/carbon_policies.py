@@ -22,7 +22,7 @@ def main() -> None:
         out[f"rows[{name}]"] = len(tr)
     tr = load_trace(DATA / "electricitymaps/DE_2022_hourly.csv")
     whole = tr  # a Trace is an IntensitySeries
-    for spec in ("cenas", "oracle", "threshold:30", "forecast", "static:0.5", "random"):
+    for spec in ("cenas", "oracle", "threshold:30", "forecast", "static:0.5", "random", "clean:50"):
         pol = make_policy(spec, 0)
         eval_gpu_h = 0
         t0 = time.perf_counter()
