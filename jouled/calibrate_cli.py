@@ -68,9 +68,15 @@ def _read_state(path: Path) -> dict[str, Any] | None:
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
+    from jouled.secrets import make_private_dir
+
+    try:
+        make_private_dir(path.parent)  # a first calibration on a new machine: the log's folder may not exist yet
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"calibration state {path}: cannot write ({e.strerror}) — choose a writable --store") from None
 
 
 def _sampled_gpus(store: Any, host: str) -> list[str]:
@@ -204,7 +210,8 @@ def print_calibration(cal: Any, wide: bool = False) -> None:
             "—" if r is None else f"{r.time_varying_err_w:+.2f} W", "—" if r is None else f"{r.static_err_w:+.2f} W",
         ])
     print_table(f"{cal.label}: phases and residuals (model − wall)", cols, cells, wide=wide)
-    typer.echo(f"CPU (RAPL + DRAM): {fit.cpu_idle_w:.1f} W idle, {fit.cpu_busy_w:.1f} W busy (u = 0 and 1)")
+    typer.echo(f"CPU + DRAM (RAPL; the CPU estimate where no RAPL is sampled): {fit.cpu_idle_w:.1f} W idle, "
+               f"{fit.cpu_busy_w:.1f} W busy (u = 0 and 1)")
     if not fit.calibrated:
         return
     m = fit.model
@@ -297,7 +304,8 @@ def calibrate_command(
     fit = fit_calibration(points)
     if not fit.calibrated:
         say("no wall meter in this log: P_idle, P_busy and the uncaptured power cannot be calibrated — holistic energy "
-            "uses the static fallback (11 % of the measured power), labelled as such; CPU idle/busy from RAPL only")
+            "uses the static fallback (11 % of the measured power), labelled as such; CPU idle/busy from RAPL (or the "
+            "CPU estimate) only")
     now = time.time_ns()
     tools = sorted({p["tool"] for p in state["phases"] if p["tool"] != "none"})
 

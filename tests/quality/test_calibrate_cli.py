@@ -208,3 +208,19 @@ def test_holistic_user_errors(tmp_path: Path) -> None:
     assert out.returncode != 0 and "calibration file" in out.stderr
     out = jouled(["calibrate", "--store", "influx://localhost:8086/db"], env)
     assert out.returncode != 0 and "SQLite log" in out.stderr
+
+
+def test_state_is_written_where_the_log_does_not_exist_yet(tmp_path: Path) -> None:
+    """A first `jouled calibrate` on a new machine: the log's folder is created (it crashed with FileNotFoundError),
+    and a folder that cannot be created is one line naming the file and the fix."""
+    from jouled.calibrate_cli import _read_state, _write_state, state_path
+    from jouled.errors import UserError
+
+    spath = state_path(tmp_path / "new" / "jouled" / "jouled.db")
+    _write_state(spath, {"version": 1, "phases": []})
+    assert json.loads(spath.read_text())["phases"] == []
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match=r"calibration state .*: cannot write .* choose a writable --store"):
+        _write_state(state_path(blocker / "jouled.db"), {"version": 1})
+    assert _read_state(tmp_path / "absent.json") is None
