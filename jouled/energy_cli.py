@@ -100,6 +100,8 @@ def _holistic(run: str | None, scopes: tuple[str, ...], fmt: str, title: str, wi
     if cal is None:
         typer.echo("warning: no calibration found: uncaptured power is the static fallback (11 % of the measured "
                    "energy), not calibrated — run `jouled calibrate` with a wall meter", err=True)
+    if not rows and run is not None:
+        _say_no_windows(st, run, scopes)
     if fmt == "table":
         print_holistic(rows, title, wide=wide)
     else:
@@ -142,6 +144,8 @@ def epochs(
         rows, problems = compute_rows(st, ctx.config, run, scopes, host_devices, on_progress=on_progress)
     for p in problems:
         typer.echo(f"warning: {p}", err=True)
+    if not rows:
+        _say_no_windows(st, run, scopes)
     if fmt != "table":
         _emit(epoch_rows(rows).to_dicts(), fmt, CSV_KEYS)  # the Python API's rows: one contract (jouled.query)
     else:
@@ -149,6 +153,15 @@ def epochs(
         if by:
             _print_by(rows, by, wide=wide)
     _say_no_samples(rows, st.path, f"run {run}")
+
+
+def _say_no_windows(st: Any, run: str, scopes: tuple[str, ...]) -> None:
+    """A run without windows of the asked scope (a `jouled calibrate` run has phases, no epochs): say which scopes it
+    has and exit 1, instead of printing an empty table."""
+    have = sorted({m.scope for m in st.read_markers(run)} - {"run"} - set(scopes))
+    hint = f" — it has {' and '.join(have)} windows: --scope {have[0]} (or --scope all)" if have else ""
+    typer.echo(f"run {run}: no {'/'.join(scopes)} windows in {st.path}{hint}", err=True)
+    raise typer.Exit(1)
 
 
 def _say_no_samples(rows: list[dict[str, Any]], store_path: Any, what: str) -> None:

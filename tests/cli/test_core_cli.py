@@ -126,6 +126,21 @@ def test_energy_unknown_run_and_missing_store(tmp_path: Path) -> None:
     _one_line_error(runner.invoke(app, ["energy", "epochs", "--run", "zz", "--format", "xml"]), "--format 'xml'")
 
 
+def test_energy_run_without_windows_of_the_scope_names_the_scopes_it_has(tmp_path: Path) -> None:
+    """A `jouled calibrate` run has phase windows only: `energy epochs` says so and exits 1, with or without
+    --holistic, instead of an empty table."""
+    from jouled.model import Marker
+
+    st = SqliteStore(tmp_path / "c.db")
+    t = 1_700_000_000_000_000_000
+    st.write_markers([Marker(t, "h", "cal", "run", "start", 0), Marker(t + 1, "h", "cal", "phase", "start", 1, phase="idle"),
+                      Marker(t + 2, "h", "cal", "phase", "end", 2, phase="idle"), Marker(t + 3, "h", "cal", "run", "end", 3)])
+    for extra in ([], ["--holistic"]):
+        res = runner.invoke(app, ["energy", "epochs", "--run", "cal", "--store", sqlite_url(tmp_path / "c.db"), *extra])
+        assert res.exit_code == 1, res.output
+        assert "no epoch windows" in res.output and "--scope phase" in res.output
+
+
 def test_service_install_into_root(tmp_path: Path) -> None:
     res = runner.invoke(app, ["service", "install", "--root", str(tmp_path), "--no-enable"])
     assert res.exit_code == 0, res.output
