@@ -12,7 +12,7 @@ SCOPES: tuple[str, ...] = ("run", "epoch", "phase")
 EVENTS: tuple[str, ...] = ("start", "end")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 1.75 µs against 0.31 (12 readings a tick at 100 Hz)
 class Reading:
     """One device reading as a source returns it (no host/source: the sampler adds those)."""
 
