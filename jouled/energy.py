@@ -131,11 +131,12 @@ def _dedup_mean(t: IntArray, *values: FloatArray) -> tuple[IntArray, list[FloatA
     """
     t = np.asarray(t, dtype=np.int64)
     vals = [np.asarray(v, dtype=np.float64) for v in values]
-    if t.size > 1 and not bool(np.all(t[1:] > t[:-1])):
+    distinct = t.size < 2 or bool(np.all(t[1:] > t[:-1]))  # the usual case: one pass, nothing to do
+    if not distinct:
         order = np.argsort(t, kind="stable")
         t = t[order]
         vals = [v[order] for v in vals]
-    if t.size > 1 and not bool(np.all(t[1:] > t[:-1])):
+    if not distinct and not bool(np.all(t[1:] > t[:-1])):
         first = np.empty(t.size, dtype=bool)
         first[0] = True
         first[1:] = t[1:] != t[:-1]
@@ -178,27 +179,37 @@ class _Track:
         return int(self.t_s.shape[0])
 
 
+def _finite(t_s: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The samples where v is finite (no copy when all are: the usual case for a field read every tick)."""
+    ok = np.isfinite(v)
+    if bool(ok.all()):
+        return t_s, v
+    return t_s[ok], v[ok]
+
+
 def _counter_track(t_s: FloatArray, energy_j: FloatArray) -> _Track:
-    ok = np.isfinite(energy_j)
-    t = t_s[ok]
-    e = energy_j[ok]
+    t, e = _finite(t_s, energy_j)
     steps = np.diff(e)
     # A decrease is a reset (or a wrap of an imported counter whose range we do not know):
     # that step's increment is skipped (counted as 0 J) and flagged `reset`, the rest summed.
     # A decrease within float rounding (averaged duplicates, wrap correction upstream) is noise,
     # not a reset: it counts as 0 J without the flag.
-    noise = 1e-12 * np.maximum(np.abs(e[1:]), np.abs(e[:-1])) + 1e-12
-    neg = steps < -noise
-    inc = np.maximum(steps, 0.0)
-    cum = np.concatenate(([0.0], np.cumsum(inc)))
-    resets = np.concatenate(([0], np.cumsum(neg, dtype=np.int64)))
+    down = np.flatnonzero(steps < 0)  # a monotone counter has none: the noise test costs nothing then
+    resets = np.zeros(t.shape[0], dtype=np.int64)
+    if down.size:
+        noise = 1e-12 * np.maximum(np.abs(e[down + 1]), np.abs(e[down])) + 1e-12
+        neg = np.zeros(steps.shape[0], dtype=np.int64)
+        neg[down[steps[down] < -noise]] = 1
+        resets[1:] = np.cumsum(neg)
+    cum = np.empty(t.shape[0])
+    if cum.size:
+        cum[0] = 0.0
+        np.cumsum(np.maximum(steps, 0.0), out=cum[1:])
     return _Track(t, cum, cum, resets)
 
 
 def _power_track(t_s: FloatArray, power_w: FloatArray) -> _Track:
-    ok = np.isfinite(power_w)
-    t = t_s[ok]
-    p = power_w[ok]
+    t, p = _finite(t_s, power_w)
     cum = np.concatenate(([0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(t))))
     return _Track(t, cum, p, np.zeros(t.shape[0], dtype=np.int64))
 
@@ -336,12 +347,13 @@ def _range_max_diff(t: FloatArray, first_i: IntArray, last_i: IntArray) -> Float
     One `maximum.reduceat` over interleaved (start, stop) indices: cost is the total length
     of the ranges, i.e. about the number of samples for non-overlapping windows.
     """
-    d = np.diff(t)
     out = np.zeros(first_i.shape, dtype=np.float64)
     valid = last_i > first_i
-    if d.size == 0 or not bool(np.any(valid)):
+    if t.shape[0] < 2 or not bool(np.any(valid)):
         return out
-    d_ext = np.append(d, 0.0)  # reduceat needs every index < len: a stop may equal len(d)
+    d_ext = np.empty(t.shape[0])  # the diffs and a 0: reduceat needs every index < len, a stop may equal len - 1
+    np.subtract(t[1:], t[:-1], out=d_ext[:-1])
+    d_ext[-1] = 0.0
     idx = np.empty(2 * int(valid.sum()), dtype=np.int64)
     idx[0::2] = first_i[valid]
     idx[1::2] = last_i[valid]
