@@ -230,6 +230,10 @@ class SqliteStore:
                 else:
                     conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                     conn.execute("PRAGMA busy_timeout=5000")
+                    # a new log only (an existing one keeps its size): chunks are 10-200 KB BLOBs, and 16 KiB pages
+                    # cut their overflow chains by four — reading a day of 10 devices took 0.71 s instead of 1.0 s
+                    # (bench/energy_epochs_store.py's log)
+                    conn.execute("PRAGMA page_size=16384")
                     _set_wal(conn)
                     conn.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL survives a crash
                 conn.execute("PRAGMA busy_timeout=5000")

@@ -93,6 +93,15 @@ class PageCappedStore(SqliteStore):
     max_pages: int | None = None
     _applied: dict[int, int | None]
 
+    def __init__(self, path: str | os.PathLike[str], **kw: Any) -> None:
+        # 4 KiB pages (SQLite's default; jouled makes new logs with 16 KiB): a cap at today's page count then bites at
+        # the next flush, where a larger page's free space would still take a few small chunks
+        if not Path(path).exists():
+            with contextlib.closing(sqlite3.connect(path)) as c:
+                c.execute("PRAGMA page_size=4096")
+                c.execute("PRAGMA journal_mode=WAL")
+        super().__init__(path, **kw)
+
     def _conn(self) -> sqlite3.Connection:
         conn = super()._conn()
         applied = self.__dict__.setdefault("_applied", {})
