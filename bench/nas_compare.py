@@ -7,6 +7,7 @@ reached it within the hours, paired ratio to vanilla) — `cenas-seed` (the seed
 side. For honesty it also runs vanilla with the trainer's Cp that `cenas` uses (`vanilla@cp`), so the share
 of the gain that comes from the search tuning rather than from carbon awareness is visible. The wall time of
 `--method all` on each trace is the simulator speed (goal < 60 s for 10 seeds with the default 2 jobs).
+Then, on traces no setting was chosen on (GB 2022, NO 2022, US-CAL-CISO 2021), vanilla, cenas, cenas-seed, static.
 Writes bench/results/nas_compare.json. Usage: .venv/bin/python bench/nas_compare.py [--seeds 10] [--jobs 2]
 """
 
@@ -29,6 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 CARBON = REPO.parent / "shared" / "data" / "carbon" / "electricitymaps"
 # one trace = one zone of 8 GPUs; "A+B" = two zones of 8 GPUs each (evaluation placed in the cleaner one)
 TRACES = ("DE_2022_hourly.csv", "US-CAL-CISO_2022_hourly.csv", "DE_2022_hourly.csv+FR_2022_hourly.csv")
+# traces no setting was chosen on (the clean percentile, window and Cp were picked on DE 2022): fewer methods
+UNSEEN = ("GB_2022_hourly.csv", "NO_2022_hourly.csv", "US-CAL-CISO_2021_hourly.csv")
+UNSEEN_METHODS = ("vanilla", "cenas", "cenas-seed", "static")
 GOALS = {
     "equal_time_carbon_ratio_at_hv_loss_le_0.05pct": 2.22,
     "to_target_0.1pct_carbon_ratio_every_seed": 1.5,
@@ -88,12 +92,13 @@ def main() -> None:
         "goals": GOALS,
         "traces": {},
     }
-    for name in TRACES:
+    for name in TRACES + UNSEEN:
+        methods = list(ALL_METHODS) if name in TRACES else list(UNSEEN_METHODS)
         zones = [load_trace(CARBON / part) for part in name.split("+")]
         tr = zones[0] if len(zones) == 1 else zones
         load0 = [round(x, 2) for x in os.getloadavg()]
         t0 = time.perf_counter()
-        runs = run_many(list(ALL_METHODS), tr, bench, list(range(args.seeds)), cfg, jobs=args.jobs)
+        runs = run_many(methods, tr, bench, list(range(args.seeds)), cfg, jobs=args.jobs)
         wall = time.perf_counter() - t0
         van_cp = run_many(["vanilla"], tr, bench, list(range(args.seeds)), cfg_cp, jobs=args.jobs)["vanilla"]
         for r in van_cp:
@@ -102,10 +107,11 @@ def main() -> None:
         by = {d["method"]: d for d in doc}
         table = {m: row(d) for m, d in by.items()}
         out["traces"][name] = {
-            "method_all_wall_s": round(wall, 1), "load_average_before": load0,
+            "unseen": name in UNSEEN, "methods_run": methods,
+            ("method_all_wall_s" if name in TRACES else "wall_s"): round(wall, 1), "load_average_before": load0,
             "hv_max": doc[0]["hv_max"], "table": table, "methods": doc,
         }
-        print(f"\n== {name}: {args.seeds} seeds x {len(ALL_METHODS)} methods in {wall:.1f} s "
+        print(f"\n== {name}{' (unseen)' if name in UNSEEN else ''}: {args.seeds} seeds x {len(methods)} methods in {wall:.1f} s "
               f"(jobs {args.jobs}, load {load0}); hv_max {doc[0]['hv_max']:.2f}")
         print(f"{'method':16s} {'kg 168 h':>12s} {'van/method':>10s} {'HV loss %':>13s} {'evals':>9s} "
               f"{'kg to 0.1%':>12s} {'r':>2s} {'ratio':>10s} {'kg to 0.05%':>12s} {'r':>2s} {'ratio':>10s}")
