@@ -137,3 +137,35 @@ def test_partial_read_keeps_healthy_devices() -> None:
     assert h["errors"] == 1 and "GPU is lost" in h["last_error"]
     assert per_device["dev0"] == src.reads  # dev0 never missed a read
     assert per_device["dev1"] == src.reads - 1
+
+
+class QuickSource(ScriptedSource):
+    """A source that says its reads never wait: it shares the sampling thread."""
+
+    blocking = False
+
+
+def test_non_blocking_sources_share_one_thread_and_a_failing_one_holds_no_one_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("jouled.sampler.BACKOFF_MIN_S", 0.05)
+    bad = QuickSource("bad", fail_reads=range(2, 6))
+    good = QuickSource("good", devices=2)
+    meter = ScriptedSource("meter")  # may block: a thread of its own
+    d = _daemon(tmp_path, [(bad, 0.02), (good, 0.02), (meter, 0.05)])
+    assert sorted(len(t.runners) for t in d.sampler.threads) == [1, 2]
+    asyncio.run(d.run(duration_s=2.0))
+    h = {s["name"]: s for s in d.sampler.health()}
+    assert h["bad"]["errors"] == 4 and bad.opens >= 2 and bad.reads > 6  # backed off, reopened, came back
+    assert h["good"]["errors"] == 0 and h["good"]["delivered"] > 80
+    # the backoff of its thread-mate never blocked the good source: no hole > 0.2 s in its series
+    t = d.store.read_series(SeriesKey("h", "good", "dev1")).time_ns
+    assert np.max(np.diff(t)) < 0.2e9
+    assert all(s["state"] == "stopped" for s in h.values()) and good.closed.is_set() and meter.closed.is_set()
+
+
+def test_shared_thread_can_be_turned_off(tmp_path: Path) -> None:
+    cfg = Config()
+    cfg.daemon.shared_sampling_thread = False
+    d = Daemon(cfg, [(QuickSource("a"), 0.1), (QuickSource("b"), 0.1)], SqliteStore(tmp_path / "log.db"),  # type: ignore[list-item]
+               tmp_path / "status.json")
+    assert [len(t.runners) for t in d.sampler.threads] == [1, 1]
