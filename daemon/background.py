@@ -52,5 +52,18 @@ class BackgroundDaemon:
         if self.error is not None:
             raise self.error
         if self.result is None:
-            raise TimeoutError(f"daemon did not stop within {timeout_s} s")
+            raise TimeoutError(f"daemon did not stop within {timeout_s} s; where each thread was:\n{_thread_stacks()}")
         return self.result
+
+
+def _thread_stacks() -> str:
+    """The last frames of every thread (what a stop that hangs waits on), for the error."""
+    import sys
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame, limit=4))
+        out.append(f"--- {names.get(ident, ident)}\n{stack}")
+    return "\n".join(out)

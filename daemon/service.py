@@ -33,6 +33,7 @@ log = logging.getLogger("jouled.daemon")
 MAINTENANCE_PERIOD_S = 60.0
 STATUS_COPY_PERIOD_S = 10.0  # the status copy beside the log (the status file itself: every health_interval_s)
 SOURCES_OPEN_WAIT_S = 10.0  # READY waits this long for the sources to open (a meter's handshake takes a while)
+SIDE_TASKS_STOP_S = 10.0  # at shutdown, how long the marker recorder and the other side tasks get to finish
 MAX_PENDING_SAMPLES = 5_000_000  # ~10 min of 1000 Hz × 8 devices held in memory while the store is down
 
 
@@ -393,7 +394,15 @@ class Daemon:
             sdnotify.notify("STOPPING=1")
             for t in side:
                 t.cancel()
-            await asyncio.gather(*side, return_exceptions=True)
+            # bounded: a side task stuck in its own shutdown (a broker that never answers the disconnect) must not
+            # keep the final flush from running
+            done, stuck = await asyncio.wait(side, timeout=SIDE_TASKS_STOP_S) if side else (set(), set())
+            for t in done:  # retrieved, as gather(return_exceptions=True) did: no "never retrieved" noise
+                if not t.cancelled():
+                    t.exception()
+            for t in stuck:
+                log.error("shutdown: task %s did not stop within %.0f s; going on without it", t.get_name(),
+                          SIDE_TASKS_STOP_S)
             await asyncio.to_thread(self.sampler.stop)
             await asyncio.gather(*core, return_exceptions=True)
             self._store_thread.periodic_on.clear()  # the timers stop: the final flush and status are the last
