@@ -17,6 +17,7 @@ on a new violation and on a listed one that is gone, so the list only shrinks.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,29 @@ def all_imports() -> list[Import]:
     files = [p for folder in PACKAGES for p in sorted((REPO / folder).rglob("*.py")) if "__pycache__" not in p.parts]
     assert len(files) > 50, files  # the walk found the tree
     return [imp for f in files for imp in imports_of(f)]
+
+
+def io_reached(modules: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(module, importer, I/O module) for every I/O module each of `modules` reaches, directly or through the jouled
+    modules it imports; each module must be in the import graph (the walk sees it at all)."""
+    graph: dict[str, set[str]] = {}
+    for imp in all_imports():
+        graph.setdefault(imp.importer, set()).add(imp.imported)
+    bad = []
+    for mod in sorted(modules):
+        assert mod in graph, mod
+        seen, todo = set(), [mod]
+        while todo:
+            m = todo.pop()
+            for dep in graph.get(m, ()):
+                if dep in seen:
+                    continue
+                seen.add(dep)
+                if _under(dep, IO_MODULES):
+                    bad.append((mod, m, dep))
+                elif dep.startswith("jouled"):
+                    todo.append(dep)
+    return bad
 
 
 def _deepest(found: set[Violation]) -> set[Violation]:

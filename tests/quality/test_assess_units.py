@@ -156,25 +156,7 @@ def test_nice_ticks() -> None:
 def test_analysis_modules_do_no_io() -> None:
     """assess, compare, svg, report and data take numbers and give findings/text: no store, file or network
     module is imported by them, directly or through another jouled module they import (load.py is the reader)."""
-    from tests.test_import_rules import IO_MODULES, _under, all_imports
+    from tests.test_import_rules import io_reached
 
-    pure = {"jouled.quality.assess", "jouled.quality.compare", "jouled.quality.svg", "jouled.quality.report",
-            "jouled.quality.data"}
-    imports = all_imports()
-    graph: dict[str, set[str]] = {}
-    for imp in imports:
-        graph.setdefault(imp.importer, set()).add(imp.imported)
-    bad = []
-    for mod in sorted(pure):
-        seen, todo = set(), [mod]
-        while todo:
-            m = todo.pop()
-            for dep in graph.get(m, ()):
-                if dep in seen:
-                    continue
-                seen.add(dep)
-                if _under(dep, IO_MODULES):
-                    bad.append((mod, m, dep))
-                elif dep.startswith("jouled"):
-                    todo.append(dep)
-    assert bad == []
+    assert io_reached({"jouled.quality.assess", "jouled.quality.compare", "jouled.quality.svg",
+                       "jouled.quality.report", "jouled.quality.data"}) == []

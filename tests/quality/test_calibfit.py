@@ -168,26 +168,9 @@ def test_calibration_file_is_versioned_and_numbered(tmp_path: Path) -> None:
 def test_calibration_math_does_no_io() -> None:
     """calibfit and cccorrect take numbers and give numbers: no store, file or network module, directly or through
     another jouled module (calibstore, holistic and the command are the readers and writers)."""
-    from tests.test_import_rules import IO_MODULES, _under, all_imports
+    from tests.test_import_rules import io_reached
 
-    graph: dict[str, set[str]] = {}
-    for imp in all_imports():
-        graph.setdefault(imp.importer, set()).add(imp.imported)
-    bad = []
-    for mod in ("jouled.quality.calibfit", "jouled.quality.cccorrect"):
-        assert mod in graph, mod  # the walk sees the module at all
-        seen, todo = set(), [mod]
-        while todo:
-            m = todo.pop()
-            for dep in graph.get(m, ()):
-                if dep in seen:
-                    continue
-                seen.add(dep)
-                if _under(dep, IO_MODULES):
-                    bad.append((mod, m, dep))
-                elif dep.startswith("jouled"):
-                    todo.append(dep)
-    assert bad == []
+    assert io_reached({"jouled.quality.calibfit", "jouled.quality.cccorrect"}) == []
 
 
 def test_calibrate_plan() -> None:
