@@ -279,29 +279,9 @@ class LoopbackMeter:
 
     @staticmethod
     def _session(conn: socket.socket, stop: threading.Event) -> None:
-        conn.settimeout(0.1)
-        buf = b""
-        while not stop.is_set():
-            try:
-                data = conn.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                cmd = line.decode(errors="replace").strip()
-                if not cmd.endswith("?"):
-                    continue
-                reply = {"*IDN?": "YOKOGAWA,WT310,LOOP0001,F1.03", ":STATus:EESR?": "1",
-                         ":NUMeric:NORMal:VALue?": "1.2000E+02,1.0000E-03"}.get(cmd, "0")
-                try:
-                    conn.sendall(reply.encode() + b"\n")
-                except OSError:
-                    return
+        replies = {"*IDN?": "YOKOGAWA,WT310,LOOP0001,F1.03", ":STATus:EESR?": "1",
+                   ":NUMeric:NORMal:VALue?": "1.2000E+02,1.0000E-03"}
+        serve_scpi_queries(conn, stop, lambda cmd: replies.get(cmd, "0"))
 
 
 def _visa_config(tmp: Path, resource: str, rate_hz: float) -> Path:
@@ -413,3 +393,29 @@ def _estimate_device(db: Path) -> str:
         return next(k.device for k in st.series() if k.source == "estimate")
     finally:
         st.close()
+
+
+def serve_scpi_queries(conn: socket.socket, stop: threading.Event, reply: Callable[[str], str]) -> None:
+    """Answer each newline-terminated SCPI query on `conn` with `reply(query)` (commands, no `?`, get nothing) until
+    `stop`, EOF or a socket error: the loop of the fake meters that tests reach over a real TCP socket."""
+    conn.settimeout(0.1)
+    buf = b""
+    while not stop.is_set():
+        try:
+            data = conn.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        if not data:
+            return
+        buf += data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            cmd = line.decode(errors="replace").strip()
+            if not cmd.endswith("?"):
+                continue
+            try:
+                conn.sendall(reply(cmd).encode() + b"\n")
+            except OSError:
+                return

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 
+from tests.faults.procs import serve_scpi_queries
 from tests.sources.powercap import powercap_tree
 
 PKG_IDLE_W, PKG_SPAN_W = 20.0, 60.0
@@ -129,32 +130,13 @@ class Rig:
 
     def _session(self, conn: socket.socket) -> None:
         self._raise_priority()
-        conn.settimeout(0.1)
-        buf = b""
         with conn:
-            while not self._stop.is_set():
-                try:
-                    data = conn.recv(4096)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                if not data:
-                    return
-                buf += data
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    cmd = line.decode(errors="replace").strip()
-                    if not cmd.endswith("?"):
-                        continue
-                    if cmd == ":NUMeric:NORMal:VALue?":
-                        with self.lock:
-                            p = self.power_w["wall"]
-                            e = self.energy_j["wall"] + p * (time.monotonic() - self._tick_t)
-                        reply = f"{p:.4E},{e / 3600.0:.9E}"
-                    else:
-                        reply = {"*IDN?": "YOKOGAWA,WT310,RIG0001,F1.03", ":STATus:EESR?": "1"}.get(cmd, "0")
-                    try:
-                        conn.sendall(reply.encode() + b"\n")
-                    except OSError:
-                        return
+            serve_scpi_queries(conn, self._stop, self._reply)
+
+    def _reply(self, cmd: str) -> str:
+        if cmd == ":NUMeric:NORMal:VALue?":
+            with self.lock:
+                p = self.power_w["wall"]
+                e = self.energy_j["wall"] + p * (time.monotonic() - self._tick_t)
+            return f"{p:.4E},{e / 3600.0:.9E}"
+        return {"*IDN?": "YOKOGAWA,WT310,RIG0001,F1.03", ":STATus:EESR?": "1"}.get(cmd, "0")
