@@ -265,7 +265,8 @@ class SourceRunner:
             if self._phase != "open":  # never opened: nothing to close
                 self.source.close()
         finally:
-            self.health.state = "stopped" if self._phase != "open" or self.health.state != "unavailable" else "unavailable"
+            if not (self._phase == "open" and self.health.state == "unavailable"):  # never opened: it stays unavailable
+                self.health.state = "stopped"
 
     # The open step runs in the sampling thread too, so a slow device (a meter's handshake) delays no other thread.
     def _open(self) -> bool:
