@@ -54,6 +54,7 @@ class Rig:
         self.energy_j = {"package": 0.0, "dram": 0.0, "wall": 0.0, "uncaptured": 0.0}
         self.power_w = {"package": PKG_IDLE_W, "dram": DRAM_IDLE_W, "wall": P_IDLE_W}
         self._tick_t = time.monotonic()
+        self.max_tick_gap_s = 0.0  # the longest the fake counters went without an update (the rig starved of CPU)
         self._stop = threading.Event()
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -101,18 +102,29 @@ class Rig:
         prev = psutil.cpu_times()
         last = time.monotonic()
         pkg_uj, dram_uj = 1_000_000.0, 1_000_000.0
+        # written in place with one pwrite, never truncated first: a counter only grows, so each value is at least as
+        # long as the last, and a reader never sees the empty file a truncate-then-write would show it
+        fds = [os.open(f, os.O_WRONLY) for f in (self.pkg_file, self.dram_file)]
+        try:
+            self._tick_loop(prev, last, pkg_uj, dram_uj, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _tick_loop(self, prev: object, last: float, pkg_uj: float, dram_uj: float, fds: list[int]) -> None:
         while not self._stop.wait(STEP_S):
             now_t = psutil.cpu_times()
             now = time.monotonic()
             u, dt = _busy(prev, now_t), now - last
+            self.max_tick_gap_s = max(self.max_tick_gap_s, dt)
             prev, last = now_t, now
             pkg = PKG_IDLE_W + PKG_SPAN_W * u
             dram = DRAM_IDLE_W + DRAM_SPAN_W * u
             unc = UNC_W + UNC_UTIL_W * u
             pkg_uj += pkg * dt * 1e6
             dram_uj += dram * dt * 1e6
-            self.pkg_file.write_text(f"{int(pkg_uj)}\n")
-            self.dram_file.write_text(f"{int(dram_uj)}\n")
+            os.pwrite(fds[0], f"{int(pkg_uj)}\n".encode(), 0)
+            os.pwrite(fds[1], f"{int(dram_uj)}\n".encode(), 0)
             with self.lock:
                 self._tick_t = now
                 self.power_w = {"package": pkg, "dram": dram, "wall": pkg + dram + unc}

@@ -88,7 +88,8 @@ def test_calibrate_resumes_recovers_the_machine_and_holistic_matches_the_meter(
     for pt in cal["points"]:
         u = pt["util_cpu"]
         # the RAPL tree and the meter as the rig drove them, read back through the daemon's log
-        assert pt["cpu_w"] == pytest.approx(calib_rig.PKG_IDLE_W + calib_rig.PKG_SPAN_W * u, abs=5.0)
+        assert pt["cpu_w"] == pytest.approx(calib_rig.PKG_IDLE_W + calib_rig.PKG_SPAN_W * u, abs=5.0), (
+            f"{pt}: the rig's longest gap between counter updates was {rig.max_tick_gap_s:.3f} s")
         assert pt["wall_w"] == pytest.approx(truth_nongpu_w(u), rel=0.04)
         # the uncaptured model and the static P_idle/P_busy line give the known truth at the utilisation each phase had
         unc = model["intercept_w"] + model["per_util_w"] * u
