@@ -35,7 +35,7 @@ from jouled.model import Allocation, CarbonPoint
 from jouled.scheduler.executors import Executor, Handle, JobEvent
 from jouled.scheduler.hypervolume import CENAS_REF_POINT, hypervolume_2d, nondominated_ranks, pareto_mask
 from jouled.scheduler.lamoo.optimizer import LaMOO, LaMOOConfig
-from jouled.scheduler.policies import Policy, Split
+from jouled.scheduler.policies import CleanHourPolicy, Policy, Split
 from jouled.scheduler.space import Benchmark
 from jouled.scheduler.workers import EvalJob, Job, JobResult, SampleJob, WorkerSettings
 from jouled.store.sqlite import SqliteStore
@@ -191,6 +191,8 @@ class LiveSearch:
         except Exception:
             fc = None
         split = self.policy.decide(now_s, intensity, history, fc, len(self.ex.slots))
+        if isinstance(self.policy, CleanHourPolicy) and split.gpus_evaluation > 0:
+            split = self._clean_split(split)
         wall_ns = CLOCK.now_ns()
         if self.store is not None:
             self.store.write_carbon([CarbonPoint(wall_ns, reading.zone or z, reading.provider, intensity)])
@@ -203,6 +205,18 @@ class LiveSearch:
         })
         self._assign_roles(split.gpus_sampling, split.gpus_evaluation)
         return split
+
+    def _clean_split(self, split: Split) -> Split:
+        """A clean hour's working slots (jouled's `cenas`): sampling first, as the simulator's cenas does.
+
+        Until the truth-fed trainer has its prior (prior_evals trainings, picked from the one-shot estimates), half
+        the working slots (at least one) score cells on the supernet, the others train the best estimated ones;
+        after that every working slot trains the cells the LaMOO told true results picks."""
+        n_work = split.gpus_evaluation
+        in_prior = len(self.evals) < self.cfg.prior_evals
+        n_s = max(1, n_work // 2) if in_prior else 0
+        note = f"{split.note}; {'sampling for the prior' if n_s else 'truth-fed'}"
+        return Split(n_s, n_work - n_s, n_s / n_work, note)
 
     def _assign_roles(self, n_sampling: int, n_evaluation: int | None = None) -> None:
         """Change as few slots as possible; prefer idle slots, then slots whose job ends soonest (sampling).

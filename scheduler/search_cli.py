@@ -50,7 +50,8 @@ def _print_summary(doc: dict[str, Any], console: Console, wide: bool = False) ->
 _PROVIDER_HELP = "electricitymaps | watttime | ukci | carbonaware | trace | constant (default [carbon] provider)"
 
 
-_METHOD_HELP = "cenas | static:F | threshold[:P] | forecast[:D] | random"
+_METHOD_HELP = ("cenas (truth-fed, clean hours: the simulator's cenas) | cenas-seed (the seed's λs split) | clean[:P] | "
+                "static:F | threshold[:P] | forecast[:D] | random")
 _GPUS_HELP = "how many worker slots: the first N GPUs (default: every GPU found, else 2 CPU slots)"
 _DEVICES_HELP = "the worker slots themselves instead of --gpus: GPU ids 0,1,… or cpu:N / cpu0,cpu1 (default: from --gpus)"
 
@@ -109,7 +110,6 @@ def search_command(
     from jouled.carbon.trace import TraceProvider, load_trace
     from jouled.scheduler.executors import make_executor
     from jouled.scheduler.live import LiveConfig, LiveSearch
-    from jouled.scheduler.policies import make_policy
     from jouled.scheduler.space import load_benchmark
     from jouled.scheduler.workers import WorkerSettings
     from jouled.store.sqlite import SqliteStore, parse_store_url
@@ -130,7 +130,7 @@ def search_command(
         typer.echo("warning: --policy is deprecated — use --method (same values)", err=True)
         method = policy
     slots = worker_slots(gpus, devices, _gpus_found)
-    pol = make_policy(method, seed, window_s=cfg.nas.window_h * 3600.0)
+    pol = live_policy(method, seed, cfg.nas.window_h)
     name = (provider or cfg.carbon.provider).strip().lower()
     if name and name not in PROVIDERS:
         raise UserError(f"--provider {provider!r}: unknown — use one of {', '.join(PROVIDERS)}")
@@ -197,6 +197,19 @@ def search_command(
         typer.echo(json.dumps(doc, indent=2, default=str))
     else:
         _print_summary(doc, make_console(), wide)
+
+
+def live_policy(method: str, seed: int, window_h: float) -> Any:
+    """`--method` of `nas search`: `cenas` is the simulator's cenas (the clean-hour policy over the truth-fed
+    search, sampling first); `cenas-seed` the seed's λs split; any other name a policy spec (make_policy)."""
+    from jouled.scheduler.policies import CLEAN_PERCENTILE, make_policy
+
+    m = method.strip().lower()
+    spec = {"cenas": f"clean:{CLEAN_PERCENTILE:g}", "cenas-seed": "cenas"}.get(m, m)
+    try:
+        return make_policy(spec, seed, window_s=window_h * 3600.0)
+    except UserError:
+        raise UserError(f"--method {method!r}: unknown or malformed — use one of: {_METHOD_HELP}") from None
 
 
 def _gpus_found() -> int:

@@ -48,7 +48,8 @@ def test_live_search_follows_the_grid_and_reads_measured_energy(tmp_path: Path, 
         ex.shutdown()
         bg.stop()
 
-    # one decision per trace hour, each following the intensity (2 slots: λs 0, 1, 0.5)
+    # the seed's λs split (`cenas-seed`): one decision per trace hour, each following the intensity (2 slots: λs 0, 1,
+    # 0.5)
     assert [d["intensity_g_per_kwh"] for d in doc["decisions"]] == SEARCH_G_PER_KWH
     assert [d["gpus_sampling"] for d in doc["decisions"]] == [0, 2, 1]
     allocs = store.read_allocations(live.search_id)
@@ -78,4 +79,44 @@ def test_live_search_follows_the_grid_and_reads_measured_energy(tmp_path: Path, 
     # the dirty hour moved both evaluation slots to sampling at an epoch boundary: nothing finished was lost
     for r in doc["evaluated"]:
         assert r["epochs_done"] <= 2
+    assert not doc["errors"]
+
+
+def test_live_cenas_samples_first_in_clean_hours_and_releases_the_slots_in_dirty_ones(
+    tmp_path: Path, trace_file: Path, nas_data: Path,
+) -> None:
+    """`nas search --method cenas` (the simulator's cenas): the clean-hour policy over the truth-fed search. A clean
+    hour works with every slot, half of them scoring cells for the trainer's prior; a dirty hour releases every slot
+    (trainings stop at an epoch boundary, checkpoints kept) and runs nothing."""
+    from jouled.scheduler.search_cli import live_policy
+
+    port = free_port()
+    cfg = make_config(tmp_path, "", embedded_port=port)
+    gpu = ScriptedSource("nvml", devices=2)
+    gpu.devices = ["gpu0", "gpu1"]
+    bg = start_daemon(cfg, [gpu], rate_hz=20.0)
+    ex = LocalExecutor(["cpu0", "cpu1"])
+    try:
+        settings = WorkerSettings(dataset="digits", channels=4, cells_per_stage=1, max_batches=3,
+                                  broker_url=f"mqtt://127.0.0.1:{port}", host="testhost",
+                                  spool_dir=str(tmp_path / "spool"))
+        live = LiveConfig(hours=2.0, zone="DE", epochs=2, sample_batch=4, settings=settings,
+                          work_dir=tmp_path / "work", energy_wait_s=8.0)
+        clock = VirtualClock(T0_S + 24 * 3600, SPEEDUP)
+        search = LiveSearch(live, TraceProvider(trace_file, clock), clock, live_policy("cenas", 0, 24.0), ex,
+                            load_benchmark(nas_data), store=SqliteStore(cfg.store.path), config=cfg)
+        doc = search.run()
+    finally:
+        ex.shutdown()
+        bg.stop()
+
+    assert doc["policy"] == "clean:50"
+    # hour 1 (100 g/kWh, below the day's median): both slots work, one samples; hour 2 (500): both released
+    assert [(d["gpus_sampling"], d["gpus_evaluation"]) for d in doc["decisions"]] == [(1, 1), (0, 0)]
+    assert "sampling for the prior" in doc["decisions"][0]["note"] and "released" in doc["decisions"][1]["note"]
+    allocs = SqliteStore(cfg.store.path).read_allocations(live.search_id)
+    assert [(a.gpus_sampling, a.gpus_evaluation) for a in allocs] == [(1, 1), (0, 0)]
+    assert doc["samples"] > 0, doc["errors"]  # the clean hour scored cells (the old `clean` sampled nothing)
+    assert doc["evaluations"] + doc["evaluations_partial"] >= 1, doc["errors"]
+    assert doc["sampling"]["energy_j"] > 0
     assert not doc["errors"]

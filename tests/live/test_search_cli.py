@@ -28,6 +28,7 @@ runner = CliRunner()
     (["--format", "xml"], "--format 'xml'"),
     (["--executor", "slurm"], "--executor 'slurm'"),
     (["--policy", "magic"], "magic"),
+    (["--method", "cenas:3"], "--method 'cenas:3'"),
     (["--start", "99999"], "outside the trace"),
     (["--no-daemon"], "--no-daemon"),
 ])
@@ -55,10 +56,11 @@ def test_search_command_runs_with_its_own_daemon(tmp_path: Path, trace_file: Pat
     assert res.exit_code == 0, res.output[-3000:]
     doc = json.loads(res.stdout[res.stdout.index("{"):])
     assert doc["decisions"][0]["intensity_g_per_kwh"] == SEARCH_G_PER_KWH[0]
-    assert doc["decisions"][0]["gpus_evaluation"] == 2  # the clean hour: every slot evaluates
+    # the clean hour (the default method, cenas): every slot works, one scores cells for the prior
+    assert (doc["decisions"][0]["gpus_sampling"], doc["decisions"][0]["gpus_evaluation"]) == (1, 1)
     assert doc["evaluations"] >= 1
     store = SqliteStore(db)
-    assert store.read_allocations(doc["search"])[0].gpus_evaluation == 2
+    assert store.read_allocations(doc["search"])[0].gpus_evaluation == 1
     # the real daemon (estimate source on this machine) measured the finished evaluation
     assert any(r["energy_j"] is not None and r["energy_j"] > 0 for r in doc["evaluated"] if r["finished"]), doc
 
