@@ -1,5 +1,5 @@
 """`python -m jouled`: the same as the `jouled` command (how a command starts `jouled run` as a child)."""
 
-from jouled.cli import main
+from jouled.entry import main
 
 main()

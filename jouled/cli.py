@@ -190,19 +190,6 @@ def _check_format(fmt: str, allowed: tuple[str, ...] = ("table", "json")) -> Non
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(allowed)}")
 
 
-def _setup_logging(verbose: bool) -> None:
-    import logging
-
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    from jouled.secrets import install_log_redaction
-
-    install_log_redaction()  # URL passwords, tokens and every secret jouled read are masked in every log line
-
-
 @app.command()
 def run(
     duration: Annotated[
@@ -219,21 +206,9 @@ def run(
     store: StoreOpt = None,
 ) -> None:
     """Run the daemon in the foreground (the systemd service runs exactly this)."""
-    from jouled.daemon.app import build_daemon, run_daemon
+    from jouled.runcmd import run_daemon_command
 
-    if duration is not None and not duration > 0:  # 0, negative or NaN would stop at once, having sampled nothing
-        raise UserError(f"--duration {duration:g}: must be > 0 seconds — or leave it out to run until stopped")
-    _setup_logging(verbose)
-    ctx = context(config, store)
-    from jouled.spool import default_spool_dir
-
-    # the daemon also records markers that marker clients on this host left spooled (broker down, client gone)
-    daemon = build_daemon(
-        ctx.config, ctx.store_url, rate_hz=rate, source_names=source or None, spool_dir=default_spool_dir()
-    )
-    final = run_daemon(daemon, duration)
-    if duration is not None:
-        _print_status_table(final)
+    run_daemon_command(duration=duration, rate=rate, source=source, verbose=verbose, config=config, store=store)
 
 
 @app.command()

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from jouled.errors import UserError
 
-if TYPE_CHECKING:  # the config and the store (numpy) load when a command resolves them, not for --help
-    from jouled.config import Config
+# re-exported: every command resolves its config and store, and prints its errors, the way `jouled run` does
+from jouled.runcmd import Context as Context
+from jouled.runcmd import context as context
+from jouled.runcmd import print_user_error as print_user_error
 
 ConfigOpt = Annotated[
     Path | None,
@@ -48,10 +48,6 @@ WideOpt = Annotated[bool, typer.Option("--wide", help="show every column, even w
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
 
-def print_user_error(err: UserError) -> None:
-    """The one line a user sees for an error they can fix."""
-    print(f"Error: {err.message}", file=sys.stderr)
-
 
 class JouledGroup(TyperGroup):
     """A command group that turns a UserError raised anywhere below it into one line on stderr and exit 2."""
@@ -73,17 +69,3 @@ def make_app(**kwargs: Any) -> typer.Typer:
     return typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False, **kwargs)
 
 
-@dataclass
-class Context:
-    config: Config
-    store_url: str
-
-
-def context(config: Path | None, store: str | None) -> Context:
-    """Resolve --config and --store: the command line wins over the environment, which wins over the file."""
-    from jouled.config import load_config
-    from jouled.store.url import sqlite_url
-
-    cfg = load_config(config)
-    url = store or os.environ.get("JOULED_STORE") or sqlite_url(cfg.store_path())
-    return Context(cfg, url)

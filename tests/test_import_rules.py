@@ -28,7 +28,7 @@ COMPONENTS = ("jouled.daemon", "jouled.trainer", "jouled.scheduler")
 # the core modules that are the command line's own: they mount the components' commands
 PURE_MODULES = frozenset({"jouled.energy", "jouled.windows", "jouled.rows"})  # the energy math: no I/O
 CLI_MODULES = frozenset({"jouled.cli", "jouled.cli_common", "jouled.demo", "jouled.calibrate_cli", "jouled.energy_cli",
-                         "jouled.export_cli", "jouled.import_cli", "jouled.service_cli"})
+                         "jouled.export_cli", "jouled.import_cli", "jouled.service_cli", "jouled.entry", "jouled.runcmd"})
 IO_MODULES = ("sqlite3", "socket", "socketserver", "ssl", "select", "selectors", "asyncio", "http", "urllib.request",
               "httpx", "requests", "paho", "aiomqtt", "amqtt", "subprocess", "multiprocessing", "threading", "shutil",
               "tempfile", "jouled.store", "jouled.statusfile", "jouled.config", "jouled.secrets")
