@@ -6,8 +6,9 @@ do) and advances the truth: package P = PKG_IDLE_W + PKG_SPAN_W·u, DRAM P = DRA
 the powercap tree's energy_uj counters (the kernel's layout, tests/sources/powercap.py), and the wall meter's power and
 integrated energy = package + DRAM + uncaptured, uncaptured = UNC_W + UNC_UTIL_W·u. The meter answers the WT310's
 SCPI queries (pyvisa-py `TCPIP0::127.0.0.1::PORT::SOCKET`); its integrated energy runs on between ticks at the
-current power, as a meter's integrator does. The rig's threads ask for a higher scheduling priority (nice −10, when
-allowed): hardware counters do not stall when the loads and other work fill every core.
+current power, as a meter's integrator does. The rig runs in its own process (the test's GIL cannot hold it up) and
+asks for a higher scheduling priority (nice −10, when allowed): hardware counters do not stall when the loads and
+other work fill every core.
 So P_idle = PKG_IDLE + DRAM_IDLE + UNC at u = 0 and
 P_busy = the same at u = 1, and calibration must recover UNC_W and UNC_UTIL_W.
 """
@@ -15,11 +16,13 @@ P_busy = the same at u = 1, and calibration must recover UNC_W and UNC_UTIL_W.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -43,53 +46,29 @@ def _busy(prev: object, now: object) -> float:
     return 0.0 if t1 <= t0 else max(0.0, min(1.0, 1.0 - (i1 - i0) / (t1 - t0)))
 
 
-class Rig:
-    """The fake machine: `start()` builds the tree and opens the meter; `stop()` ends both. Truth in `energy_j`."""
+class _Machine:
+    """The fake machine's state and threads, inside the rig's own process (see Rig)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = powercap_tree(root / "powercap", 2)  # intel-rapl:0 package-0 and intel-rapl:0:0 dram
-        self.pkg_file = self.root / "intel-rapl:0" / "energy_uj"
-        self.dram_file = self.root / "intel-rapl:0:0" / "energy_uj"
+    def __init__(self, pkg_file: str, dram_file: str, stop: Any, gap: Any) -> None:
+        self.pkg_file = Path(pkg_file)
+        self.dram_file = Path(dram_file)
         self.lock = threading.Lock()
         self.energy_j = {"package": 0.0, "dram": 0.0, "wall": 0.0, "uncaptured": 0.0}
         self.power_w = {"package": PKG_IDLE_W, "dram": DRAM_IDLE_W, "wall": P_IDLE_W}
         self._tick_t = time.monotonic()
-        self.max_tick_gap_s = 0.0  # the longest the fake counters went without an update (the rig starved of CPU)
-        self._stop = threading.Event()
+        self._gap = gap  # shared with the test: the longest the fake counters went without an update
+        self._stop = stop
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port = int(self._sock.getsockname()[1])
-        self._threads: list[threading.Thread] = []
-
-    @property
-    def resource(self) -> str:
-        return f"TCPIP0::127.0.0.1::{self.port}::SOCKET"
-
-    def config_text(self, host: str = "rig", rate_hz: float = 10.0) -> str:
-        """A daemon config sampling the rig: RAPL at the tree, the meter, the CPU estimate (it logs utilisation)."""
-        return (
-            f'[daemon]\nhost = "{host}"\nflush_interval_s = 0.2\nhealth_interval_s = 0.5\n'
-            f'[sources.rapl]\nenabled = true\nroot = "{self.root}"\nrate_hz = {rate_hz}\n'
-            f'[sources.visa]\nenabled = true\nresource = "{self.resource}"\nmodel = "wt310"\nbackend = "@py"\n'
-            f"timeout_ms = 500\nrate_hz = {rate_hz}\nupdate_interval_s = 0.1\n"
-            f"[sources.estimate]\nenabled = true\nrate_hz = 10\nonly_without_sensors = false\n"
-            "[sources.nvml]\nenabled = false\n[sources.smi]\nenabled = false\n"
-        )
-
-    def start(self) -> Rig:
         self._sock.listen(4)
         self._sock.settimeout(0.1)
-        for target in (self._tick, self._serve):
-            t = threading.Thread(target=target, daemon=True)
-            t.start()
-            self._threads.append(t)
-        return self
 
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=5)
+    def run(self) -> None:
+        """Serve the meter on a thread and tick the counters on this one until the stop event."""
+        threading.Thread(target=self._serve, daemon=True).start()
+        self._tick()
         self._sock.close()
 
     @staticmethod
@@ -116,7 +95,8 @@ class Rig:
             now_t = psutil.cpu_times()
             now = time.monotonic()
             u, dt = _busy(prev, now_t), now - last
-            self.max_tick_gap_s = max(self.max_tick_gap_s, dt)
+            if dt > self._gap.value:
+                self._gap.value = dt
             prev, last = now_t, now
             pkg = PKG_IDLE_W + PKG_SPAN_W * u
             dram = DRAM_IDLE_W + DRAM_SPAN_W * u
@@ -152,3 +132,64 @@ class Rig:
                 e = self.energy_j["wall"] + p * (time.monotonic() - self._tick_t)
             return f"{p:.4E},{e / 3600.0:.9E}"
         return {"*IDN?": "YOKOGAWA,WT310,RIG0001,F1.03", ":STATus:EESR?": "1"}.get(cmd, "0")
+
+
+def _rig_main(pkg_file: str, dram_file: str, stop: Any, gap: Any, ports: Any) -> None:
+    """The rig process: the machine's counters and meter, away from the test process's GIL."""
+    m = _Machine(pkg_file, dram_file, stop, gap)
+    ports.put(m.port)
+    m.run()
+
+
+class Rig:
+    """The fake machine: `start()` builds the tree and starts the rig's process (counters and meter); `stop()` ends it.
+
+    The rig runs in its own process: in the test's process its ticks waited whenever the test held the GIL (the real
+    CodeCarbon tracker's flush, say), and a counter that stalls half a second at a window's edge moves energy
+    across it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = powercap_tree(root / "powercap", 2)  # intel-rapl:0 package-0 and intel-rapl:0:0 dram
+        self.pkg_file = self.root / "intel-rapl:0" / "energy_uj"
+        self.dram_file = self.root / "intel-rapl:0:0" / "energy_uj"
+        self._mp = multiprocessing.get_context("spawn")
+        self._stop = self._mp.Event()
+        self._gap = self._mp.Value("d", 0.0)
+        self._proc: Any = None
+        self.port = 0
+
+    @property
+    def resource(self) -> str:
+        return f"TCPIP0::127.0.0.1::{self.port}::SOCKET"
+
+    @property
+    def max_tick_gap_s(self) -> float:
+        """The longest the fake counters went without an update (the rig starved of CPU)."""
+        return float(self._gap.value)
+
+    def config_text(self, host: str = "rig", rate_hz: float = 10.0) -> str:
+        """A daemon config sampling the rig: RAPL at the tree, the meter, the CPU estimate (it logs utilisation)."""
+        return (
+            f'[daemon]\nhost = "{host}"\nflush_interval_s = 0.2\nhealth_interval_s = 0.5\n'
+            f'[sources.rapl]\nenabled = true\nroot = "{self.root}"\nrate_hz = {rate_hz}\n'
+            f'[sources.visa]\nenabled = true\nresource = "{self.resource}"\nmodel = "wt310"\nbackend = "@py"\n'
+            f"timeout_ms = 500\nrate_hz = {rate_hz}\nupdate_interval_s = 0.1\n"
+            f"[sources.estimate]\nenabled = true\nrate_hz = 10\nonly_without_sensors = false\n"
+            "[sources.nvml]\nenabled = false\n[sources.smi]\nenabled = false\n"
+        )
+
+    def start(self) -> Rig:
+        ports = self._mp.Queue()
+        self._proc = self._mp.Process(target=_rig_main, daemon=True, args=(
+            str(self.pkg_file), str(self.dram_file), self._stop, self._gap, ports))
+        self._proc.start()
+        self.port = int(ports.get(timeout=60))
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._proc is not None:
+            self._proc.join(timeout=10)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(timeout=5)
