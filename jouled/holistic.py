@@ -188,9 +188,12 @@ def print_holistic(rows: Sequence[Mapping[str, Any]], title: str, *, wide: bool 
     has_wall = any(r["wall_j"] is not None for r in rows)
     has_pue = any(r["pue"] != 1.0 for r in rows)
     is_run = all(r["scope"] == "run" for r in rows)
-    cols = [Column("run" if is_run else "epoch", 0, "right"), Column("phase", 3), Column("duration", 4, "right"),
-            Column("GPU", 0, "right"), Column("CPU", 0, "right"), Column("DRAM", 1, "right"),
-            Column("uncaptured", 0, "right")]
+    # phase windows are told apart by their phase: never hide it then; a GPU column of zeros goes before anything else
+    has_phase = any(r["phase"] for r in rows)
+    no_gpu = all(not r["gpu_j"] for r in rows)
+    cols = [Column("run" if is_run else "epoch", 0, "right"), Column("phase", 0 if has_phase else 3),
+            Column("duration", 4, "right"), Column("GPU", 6 if no_gpu else 0, "right"), Column("CPU", 0, "right"),
+            Column("DRAM", 1, "right"), Column("uncaptured", 0, "right")]
     if has_pue:
         cols.append(Column("PUE overhead", 2, "right"))
     cols.append(Column("holistic", 0, "right"))

@@ -88,3 +88,19 @@ def test_without_calibration_the_static_fallback_is_labelled(tmp_path: Path) -> 
     r = rows[2]
     assert r["correction"] == "static fallback" and "static fallback" in r["calibration"]
     assert r["uncaptured_j"] == pytest.approx((750 + 375 + 75) * (1 / 0.9 - 1))
+
+
+def test_the_table_keeps_the_phase_at_80_columns_and_drops_a_gpu_column_of_zeros(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from jouled.holistic import print_holistic
+
+    monkeypatch.setenv("COLUMNS", "80")
+    row = {"run": "cal", "scope": "phase", "epoch": 1, "phase": "calibrate:cpu-prime", "duration_s": 2.0,
+           "gpu_j": 0.0, "cpu_j": 160.0, "dram_j": 20.0, "uncaptured_j": 110.0, "pue": 1.0, "pue_overhead_j": 0.0,
+           "holistic_j": 290.0, "wall_j": 292.0, "error_vs_wall_pct": -0.7, "flags": [], "calibration": "calibration #1",
+           "correction": "time-varying", "util_from": "logged"}
+    print_holistic([row, {**row, "epoch": 2, "phase": "calibrate:memory"}], "holistic energy")
+    out = capsys.readouterr().out
+    assert "phase" in out and "calibrate:cpu-prime" in out and "calibrate:memory" in out
+    assert "hidden at 80 columns" in out and "GPU" in out.split("hidden at 80 columns")[1]
