@@ -210,11 +210,17 @@ class LiveSearch:
         """A clean hour's working slots (jouled's `cenas`): sampling first, as the simulator's cenas does.
 
         Until the truth-fed trainer has its prior (prior_evals trainings, picked from the one-shot estimates), half
-        the working slots (at least one) score cells on the supernet, the others train the best estimated ones;
-        after that every working slot trains the cells the LaMOO told true results picks."""
+        the working slots score cells on the supernet, the others train the best estimated ones (a single slot
+        scores while nothing scored is left to train, else trains); after that every working slot trains the cells
+        the LaMOO told true results picks."""
         n_work = split.gpus_evaluation
         in_prior = len(self.evals) < self.cfg.prior_evals
-        n_s = max(1, n_work // 2) if in_prior else 0
+        if not in_prior:
+            n_s = 0
+        elif n_work > 1:
+            n_s = n_work // 2
+        else:  # one slot: it scores until there is something estimated to train, then trains
+            n_s = 0 if bool((~np.isnan(self.est_acc) & ~self.claimed).any()) else 1
         note = f"{split.note}; {'sampling for the prior' if n_s else 'truth-fed'}"
         return Split(n_s, n_work - n_s, n_s / n_work, note)
 

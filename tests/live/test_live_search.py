@@ -120,3 +120,29 @@ def test_live_cenas_samples_first_in_clean_hours_and_releases_the_slots_in_dirty
     assert doc["evaluations"] + doc["evaluations_partial"] >= 1, doc["errors"]
     assert doc["sampling"]["energy_j"] > 0
     assert not doc["errors"]
+
+
+def test_clean_hour_split_by_search_phase() -> None:
+    """Which working slots sample in a clean hour: half while the trainer's prior is being built (a single slot
+    samples only while nothing scored is left to train), none once prior_evals trainings have started."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from jouled.scheduler.policies import Split
+
+    def split_for(n_work: int, n_evals: int, scored_unclaimed: bool) -> tuple[int, int]:
+        est = np.full(10, np.nan)
+        if scored_unclaimed:
+            est[3] = 91.0
+        fake = SimpleNamespace(evals=dict.fromkeys(range(n_evals)), cfg=SimpleNamespace(prior_evals=20),
+                               est_acc=est, claimed=np.zeros(10, dtype=bool))
+        got = LiveSearch._clean_split(fake, Split(0, n_work, 0.0, "clean"))  # type: ignore[arg-type]
+        assert got.gpus_sampling + got.gpus_evaluation == n_work
+        return got.gpus_sampling, got.gpus_evaluation
+
+    assert split_for(8, 0, False) == (4, 4)
+    assert split_for(3, 5, True) == (1, 2)
+    assert split_for(1, 0, False) == (1, 0)  # one slot, nothing scored: it scores
+    assert split_for(1, 0, True) == (0, 1)  # one slot, something scored to train: it trains
+    assert split_for(8, 20, False) == (0, 8)  # the prior is built: truth-fed, every slot trains
