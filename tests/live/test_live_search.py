@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,7 @@ from jouled.carbon.base import VirtualClock
 from jouled.carbon.trace import TraceProvider
 from jouled.scheduler.executors import LocalExecutor
 from jouled.scheduler.live import LiveConfig, LiveSearch
-from jouled.scheduler.policies import make_policy
+from jouled.scheduler.policies import Policy, make_policy
 from jouled.scheduler.space import load_benchmark
 from jouled.scheduler.workers import WorkerSettings
 from jouled.store.sqlite import SqliteStore
@@ -24,29 +25,36 @@ pytest.importorskip("torch")
 SPEEDUP = 3600.0 / 6.0  # one trace hour every 6 s: 3 hours in 18 s
 
 
-def test_live_search_follows_the_grid_and_reads_measured_energy(tmp_path: Path, trace_file: Path,
-                                                               nas_data: Path) -> None:
+def run_live(tmp_path: Path, trace_file: Path, nas_data: Path, hours: float, policy: Policy
+             ) -> tuple[dict[str, Any], LiveConfig, SqliteStore]:
+    """A live search on two CPU slots over the fixture trace (a trace hour every 6 s), measured by a real daemon
+    whose only fake is the device layer: 2 "GPUs" at 100 W each. Returns its summary, config and the daemon's log."""
     port = free_port()
     cfg = make_config(tmp_path, "", embedded_port=port)
-    gpu = ScriptedSource("nvml", devices=2)  # the device layer is the only fake: 100 W per "GPU"
+    gpu = ScriptedSource("nvml", devices=2)
     gpu.devices = ["gpu0", "gpu1"]
     bg = start_daemon(cfg, [gpu], rate_hz=20.0)
     ex = LocalExecutor(["cpu0", "cpu1"])
+    store = SqliteStore(cfg.store.path)
     try:
         settings = WorkerSettings(dataset="digits", channels=4, cells_per_stage=1, max_batches=3,
                                   broker_url=f"mqtt://127.0.0.1:{port}", host="testhost",
                                   spool_dir=str(tmp_path / "spool"))
-        live = LiveConfig(hours=3.0, zone="DE", epochs=2, sample_batch=4, settings=settings,
+        live = LiveConfig(hours=hours, zone="DE", epochs=2, sample_batch=4, settings=settings,
                           work_dir=tmp_path / "work", energy_wait_s=8.0)
         clock = VirtualClock(T0_S + 24 * 3600, SPEEDUP)
-        prov = TraceProvider(trace_file, clock)
-        store = SqliteStore(cfg.store.path)
-        search = LiveSearch(live, prov, clock, make_policy("cenas"), ex, load_benchmark(nas_data),
+        search = LiveSearch(live, TraceProvider(trace_file, clock), clock, policy, ex, load_benchmark(nas_data),
                             store=store, config=cfg)
         doc = search.run()
     finally:
         ex.shutdown()
         bg.stop()
+    return doc, live, store
+
+
+def test_live_search_follows_the_grid_and_reads_measured_energy(tmp_path: Path, trace_file: Path,
+                                                               nas_data: Path) -> None:
+    doc, live, store = run_live(tmp_path, trace_file, nas_data, 3.0, make_policy("cenas"))
 
     # the seed's λs split (`cenas-seed`): one decision per trace hour, each following the intensity (2 slots: λs 0, 1,
     # 0.5)
@@ -90,31 +98,13 @@ def test_live_cenas_samples_first_in_clean_hours_and_releases_the_slots_in_dirty
     (trainings stop at an epoch boundary, checkpoints kept) and runs nothing."""
     from jouled.scheduler.search_cli import live_policy
 
-    port = free_port()
-    cfg = make_config(tmp_path, "", embedded_port=port)
-    gpu = ScriptedSource("nvml", devices=2)
-    gpu.devices = ["gpu0", "gpu1"]
-    bg = start_daemon(cfg, [gpu], rate_hz=20.0)
-    ex = LocalExecutor(["cpu0", "cpu1"])
-    try:
-        settings = WorkerSettings(dataset="digits", channels=4, cells_per_stage=1, max_batches=3,
-                                  broker_url=f"mqtt://127.0.0.1:{port}", host="testhost",
-                                  spool_dir=str(tmp_path / "spool"))
-        live = LiveConfig(hours=2.0, zone="DE", epochs=2, sample_batch=4, settings=settings,
-                          work_dir=tmp_path / "work", energy_wait_s=8.0)
-        clock = VirtualClock(T0_S + 24 * 3600, SPEEDUP)
-        search = LiveSearch(live, TraceProvider(trace_file, clock), clock, live_policy("cenas", 0, 24.0), ex,
-                            load_benchmark(nas_data), store=SqliteStore(cfg.store.path), config=cfg)
-        doc = search.run()
-    finally:
-        ex.shutdown()
-        bg.stop()
+    doc, live, store = run_live(tmp_path, trace_file, nas_data, 2.0, live_policy("cenas", 0, 24.0))
 
     assert doc["policy"] == "clean:50"
     # hour 1 (100 g/kWh, below the day's median): both slots work, one samples; hour 2 (500): both released
     assert [(d["gpus_sampling"], d["gpus_evaluation"]) for d in doc["decisions"]] == [(1, 1), (0, 0)]
     assert "sampling for the prior" in doc["decisions"][0]["note"] and "released" in doc["decisions"][1]["note"]
-    allocs = SqliteStore(cfg.store.path).read_allocations(live.search_id)
+    allocs = store.read_allocations(live.search_id)
     assert [(a.gpus_sampling, a.gpus_evaluation) for a in allocs] == [(1, 1), (0, 0)]
     assert doc["samples"] > 0, doc["errors"]  # the clean hour scored cells (the old `clean` sampled nothing)
     assert doc["evaluations"] + doc["evaluations_partial"] >= 1, doc["errors"]
