@@ -3,12 +3,18 @@
 Times the three stages the command runs (read the series from the store, window energy, row building) one at a
 time on one thread, and the whole `compute_rows` call (which reads and computes the series on READ_THREADS
 threads), best of 3.
+
+`--before PATH` (a git worktree of older code) runs that code's copy of this bench in a child process, alternating
+with this code's, `--rounds` times; each figure is the best over the rounds, so drift of the machine hits both alike.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -70,7 +76,7 @@ def best(fn: Callable[[], Any], n: int = 3) -> float:
     return min(times)
 
 
-def main() -> None:
+def measure() -> dict[str, Any]:
     hours, devices, rate, epochs = 24.0, 10, 10, 10_000
     with tempfile.TemporaryDirectory() as d:
         st = SqliteStore(Path(d) / "b.db")
@@ -89,16 +95,53 @@ def main() -> None:
         t_rows = best(lambda: energy_rows(wins, series))
         t_total = best(lambda: compute_rows(st, cfg, "r", ("epoch",)))
         rows, _ = compute_rows(st, cfg, "r", ("epoch",))
-    res = {
+    return {
         "log": {"hours": hours, "devices": devices, "rate_hz": rate, "samples": n, "epochs": epochs},
         "rows": len(rows),
         "seconds": {"read_series": round(t_read, 3), "window_energy_all_devices": round(t_energy, 3),
                     "energy_rows_incl_energy": round(t_rows, 3), "compute_rows_total": round(t_total, 3)},
+    }
+
+
+def _best_of(runs: list[dict[str, Any]]) -> dict[str, float]:
+    return {k: min(r["seconds"][k] for r in runs) for k in runs[0]["seconds"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", type=Path, help="a git worktree of older code, measured in the same run")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)  # the --before child
+    a = ap.parse_args()
+    if a.json_only:
+        print(json.dumps(measure()))
+        return
+    after: list[dict[str, Any]] = []
+    before: list[dict[str, Any]] = []
+    for _ in range(max(1, a.rounds) if a.before else 1):
+        if a.before:
+            env = dict(os.environ, PYTHONPATH=str(a.before))
+            out = subprocess.run([sys.executable, str(a.before / "bench" / Path(__file__).name), "--json-only"],
+                                 cwd=a.before, env=env, capture_output=True, text=True, check=True).stdout
+            before.append(json.loads(out.strip().splitlines()[-1]))
+        after.append(measure())
+    res = dict(after[-1])
+    res["seconds"] = _best_of(after)
+    res.update({
         "goal_s": 0.5,
         "read_threads": READ_THREADS,
         "machine": f"{os.cpu_count()} cores",
         "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-    }
+    })
+    if a.before:
+        res["before_same_run"] = {
+            "code": subprocess.run(["git", "-C", str(a.before), "log", "-1", "--format=%h %s"], capture_output=True,
+                                   text=True).stdout.strip()[:80] or str(a.before),
+            "rounds": len(before), "how": "best of each round's best of 3, rounds alternating",
+            "seconds": _best_of(before),
+        }
+        res["after_rounds"] = [r["seconds"] for r in after]
+        res["before_rounds"] = [r["seconds"] for r in before]
     print(json.dumps(res, indent=2))
     RESULTS.write_text(json.dumps(res, indent=2) + "\n")
 

@@ -161,6 +161,9 @@ def infer_period_s(time_ns: npt.ArrayLike) -> float:
     return float(np.median(np.diff(t))) * 1e-9
 
 
+_NO_RESETS: IntArray = np.zeros(0, dtype=np.int64)  # a track without resets (read-only use only)
+
+
 @dataclass(frozen=True, eq=False)
 class _Track:
     """Sorted, distinct samples of one field with its cumulative energy at each sample.
@@ -170,48 +173,65 @@ class _Track:
     """
 
     t_s: FloatArray
-    cum_j: FloatArray  # cumulative energy at each sample, starts at 0
-    value: FloatArray  # power (integral track) or the wrap-safe counter (counter track)
-    resets: IntArray  # counter track: resets in steps [0, k) ; zeros otherwise
+    value: FloatArray  # power (integral track) or the wrap-safe counter, from 0 (counter track)
+    resets: IntArray  # counter track: resets in steps [0, k); empty for a power track (it has none)
+    is_counter: bool
+
+    @functools.cached_property
+    def cum_j(self) -> FloatArray:
+        """Cumulative energy at each sample, from 0. A power track's trapezoids are summed only when a window uses
+        the integral: with a counter beside it (NVML, RAPL) most queries never do."""
+        if self.is_counter:
+            return self.value
+        p, t = self.value, self.t_s
+        cum = np.empty(t.shape[0])
+        if cum.size:
+            cum[0] = 0.0
+            np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(t), out=cum[1:])
+        return cum
 
     @property
     def n(self) -> int:
         return int(self.t_s.shape[0])
 
 
-def _finite(t_s: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """The samples where v is finite (no copy when all are: the usual case for a field read every tick)."""
-    ok = np.isfinite(v)
+def _finite(t_s: FloatArray, v: FloatArray, ok: npt.NDArray[np.bool_] | None = None) -> tuple[FloatArray, FloatArray]:
+    """The samples where v is finite (`ok`, when the caller has it); no copy when all are: the usual case for a
+    field read every tick."""
+    if ok is None:
+        ok = np.isfinite(v)
     if bool(ok.all()):
         return t_s, v
     return t_s[ok], v[ok]
 
 
-def _counter_track(t_s: FloatArray, energy_j: FloatArray) -> _Track:
-    t, e = _finite(t_s, energy_j)
+def _counter_track(t_s: FloatArray, energy_j: FloatArray, ok: npt.NDArray[np.bool_] | None = None) -> _Track:
+    t, e = _finite(t_s, energy_j, ok)
     steps = np.diff(e)
     # A decrease is a reset (or a wrap of an imported counter whose range we do not know):
     # that step's increment is skipped (counted as 0 J) and flagged `reset`, the rest summed.
     # A decrease within float rounding (averaged duplicates, wrap correction upstream) is noise,
     # not a reset: it counts as 0 J without the flag.
     down = np.flatnonzero(steps < 0)  # a monotone counter has none: the noise test costs nothing then
-    resets = np.zeros(t.shape[0], dtype=np.int64)
+    resets = _NO_RESETS
     if down.size:
         noise = 1e-12 * np.maximum(np.abs(e[down + 1]), np.abs(e[down])) + 1e-12
         neg = np.zeros(steps.shape[0], dtype=np.int64)
         neg[down[steps[down] < -noise]] = 1
-        resets[1:] = np.cumsum(neg)
+        resets = np.zeros(t.shape[0], dtype=np.int64)
+        np.cumsum(neg, out=resets[1:])
+        steps = np.maximum(steps, 0.0)
     cum = np.empty(t.shape[0])
     if cum.size:
         cum[0] = 0.0
-        np.cumsum(np.maximum(steps, 0.0), out=cum[1:])
-    return _Track(t, cum, cum, resets)
+        np.cumsum(steps, out=cum[1:])
+    return _Track(t, cum, resets, is_counter=True)
 
 
-def _power_track(t_s: FloatArray, power_w: FloatArray) -> _Track:
-    t, p = _finite(t_s, power_w)
-    cum = np.concatenate(([0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(t))))
-    return _Track(t, cum, p, np.zeros(t.shape[0], dtype=np.int64))
+def _power_track(t_s: FloatArray, power_w: FloatArray, ok: npt.NDArray[np.bool_] | None = None) -> _Track:
+    t, p = _finite(t_s, power_w, ok)
+    return _Track(t, p, _NO_RESETS, is_counter=False)
+
 
 
 def _cum_at(track: _Track, x: FloatArray, method: int) -> FloatArray:
@@ -259,16 +279,16 @@ def prepare(series: SeriesArrays) -> PreparedSeries:
     if np.isnan(counter_period_s) and not bool(p_ok.any()):
         counter_period_s = period_s  # one period given for a counter-only series: it is the counter's
     # each field's own spacing, not the union of both: a 2 Hz counter between 10 Hz power reads is not 10 Hz
+    p_all, e_all = bool(p_ok.all()), bool(e_ok.all())  # the usual case: no copies below
     if np.isnan(period_s):
-        period_s = _median_spacing_s(t_ns[p_ok]) if bool(p_ok.any()) else _median_spacing_s(t_ns)
+        period_s = _median_spacing_s(t_ns if p_all else t_ns[p_ok]) if bool(p_ok.any()) else _median_spacing_s(t_ns)
     if np.isnan(counter_period_s):
-        counter_period_s = _median_spacing_s(t_ns[e_ok])
-    any_ok = p_ok | e_ok
+        counter_period_s = _median_spacing_s(t_ns if e_all else t_ns[e_ok])
     return PreparedSeries(
         ref_ns=ref_ns,
-        counter=_counter_track(t_s, e),
-        power=_power_track(t_s, p),
-        any_t_s=t_s[any_ok],
+        counter=_counter_track(t_s, e, e_ok),
+        power=_power_track(t_s, p, p_ok),
+        any_t_s=t_s if p_all or e_all else t_s[p_ok | e_ok],
         period_s=period_s,
         estimated=bool(series.estimated),
         source=series.source,
@@ -281,7 +301,7 @@ def _median_spacing_s(t_ns: IntArray) -> float:
     """infer_period_s for times already sorted and distinct (as prepare has them): no np.unique, which hashes."""
     if t_ns.size < 2:
         return float("nan")
-    return float(np.median(np.diff(t_ns))) * 1e-9
+    return float(np.median(np.diff(t_ns), overwrite_input=True)) * 1e-9  # the diffs are ours: no second copy
 
 
 def _known(period_s: float | None) -> float:
@@ -316,13 +336,17 @@ def _samples_and_gap(t: FloatArray, a: FloatArray, b: FloatArray) -> tuple[IntAr
     n = t.shape[0]
     if n == 0:
         return np.zeros(a.shape, dtype=np.int64), b - a, np.ones(a.shape, dtype=bool)
+    # two binary searches, not four: t is distinct, so the other side differs only where an edge is a sample
+    # (each search over a day of samples is cache misses, the larger part of a window's cost)
     i_in = np.searchsorted(t, a, side="left")  # first sample >= a
-    j_in = np.searchsorted(t, b, side="right")  # one past last sample <= b
+    hi = np.searchsorted(t, b, side="left")  # first sample >= b (n: none)
+    a_is_sample = t[np.minimum(i_in, n - 1)] == a
+    b_is_sample = t[np.minimum(hi, n - 1)] == b
+    j_in = hi + b_is_sample  # one past last sample <= b
+    lo = i_in - 1 + a_is_sample  # last sample <= a (-1: none)
     samples = (j_in - i_in).astype(np.int64)
     edge = (t[0] > a) | (t[-1] < b)
     # covering index range [lo, hi]
-    lo = np.searchsorted(t, a, side="right") - 1  # last sample <= a (-1: none)
-    hi = np.searchsorted(t, b, side="left")  # first sample >= b (n: none)
     lo_c = np.clip(lo, 0, n - 1)
     hi_c = np.clip(hi, 0, n - 1)
     left_t = np.where(lo >= 0, t[lo_c], a)
@@ -431,6 +455,8 @@ def window_energy_many(
 
 def _resets_between(track: _Track, a: FloatArray, b: FloatArray) -> IntArray:
     """Counter resets in the steps that overlap (a, b)."""
+    if track.resets.size == 0:  # none anywhere (the usual case)
+        return np.zeros(a.shape, dtype=np.int64)
     t = track.t_s
     k_a = np.clip(np.searchsorted(t, a, side="right") - 1, 0, track.n - 1)  # step containing a
     k_b = np.clip(np.searchsorted(t, b, side="left"), 0, track.n - 1)  # sample closing the step containing b

@@ -27,7 +27,7 @@ from jouled.carbon.series import IntensitySeries
 from jouled.config import Config, load_config
 from jouled.energy import SeriesArrays
 from jouled.errors import UserError
-from jouled.rows import MapFn, energy_rows
+from jouled.rows import MapFn, energy_rows, gc_paused
 from jouled.rows import run_totals as _energy_run_totals
 from jouled.series import SeriesMeta, meta_or_default, period_or_nan
 from jouled.store.reader import ReadStore
@@ -163,13 +163,15 @@ def compute_rows(
 
     `on_progress(done, total)` is called with the number of windows done, at the start and after each host.
     """
-    markers = store.read_markers(run)
+    with gc_paused():  # tens of thousands of acyclic markers and windows (as for the rows, energy_rows)
+        markers = store.read_markers(run)
     if not markers:
         if run is None:
             raise NoMarkers(f"store {store.path}: no markers yet — publish some (jouled markers send, jouled train)")
         known = ", ".join(store.runs()[:10]) or "none"
         raise UnknownRun(f"run {run!r}: no markers in {store.path} — known runs: {known}")
-    windows, problems = windows_from_markers(markers)
+    with gc_paused():
+        windows, problems = windows_from_markers(markers)
     windows = [w for w in windows if w.scope in scopes]
     rows: list[dict[str, Any]] = []
     by_host: dict[str, list[Window]] = {}

@@ -6,8 +6,10 @@ the store and hands both in. Which rows make a run's total is chosen by the seri
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import gc
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,7 +27,7 @@ from jouled.energy import (
     window_energy_many,
 )
 from jouled.series import SeriesMeta, choose_totals, default_meta
-from jouled.timefmt import format_time_ns
+from jouled.timefmt import format_time_ns, format_times_ns
 from jouled.windows import Window
 
 HostDevicesPolicy = Literal["total", "exclude", "share"]
@@ -120,46 +122,82 @@ def energy_rows(
         idx = [i for i in all_idx if not win_gpus[i] or dev in win_gpus[i]] if is_gpu and any_gpus else all_idx
         if idx:
             jobs.append((src, dev, s, meta, idx, bounds, carbon))
-    results = list(map_fn(_series_result, jobs))
-    win_start = [format_time_ns(w.start_ns) for w in windows]
-    win_end = [format_time_ns(w.end_ns) for w in windows]
-    # each window's own fields, built once and spliced into each of its rows (keys stay in the contract's order)
-    head = [{"run": w.run, "scope": w.scope, "epoch": w.epoch, "phase": w.phase, "arch": w.arch, "host": w.host}
-            for w in windows]
-    span = [{"start": win_start[i], "end": win_end[i], "start_ns": w.start_ns, "end_ns": w.end_ns,
-             "duration_s": (w.end_ns - w.start_ns) * 1e-9} for i, w in enumerate(windows)]
-    per_window: list[list[dict[str, Any]]] = [[] for _ in windows]
-    share_rows = host_devices == "share"
+    # each series' rows are built as its numbers arrive (in series order), while the pool computes the next ones
+    results = map_fn(_series_result, jobs)
+    with gc_paused():  # 100,000 acyclic dicts: the cyclic collector's passes over them were a third of the build
+        return _assemble(windows, results, n_gpus, host_devices == "share", carbon is not None)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while many acyclic containers are built (they cannot leak a cycle), back on
+    after (when it was on): each generation-0 pass otherwise walks the young rows, and the full passes all of them."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _assemble(
+    windows: Sequence[Window], results: Iterable[_SeriesResult], n_gpus: int, share_rows: bool, with_carbon: bool,
+) -> list[dict[str, Any]]:
+    """The row dicts, window by window and within a window in series order, from each series' columns.
+
+    Built column-wise: each series' values are Python lists (from numpy), the window's own fields are gathered per
+    series, and one dict display per row zips them (a dict literal in a comprehension is the cheapest dict CPython
+    builds; the keys stay in the contract's order).
+    """
+    n = len(windows)
+    win_start = format_times_ns([w.start_ns for w in windows])
+    win_end = format_times_ns([w.end_ns for w in windows])
+    cols: dict[str, list[Any]] = {
+        "run": [w.run for w in windows], "scope": [w.scope for w in windows], "epoch": [w.epoch for w in windows],
+        "phase": [w.phase for w in windows], "arch": [w.arch for w in windows], "host": [w.host for w in windows],
+        "start": win_start, "end": win_end, "start_ns": [w.start_ns for w in windows],
+        "end_ns": [w.end_ns for w in windows], "duration_s": [(w.end_ns - w.start_ns) * 1e-9 for w in windows],
+    }
+    per_series: list[tuple[list[int], list[dict[str, Any]]]] = []
     for res in results:
-        is_gpu = res.meta.role == "gpu"
+        idx = res.idx
+        whole = len(idx) == n
+        g = cols if whole else {k: [v[i] for i in idx] for k, v in cols.items()}
         src, dev, role = res.src, res.dev, res.meta.role
-        energies, samples, gaps, methods, grams = res.energies, res.samples, res.gaps, res.methods, res.grams
         names = {f: flag_names(f) for f in set(res.flags)}  # a handful of distinct masks per series
-        flags = res.flags
-        scaled = share_rows and not is_gpu
-        for j, i in enumerate(res.idx):
-            share = 1.0
-            if scaled:
-                w = windows[i]
-                if w.gpus and n_gpus:
-                    share = min(1.0, len(w.gpus) / n_gpus)
-            e = energies[j]
-            row: dict[str, Any] = {
-                **head[i], "source": src, "device": dev, "role": role, **span[i],
-                "energy_j": None if e != e else e * share,  # NaN: no usable samples
-                "method": methods[j],
-                "samples": samples[j],
-                "max_gap_s": gaps[j],
-                "flags": list(names[flags[j]]),  # a fresh list per row
-            }
-            if scaled:
-                row["share"] = share
-            if grams is not None:
-                g = grams[j]
-                row["carbon_g"] = None if g != g else g * share
+        if share_rows and role != "gpu":
+            shares = [min(1.0, len(windows[i].gpus) / n_gpus) if windows[i].gpus and n_gpus else 1.0 for i in idx]
+        else:
+            shares = None
+        energies = [None if e != e else e for e in res.energies]  # NaN: no usable samples
+        if shares is not None:
+            energies = [None if e is None else e * f for e, f in zip(energies, shares, strict=True)]
+        rows = [
+            {"run": r, "scope": sc, "epoch": ep, "phase": ph, "arch": ar, "host": ho, "source": src, "device": dev,
+             "role": role, "start": st, "end": en, "start_ns": s_ns, "end_ns": e_ns, "duration_s": du,
+             "energy_j": e, "method": me, "samples": sa, "max_gap_s": ga, "flags": list(names[fl])}  # a fresh list
+            for r, sc, ep, ph, ar, ho, st, en, s_ns, e_ns, du, e, me, sa, ga, fl in zip(
+                g["run"], g["scope"], g["epoch"], g["phase"], g["arch"], g["host"], g["start"], g["end"],
+                g["start_ns"], g["end_ns"], g["duration_s"], energies, res.methods, res.samples, res.gaps, res.flags,
+                strict=True,
+            )
+        ]
+        if shares is not None:
+            for row, f in zip(rows, shares, strict=True):
+                row["share"] = f
+        if res.grams is not None:
+            fs = shares if shares is not None else [1.0] * len(rows)
+            for row, gr, f in zip(rows, res.grams, fs, strict=True):
+                row["carbon_g"] = None if gr != gr else gr * f
+        per_series.append((idx, rows))
+    if per_series and all(len(idx) == n for idx, _ in per_series):  # the usual case: every series in every window
+        return [row for at_window in zip(*(rows for _, rows in per_series), strict=True) for row in at_window]
+    per_window: list[list[dict[str, Any]]] = [[] for _ in windows]
+    for idx, rows in per_series:
+        for i, row in zip(idx, rows, strict=True):
             per_window[i].append(row)
     out: list[dict[str, Any]] = []
-    with_carbon = carbon is not None
     for i, w in enumerate(windows):
         rows_i = per_window[i]
         if rows_i:

@@ -10,7 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jouled import importers, markers, rows
-from jouled.timefmt import INT64_MAX, INT64_MIN, TimeFormatError, format_time_ns, parse_rfc3339_ns, parse_time_arg_ns
+from jouled.timefmt import (
+    INT64_MAX,
+    INT64_MIN,
+    TimeFormatError,
+    format_time_ns,
+    format_times_ns,
+    parse_rfc3339_ns,
+    parse_time_arg_ns,
+)
 
 T0 = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z
 
@@ -83,6 +91,18 @@ def test_format_then_parse_is_identity(t_ns: int) -> None:
     assert parse_rfc3339_ns(text) == t_ns
 
 
+@given(st.lists(st.integers(INT64_MIN, INT64_MAX), max_size=50))
+def test_format_many_is_format_one_by_one(times_ns: list[int]) -> None:
+    """The vectorised formatter (numpy's calendar) writes exactly what the integer one does, NaT's int64 included."""
+    assert format_times_ns(times_ns) == [format_time_ns(t) for t in times_ns]
+
+
+def test_format_many_edges() -> None:
+    edges = [INT64_MIN, INT64_MIN + 1, -1, 0, 1, INT64_MAX, 951_782_400 * 10**9]  # 2000-02-29
+    assert format_times_ns(edges) == [format_time_ns(t) for t in edges]
+    assert format_times_ns([]) == []
+
+
 @given(
     st.datetimes(min_value=datetime(1678, 1, 1), max_value=datetime(2262, 1, 1)),
     st.integers(0, 999),
@@ -106,7 +126,7 @@ def test_every_user_of_rfc3339_is_ns_exact() -> None:
     assert importers.parse_time_ns(text) == T0 + 123_456_789
     assert importers.parse_time_ns("2024-05-01T12:00:00.123456789") == T0 + 123_456_789  # naive = UTC
     assert markers.parse_time_ns(text) == T0 + 123_456_789
-    assert rows.format_time_ns is format_time_ns  # the energy rows use the one formatter
+    assert rows.format_times_ns is format_times_ns  # the energy rows use the one formatter (its vector form)
     with pytest.raises(ValueError, match="not RFC 3339"):
         importers.parse_time_ns("yesterday")
     with pytest.raises(markers.MarkerError, match="bad_time"):
