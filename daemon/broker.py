@@ -94,6 +94,19 @@ class SecretAuthPlugin(BaseAuthPlugin):
         return bool(want) and ok
 
 
+class LoopbackAuthPlugin(BaseAuthPlugin):
+    """amqtt auth plugin: every client is accepted (the broker listens on loopback only; see broker_config).
+
+    jouled's own rather than amqtt's AnonymousAuthPlugin: that one's module imports pwdlib, argon2 and cffi for the
+    password files it also handles (0.8 MB of RSS in the shim daemon of bench/observer.py), which loopback never reads.
+    """
+
+    async def authenticate(self, *, session: Session) -> bool | None:
+        if session:
+            session.is_anonymous = True
+        return True
+
+
 def broker_config(host: str, port: int, users: dict[str, str] | None = None) -> dict[str, Any]:
     """amqtt's config: one TCP listener; anonymous when ``users`` is None, else only those (name → password)."""
     if users:
@@ -102,7 +115,7 @@ def broker_config(host: str, port: int, users: dict[str, str] | None = None) -> 
         }
     else:
         # loopback only, anonymous: the same trust as the local status file. No $SYS chatter, no packet logs.
-        plugins = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+        plugins = {f"{__name__}.LoopbackAuthPlugin": {}}
     return {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": plugins}
 
 
