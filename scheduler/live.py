@@ -430,6 +430,9 @@ class LiveSearch:
                                     config=LaMOOConfig(cp_fraction=self.cfg.truth_cp_fraction))
         self.true_lamoo.tell([ev.cell], [[acc, -energy]])
         self.sampler.exclude([ev.cell])
+        if isinstance(self.policy, CleanHourPolicy):  # the stall rule's view of progress: the front of true results
+            pts = np.array([[a, -e] for _c, a, e in self._true_told])
+            self.policy.observe_training(hypervolume_2d(pts, self.true_lamoo.ref))
 
     # ---------------------------------------------------------------- main loop
     def run(self) -> dict[str, Any]:

@@ -83,8 +83,18 @@ def _table(doc: list[dict[str, Any]], console: Console, wide: bool = False) -> N
         f"power W: sampling {pw['sampling']:g}, evaluation {pw['evaluation']:g}, idle {pw['idle']:g}, released "
         f"{pw['released']:g}; intensity known {head['intensity_latency_s']:g} s late; checkpoint {head['checkpoint_s']:g} "
         f"GPU-s per pause; supernet {head['supernet_gpu_h']} GPU-h; clean hours: <= p{head['clean_percentile']:g} of "
-        f"the trailing {head['window_h']:g} h"
+        f"the trailing {head['window_h']:g} h{_late(head)}"
     )
+
+
+def _late(head: dict[str, Any]) -> str:
+    """The stall rule of cenas, in words (empty when off)."""
+    late = head.get("late_percentile")
+    if late is None:
+        return ""
+    st = head.get("stall", {})
+    return (f", p{late:g} once the last {st.get('trainings', '?')} trainings raised the front's HV by less than "
+            f"{st.get('gain_pct', '?')} %")
 
 
 def plot_runs(runs: dict[str, Any], path: Path, title: str) -> None:

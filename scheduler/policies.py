@@ -14,6 +14,10 @@ from jouled.errors import UserError
 DAY_S = 86400.0
 HOUR_S = 3600.0
 CLEAN_PERCENTILE = 50.0  # clean-hour policy: work while the known intensity is at or below this percentile
+# ... and once the search stalls, only below this one: `cenas` is clean:50:40 (bench/nas_compare.py, docs/cenas.md)
+LATE_PERCENTILE = 40.0
+STALL_TRAININGS = 200  # a stall: the last this many trainings together raised the front's HV by less than
+STALL_GAIN_PCT = 0.2  # this percentage (between the two, the percentile is interpolated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,21 +218,42 @@ class CleanHourPolicy:
     Unlike a split, it never keeps a GPU powered without work: the simulator's `cenas` method and the
     live search's `clean` method use it. With several zones the window pools every zone's values, so the
     clean zones qualify more often than the dirty ones (evaluation goes where the grid is cleanest).
+
+    ``late_percentile`` (None: off) is the thrift of a search that has stalled: the search tells the policy its
+    front's hypervolume after each training (`observe_training`), and while the last STALL_TRAININGS trainings
+    raised it by less than STALL_GAIN_PCT %, the policy works only below ``late_percentile`` (interpolated between
+    the two as the gain falls). A training late in the search rarely moves the front, so it waits for a cleaner
+    hour; early on, when each training counts, the pace is kept. It uses only what the search knows (its own
+    results, never the space's true maximum).
     """
 
-    def __init__(self, percentile: float = 50.0, window_s: float = DAY_S) -> None:
+    def __init__(self, percentile: float = 50.0, window_s: float = DAY_S, late_percentile: float | None = None) -> None:
         if not 0.0 <= percentile <= 100.0:
             raise ValueError("percentile must be in [0, 100]")
+        if late_percentile is not None and not 0.0 <= late_percentile <= 100.0:
+            raise ValueError("late_percentile must be in [0, 100]")
         if window_s <= 0:
             raise ValueError("window_s must be > 0")
         self.percentile = percentile
+        self.late_percentile = late_percentile
         self.window_s = window_s
-        self.name = f"clean:{percentile:g}"
+        self.name = f"clean:{percentile:g}" + (f":{late_percentile:g}" if late_percentile is not None else "")
+        self._front_hv: list[float] = []  # the front's hypervolume after each training, as the search reported it
+
+    def observe_training(self, front_hv: float) -> None:
+        """A training finished; the evaluated front's hypervolume is now `front_hv`."""
+        self._front_hv.append(float(front_hv))
+
+    def percentile_now(self) -> float:
+        """The percentile in force: `percentile`, down to `late_percentile` as the search stalls."""
+        if self.late_percentile is None:
+            return self.percentile
+        return stall_percentile(self._front_hv, self.percentile, self.late_percentile)
 
     def threshold(self, now_s: float, histories: list[IntensitySeries]) -> float:
-        """Percentile of every zone's values known in (now − window, now]."""
+        """Percentile (the one in force) of every zone's values known in (now − window, now]."""
         vals = [h.trailing(now_s, self.window_s) for h in histories]
-        return clean_threshold(np.concatenate(vals) if vals else np.zeros(0), self.percentile)
+        return clean_threshold(np.concatenate(vals) if vals else np.zeros(0), self.percentile_now())
 
     def decide(
         self, now_s: float, intensity: float, history: IntensitySeries, forecast: IntensitySeries | None, gpus: int
@@ -237,6 +262,21 @@ class CleanHourPolicy:
         if intensity <= limit:
             return Split(0, gpus, 0.0, f"clean: {intensity:.0f} <= {limit:.0f} g/kWh")
         return Split(0, 0, 0.0, f"dirty: {intensity:.0f} > {limit:.0f} g/kWh, GPUs released")
+
+
+def stall_percentile(
+    front_hv: list[float], percentile: float, late_percentile: float,
+    trainings: int = STALL_TRAININGS, gain_pct: float = STALL_GAIN_PCT,
+) -> float:
+    """`percentile` until the front's HV gain over the last `trainings` trainings falls below `gain_pct` %, then
+    linearly down to `late_percentile` at no gain (pure: the sequence of HVs after each training in, a percentile out).
+    Fewer than `trainings` trainings: no judgement yet, `percentile`."""
+    if len(front_hv) < trainings or trainings < 1:
+        return percentile
+    now, then = front_hv[-1], front_hv[-trainings]
+    gain = (now - then) / now * 100.0 if now > 0 else 0.0
+    f = min(1.0, max(0.0, gain / gain_pct)) if gain_pct > 0 else 1.0
+    return late_percentile + (percentile - late_percentile) * f
 
 
 def seasonal_naive(history: IntensitySeries, now_s: float, horizon_s: float = DAY_S, season_s: float = DAY_S) -> IntensitySeries:
@@ -252,12 +292,13 @@ def seasonal_naive(history: IntensitySeries, now_s: float, horizon_s: float = DA
 
 
 POLICY_SPECS = (
-    "cenas", "oracle", "static:<fraction>", "random", "threshold[:<percentile>]", "forecast[:<duty>]", "clean[:<percentile>]",
+    "cenas", "oracle", "static:<fraction>", "random", "threshold[:<percentile>]", "forecast[:<duty>]",
+    "clean[:<percentile>[:<late percentile>]]",
 )
 
 
 def make_policy(spec: str, seed: int = 0, *, window_s: float = DAY_S) -> Policy:
-    """Parse a policy spec: cenas | oracle | static:0.5 | random | threshold[:30] | forecast[:0.5] | clean[:50]."""
+    """Parse a policy spec: cenas | oracle | static:0.5 | random | threshold[:30] | forecast[:0.5] | clean[:50[:40]]."""
     raw = spec.strip().lower()
     name, _, arg = raw.partition(":")
     bad = UserError(f"policy {spec!r}: unknown or malformed — use one of {', '.join(POLICY_SPECS)}")
@@ -284,7 +325,14 @@ def make_policy(spec: str, seed: int = 0, *, window_s: float = DAY_S) -> Policy:
     if name == "forecast":
         return ForecastPolicy(duty=num(0.0, 1.0, "duty") if arg else 0.5, window_s=window_s)
     if name == "clean":
-        return CleanHourPolicy(num(0.0, 100.0, "percentile") if arg else CLEAN_PERCENTILE, window_s)
+        first, _, late = arg.partition(":")
+        arg = first
+        pct = num(0.0, 100.0, "percentile") if arg else CLEAN_PERCENTILE
+        late_pct = None
+        if late:
+            arg = late
+            late_pct = num(0.0, 100.0, "late percentile")
+        return CleanHourPolicy(pct, window_s, late_pct)
     raise bad
 
 

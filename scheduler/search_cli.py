@@ -50,7 +50,7 @@ def _print_summary(doc: dict[str, Any], console: Console, wide: bool = False) ->
 _PROVIDER_HELP = "electricitymaps | watttime | ukci | carbonaware | trace | constant (default [carbon] provider)"
 
 
-_METHOD_HELP = ("cenas (truth-fed, clean hours: the simulator's cenas) | cenas-seed (the seed's λs split) | clean[:P] | "
+_METHOD_HELP = ("cenas (truth-fed, clean hours: the simulator's cenas) | cenas-seed (the seed's λs split) | clean[:P[:LATE]] | "
                 "static:F | threshold[:P] | forecast[:D] | random")
 _GPUS_HELP = "how many worker slots: the first N GPUs (default: every GPU found, else 2 CPU slots)"
 _DEVICES_HELP = "the worker slots themselves instead of --gpus: GPU ids 0,1,… or cpu:N / cpu0,cpu1 (default: from --gpus)"
@@ -202,10 +202,10 @@ def search_command(
 def live_policy(method: str, seed: int, window_h: float) -> Any:
     """`--method` of `nas search`: `cenas` is the simulator's cenas (the clean-hour policy over the truth-fed
     search, sampling first); `cenas-seed` the seed's λs split; any other name a policy spec (make_policy)."""
-    from jouled.scheduler.policies import CLEAN_PERCENTILE, make_policy
+    from jouled.scheduler.policies import CLEAN_PERCENTILE, LATE_PERCENTILE, make_policy
 
     m = method.strip().lower()
-    spec = {"cenas": f"clean:{CLEAN_PERCENTILE:g}", "cenas-seed": "cenas"}.get(m, m)
+    spec = {"cenas": f"clean:{CLEAN_PERCENTILE:g}:{LATE_PERCENTILE:g}", "cenas-seed": "cenas"}.get(m, m)
     try:
         return make_policy(spec, seed, window_s=window_h * 3600.0)
     except UserError:

@@ -51,6 +51,9 @@ from jouled.scheduler.hypervolume import (
 from jouled.scheduler.lamoo import LaMOO, LaMOOConfig
 from jouled.scheduler.policies import (
     CLEAN_PERCENTILE,
+    LATE_PERCENTILE,
+    STALL_GAIN_PCT,
+    STALL_TRAININGS,
     CleanHourPolicy,
     Policy,
     Split,
@@ -68,7 +71,7 @@ ALL_METHODS: tuple[str, ...] = (
 METHOD_HELP = (
     "vanilla (LaMOO on true results, every GPU trains), cenas (truth-fed search, clean hours), cenas-seed (the "
     "seed's λs split, evaluation by one-shot estimates), oneshot (every GPU samples), or a GPU split over the "
-    "truth-fed search: static (0.5), static:<F>, random, oracle, forecast, forecast-oracle, threshold:<P>, clean:<P>"
+    "truth-fed search: static (0.5), static:<F>, random, oracle, forecast, forecast-oracle, threshold:<P>, clean:<P>[:<late P>]"
 )
 TARGET_LOSS_PCT: tuple[float, ...] = (0.1, 0.05)
 HV_AT_CARBON_FRACTIONS: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)  # of vanilla's mean 168-h carbon
@@ -83,13 +86,17 @@ class MethodSpec:
     foresight: bool = False  # forecast-oracle: the trace's future is the forecast
 
 
-def method_spec(method: str, clean_percentile: float = CLEAN_PERCENTILE) -> MethodSpec:
+def method_spec(
+    method: str, clean_percentile: float = CLEAN_PERCENTILE, late_percentile: float | None = LATE_PERCENTILE,
+) -> MethodSpec:
     """The search and policy behind a method name; UserError for an unknown one."""
     m = method.strip().lower()
     fixed = {
         "vanilla": MethodSpec("vanilla"),
         "oneshot": MethodSpec("oneshot"),
-        "cenas": MethodSpec("truth", f"clean:{clean_percentile:g}"),
+        "cenas": MethodSpec(
+            "truth", f"clean:{clean_percentile:g}" + (f":{late_percentile:g}" if late_percentile is not None else "")
+        ),
         "cenas-seed": MethodSpec("seed", "cenas"),
         "static": MethodSpec("truth", "static:0.5"),
         "forecast-oracle": MethodSpec("truth", "forecast", foresight=True),
@@ -119,6 +126,7 @@ class SimConfig:
     checkpoint_s: float = 60.0  # save + restore of a paused training, GPU-seconds at evaluation power
     supernet_epochs: float = 250.0  # one-shot supernet training, in epochs of the slowest cell (see supernet_s)
     clean_percentile: float = CLEAN_PERCENTILE
+    late_percentile: float | None = LATE_PERCENTILE  # cenas once the search stalls (policies.CleanHourPolicy); None: off
     # truth mode's trainer: UCB's exploration weight Cp as a fraction of the max HV. CE-NAS's 10 % (vanilla
     # keeps it) dwarfs the HV differences between regions (~1 %), so its LaMOO explores almost uniformly; a
     # smaller Cp exploits the good regions and reaches the front in fewer trainings.
@@ -562,7 +570,7 @@ def simulate(
     zones = [trace] if isinstance(trace, Trace) else list(trace)
     if not zones:
         raise UserError("no trace given — pass --trace FILE (repeat it for several zones)")
-    spec = method_spec(method, cfg.clean_percentile)
+    spec = method_spec(method, cfg.clean_percentile, cfg.late_percentile)
     decide_on = zones[0] if len(zones) == 1 else combine_zones(zones)
     names = _zone_names(zones)
     policy = make_policy(spec.policy, seed, window_s=cfg.window_h * 3600.0) if spec.policy else None
@@ -616,6 +624,8 @@ def simulate(
                 run = min(rem, period - at)
                 if run >= rem - 1e-9:
                     search.finish(cell, k * period + at + rem, events)
+                    if isinstance(policy, CleanHourPolicy):
+                        policy.observe_training(search.hv())  # the policy's one view of progress: its own front
                     heapq.heappush(slot_free, (at + rem, slot))
                 else:
                     running.append((cell, rem - run, False))
@@ -881,6 +891,8 @@ def report(
         "checkpoint_s": cfg.checkpoint_s,
         "supernet_gpu_h": round(cfg.supernet_s(bench) / 3600.0, 3) if bench is not None else None,
         "clean_percentile": cfg.clean_percentile,
+        "late_percentile": cfg.late_percentile,
+        "stall": {"trainings": STALL_TRAININGS, "gain_pct": STALL_GAIN_PCT},
         "window_h": cfg.window_h,
     }
     return [{**m, **common} for m in summarize(runs, trace, cfg)]

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from jouled.carbon.series import IntensitySeries
-from jouled.scheduler.policies import CleanHourPolicy, clean_threshold, make_policy, seasonal_naive
+from jouled.errors import UserError
+from jouled.scheduler.policies import (
+    STALL_TRAININGS,
+    CleanHourPolicy,
+    clean_threshold,
+    make_policy,
+    seasonal_naive,
+    stall_percentile,
+)
 
 T0 = 1_700_000_000.0
 H = 3600.0
@@ -33,6 +41,42 @@ def test_clean_policy_works_below_the_trailing_percentile_and_releases_above() -
     assert (rest.gpus_sampling, rest.gpus_evaluation) == (0, 0) and "released" in rest.note
     # two zones pooled: the threshold comes from both histories
     assert pol.threshold(T0 + 3 * H, [_series([100, 100, 100, 100]), _series([500, 500, 500, 500])]) == 300.0
+
+
+def test_stall_percentile_by_hand() -> None:
+    """The front's HV after each training in, the percentile in force out: no judgement before `trainings` trainings,
+    then linear from the late percentile (no gain) to the early one (gain >= gain_pct %)."""
+    assert stall_percentile([100.0] * 3, 50.0, 40.0, trainings=4, gain_pct=0.2) == 50.0  # too few trainings yet
+    flat = [100.0] * 4
+    assert stall_percentile(flat, 50.0, 40.0, trainings=4, gain_pct=0.2) == 40.0  # no gain at all
+    fast = [99.0, 99.5, 99.8, 100.0]  # +1 % over the last 4 trainings
+    assert stall_percentile(fast, 50.0, 40.0, trainings=4, gain_pct=0.2) == 50.0
+    half = [99.9, 99.9, 99.95, 100.0]  # +0.1 %: half the gain that keeps the pace
+    assert stall_percentile(half, 50.0, 40.0, trainings=4, gain_pct=0.2) == pytest.approx(45.0)
+    assert stall_percentile([0.0] * 5, 50.0, 40.0, trainings=4, gain_pct=0.2) == 40.0  # an empty front: no gain
+
+
+def test_clean_policy_turns_thrifty_when_the_search_stalls() -> None:
+    hist = _series([100, 500, 300, 400])  # trailing 24 h at T0 + 3 h: p50 = 350, p40 = 320
+    pol = make_policy("clean:50:40")
+    assert isinstance(pol, CleanHourPolicy) and pol.name == "clean:50:40"
+    assert pol.decide(T0 + 3 * H, 340.0, hist, None, 8).gpus_evaluation == 8  # no trainings yet: p50
+    for _ in range(STALL_TRAININGS):
+        pol.observe_training(1000.0)  # the front stopped moving
+    assert pol.percentile_now() == 40.0
+    assert pol.threshold(T0 + 3 * H, [hist]) == pytest.approx(320.0)
+    assert pol.decide(T0 + 3 * H, 340.0, hist, None, 8).gpus_evaluation == 0  # the same hour now waits
+    plain = make_policy("clean:50")
+    assert isinstance(plain, CleanHourPolicy) and plain.late_percentile is None
+    for _ in range(STALL_TRAININGS):
+        plain.observe_training(1000.0)
+    assert plain.percentile_now() == 50.0  # no late percentile: no thrift
+
+
+@pytest.mark.parametrize("spec", ["clean:50:x", "clean:50:140", "clean:x:40"])
+def test_clean_policy_spec_errors(spec: str) -> None:
+    with pytest.raises(UserError, match="policy"):
+        make_policy(spec)
 
 
 def test_seasonal_naive_is_yesterday_shifted_and_uses_no_future() -> None:
