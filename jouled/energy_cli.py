@@ -20,7 +20,7 @@ from jouled.jsonout import dumps_indent2
 from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
 from jouled.query import EpochRow, compute_rows, open_readonly, run_rows, run_totals
 from jouled.rows import has_samples
-from jouled.tables import Column, WideOpt, print_table
+from jouled.tables import Column, WideOpt, make_console, print_table
 
 energy_app = make_app(help="Energy and carbon per epoch, phase and run, from the markers in the store.")
 CSV_KEYS = ("run", "scope", "epoch", "phase", "arch", "host", "source", "device", "start", "end", "duration_s",
@@ -59,11 +59,21 @@ EPOCH_COLUMNS = (
 )
 
 
-def print_rows(rows: list[dict[str, Any]], title: str, *, wide: bool = False, console: Console | None = None) -> None:
+TABLE_LIMIT = 1000  # rows a table shows by default: rich renders ~1.5 ms a row here, a day of epochs is 100,000
+
+
+def print_rows(
+    rows: list[dict[str, Any]], title: str, *, wide: bool = False, console: Console | None = None, limit: int = 0,
+) -> None:
+    """The table of `energy epochs`; with `limit` (0: every row) and more rows than that, the first and the last
+    halves of it around a ⋮ row, and a line saying how many were left out and how to get them."""
     has_carbon = any(r.get("carbon_g") is not None for r in rows)  # no column of dashes when intensity is unknown
     cols = list(EPOCH_COLUMNS) + ([Column("carbon", 2, "right")] if has_carbon else []) + [Column("flags", 1, fit="wrap")]
+    left_out = len(rows) - limit if limit and len(rows) > limit else 0
+    head = limit - limit // 2 if left_out else len(rows)
+    shown = rows[:head] + rows[len(rows) - limit // 2:] if left_out else rows
     cells: list[list[str]] = []
-    for r in rows:
+    for r in shown:
         line = [
             "" if r["epoch"] is None else str(r["epoch"]), r["phase"] or "", r["device"], r["source"],
             f"{r['duration_s']:.2f} s", _j(r["energy_j"]), r["method"], str(r["samples"]), f"{r['max_gap_s']:.2f} s",
@@ -72,7 +82,13 @@ def print_rows(rows: list[dict[str, Any]], title: str, *, wide: bool = False, co
             line.append("—" if r.get("carbon_g") is None else f"{r['carbon_g']:.3f} g")
         line.append(" ".join(r["flags"]))
         cells.append(line)
+    if left_out:
+        cells.insert(head, ["⋮"] * len(cols))
     print_table(title, cols, cells, wide=wide, console=console)
+    if left_out:
+        con = console or make_console()
+        con.print(f"[dim]{left_out:,} of {len(rows):,} rows left out at ⋮ — all of them: --limit 0, or --format csv|json; "
+                  "totals: --by epoch|device[/]", highlight=False)
 
 
 HolisticOpt = Annotated[
@@ -121,6 +137,8 @@ def epochs(
     holistic: HolisticOpt = False,
     calibration: CalibrationOpt = None,
     wide: WideOpt = False,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", help="table: at most N rows, the first and the last "
+                                       "halves (0: all; csv and json always have all)")] = TABLE_LIMIT,
     no_progress: NoProgressOpt = False,
     config: ConfigOpt = None,
     store: StoreOpt = None,
@@ -134,6 +152,8 @@ def epochs(
         raise UserError(f"--by {by!r}: choose device or epoch")
     if host_devices not in ("total", "share", "exclude"):
         raise UserError(f"--host-devices {host_devices!r}: choose total, share or exclude")
+    if limit < 0:
+        raise UserError(f"--limit {limit}: give a number of rows >= 0 (0: all of them)")
     scopes = ("epoch", "phase", "run") if scope == "all" else (scope,)
     if holistic:
         _holistic(run, scopes, fmt, f"holistic energy per {scope} — run {run}", wide, calibration, config, store)
@@ -149,7 +169,7 @@ def epochs(
     if fmt != "table":
         _emit(EpochRow.conform(rows), fmt, CSV_KEYS)  # the Python API's rows: one contract (jouled.query)
     else:
-        print_rows(rows, f"energy per {scope} — run {run}", wide=wide)
+        print_rows(rows, f"energy per {scope} — run {run}", wide=wide, limit=limit)
         if by:
             _print_by(rows, by, wide=wide)
     _say_no_samples(rows, st.path, f"run {run}")

@@ -148,3 +148,24 @@ def test_a_new_json_field_must_be_declared_in_the_row() -> None:
         RunRow.from_dict({"run": "r", "bogus": 1})
     with pytest.raises(TypeError, match="missing"):
         EpochRow.from_dict({"run": "r"})
+
+
+def test_table_limit_shows_both_ends_and_says_what_it_left_out(api_store: str) -> None:
+    """A day of epochs is 100,000 rows, minutes of rich rendering: the table shows at most --limit rows (the first
+    and the last halves around a ⋮ row) and names how to get the rest; csv and json keep every row."""
+    st = SqliteStore(parse_store_url(api_store), readonly=True)
+    raw, _ = compute_rows(st, Config(), "r1", ("epoch",))
+    assert len(raw) > 4
+    env = {"COLUMNS": "200"}
+    res = runner.invoke(app, ["energy", "epochs", "--run", "r1", "--limit", "4", "--store", api_store], env=env)
+    assert res.exit_code == 0, res.output
+    body = [ln for ln in res.stdout.splitlines() if ln.startswith("│")]
+    assert len(body) == 5 and "⋮" in body[2]  # 2 rows, ⋮, 2 rows
+    assert body[0].split("│")[3].strip() == raw[0]["device"] and body[-1].split("│")[3].strip() == raw[-1]["device"]
+    assert f"{len(raw) - 4:,} of {len(raw):,} rows left out" in " ".join(res.stdout.split())
+    full = runner.invoke(app, ["energy", "epochs", "--run", "r1", "--limit", "0", "--store", api_store], env=env)
+    assert len([ln for ln in full.stdout.splitlines() if ln.startswith("│")]) == len(raw) and "left out" not in full.stdout
+    csv_out = runner.invoke(app, ["energy", "epochs", "--run", "r1", "--limit", "4", "--format", "csv", "--store", api_store])
+    assert len(csv_out.stdout.strip().splitlines()) == len(raw) + 1
+    bad = runner.invoke(app, ["energy", "epochs", "--run", "r1", "--limit", "-2", "--store", api_store])
+    assert bad.exit_code == 2 and "--limit -2" in bad.output
