@@ -69,11 +69,8 @@ def print_rows(
     halves of it around a ⋮ row, and a line saying how many were left out and how to get them."""
     has_carbon = any(r.get("carbon_g") is not None for r in rows)  # no column of dashes when intensity is unknown
     cols = list(EPOCH_COLUMNS) + ([Column("carbon", 2, "right")] if has_carbon else []) + [Column("flags", 1, fit="wrap")]
-    left_out = len(rows) - limit if limit and len(rows) > limit else 0
-    head = limit - limit // 2 if left_out else len(rows)
-    shown = rows[:head] + rows[len(rows) - limit // 2:] if left_out else rows
     cells: list[list[str]] = []
-    for r in shown:
+    for r in _ends(rows, limit):
         line = [
             "" if r["epoch"] is None else str(r["epoch"]), r["phase"] or "", r["device"], r["source"],
             f"{r['duration_s']:.2f} s", _j(r["energy_j"]), r["method"], str(r["samples"]), f"{r['max_gap_s']:.2f} s",
@@ -82,13 +79,28 @@ def print_rows(
             line.append("—" if r.get("carbon_g") is None else f"{r['carbon_g']:.3f} g")
         line.append(" ".join(r["flags"]))
         cells.append(line)
+    _print_limited(title, cols, cells, len(rows), limit, wide, console,
+                   "all of them: --limit 0, or --format csv|json; totals: --by epoch|device")
+
+
+def _ends(items: list[Any], limit: int) -> list[Any]:
+    """The first and the last halves of `items` when there are more than `limit` (0: all of them)."""
+    if not limit or len(items) <= limit:
+        return items
+    return items[: limit - limit // 2] + items[len(items) - limit // 2:]
+
+
+def _print_limited(title: str, cols: list[Column], cells: list[list[str]], total: int, limit: int, wide: bool,
+                   console: Console | None, hint: str) -> None:
+    """`cells` (already cut by `_ends` to `limit` of `total`) with a ⋮ row where rows were left out, and a line
+    saying how many and how to get them."""
+    left_out = total - len(cells)
     if left_out:
-        cells.insert(head, ["⋮"] * len(cols))
+        cells.insert(limit - limit // 2, ["⋮"] * len(cols))
     print_table(title, cols, cells, wide=wide, console=console)
     if left_out:
         con = console or make_console()
-        con.print(f"[dim]{left_out:,} of {len(rows):,} rows left out at ⋮ — all of them: --limit 0, or --format csv|json; "
-                  "totals: --by epoch|device[/]", highlight=False)
+        con.print(f"[dim]{left_out:,} of {total:,} rows left out at ⋮ — {hint}[/]", highlight=False)
 
 
 HolisticOpt = Annotated[
@@ -171,7 +183,7 @@ def epochs(
     else:
         print_rows(rows, f"energy per {scope} — run {run}", wide=wide, limit=limit)
         if by:
-            _print_by(rows, by, wide=wide)
+            _print_by(rows, by, wide=wide, limit=limit)
     _say_no_samples(rows, st.path, f"run {run}")
 
 
@@ -206,15 +218,18 @@ def _say_no_samples(rows: list[dict[str, Any]], store_path: Any, what: str) -> N
         )
 
 
-def _print_by(rows: list[dict[str, Any]], by: str, *, wide: bool = False) -> None:
+def _print_by(rows: list[dict[str, Any]], by: str, *, wide: bool = False, limit: int = 0) -> None:
     acc: dict[Any, float] = {}
     for r in rows:
         if r["energy_j"] is None:
             continue
         k = (r["source"], r["device"]) if by == "device" else r["epoch"]
         acc[k] = acc.get(k, 0.0) + r["energy_j"]
-    cells = [[" ".join(k) if isinstance(k, tuple) else str(k), _j(v)] for k, v in sorted(acc.items(), key=lambda kv: str(kv[0]))]
-    print_table(f"totals by {by}", [Column(by), Column("energy", 0, "right")], cells, wide=wide)
+    # epochs in number order (9 before 10), then windows without one; devices by name
+    items = sorted(acc.items(), key=lambda kv: (0, kv[0], "") if isinstance(kv[0], int) else (1, 0, str(kv[0])))
+    cells = [[" ".join(k) if isinstance(k, tuple) else str(k), _j(v)] for k, v in _ends(items, limit)]
+    _print_limited(f"totals by {by}", [Column(by), Column("energy", 0, "right")], cells, len(items), limit, wide, None,
+                   "all of them: --limit 0")
 
 
 @energy_app.command("runs")

@@ -167,5 +167,9 @@ def test_table_limit_shows_both_ends_and_says_what_it_left_out(api_store: str) -
     assert len([ln for ln in full.stdout.splitlines() if ln.startswith("│")]) == len(raw) and "left out" not in full.stdout
     csv_out = runner.invoke(app, ["energy", "epochs", "--run", "r1", "--limit", "4", "--format", "csv", "--store", api_store])
     assert len(csv_out.stdout.strip().splitlines()) == len(raw) + 1
+    epochs = sorted({r["epoch"] for r in raw})
+    by = runner.invoke(app, ["energy", "epochs", "--run", "r1", "--by", "epoch", "--limit", "2", "--store", api_store], env=env)
+    totals = [ln.split("│")[1].strip() for ln in by.stdout.split("totals by epoch")[1].splitlines() if ln.startswith("│")]
+    assert totals == [str(epochs[0]), "⋮", str(epochs[-1])]  # in number order, both ends
     bad = runner.invoke(app, ["energy", "epochs", "--run", "r1", "--limit", "-2", "--store", api_store])
     assert bad.exit_code == 2 and "--limit -2" in bad.output
