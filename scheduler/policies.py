@@ -14,7 +14,7 @@ from jouled.errors import UserError
 DAY_S = 86400.0
 HOUR_S = 3600.0
 CLEAN_PERCENTILE = 50.0  # clean-hour policy: work while the known intensity is at or below this percentile
-# ... and once the search stalls, only below this one: `cenas` is clean:50:40 (bench/nas_compare.py, docs/cenas.md)
+# ... and once the search stalls, only below this one: `cenas` is clean:50:40 (docs/architecture.md, "Stall rule")
 LATE_PERCENTILE = 40.0
 STALL_TRAININGS = 200  # a stall: the last this many trainings together raised the front's HV by less than
 STALL_GAIN_PCT = 0.2  # this percentage (between the two, the percentile is interpolated)
