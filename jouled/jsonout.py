@@ -2,9 +2,10 @@
 
 The standard library encodes with its C accelerator only without ``indent``; with it, every token passes through
 nested Python generators (about 2 s for the 100,000 rows of a day of epochs). The CLI's JSON is indented and kept
-byte for byte (tests compare it with ``json.dumps``), so this writes the same text from the same pieces: strings
-through the C ``encode_basestring_ascii``, floats through ``float.__repr__`` with json's NaN/Infinity spellings, and
-one string join per row instead of a generator per value.
+byte for byte (tests compare it with ``json.dumps``), so this writes the same text from the same pieces: a flat
+row (scalars and empty lists: most rows of `energy epochs`) goes through json's C encoder with the newline and
+indent in its item separator; anything else is written here, strings through the C ``encode_basestring_ascii``,
+floats through ``float.__repr__`` with json's NaN/Infinity spellings.
 """
 
 from __future__ import annotations
@@ -29,34 +30,12 @@ def _float(o: float) -> str:
 
 
 def _key(k: Any) -> str:
-    """A dict key as json writes it (keys that are not strings become strings; others are refused, as json does)."""
+    """A dict key as json writes it: a string, or a scalar written as a string; other keys are refused, as json does."""
     if isinstance(k, str):
         return encode_basestring_ascii(k)
-    if k is True:
-        return '"true"'
-    if k is False:
-        return '"false"'
-    if k is None:
-        return '"null"'
-    if isinstance(k, float):
-        return '"' + _float(k) + '"'
-    if isinstance(k, int):
-        return '"' + int.__repr__(k) + '"'
+    if k is None or isinstance(k, (bool, int, float)):
+        return '"' + _enc(k, 0, None) + '"'
     raise TypeError(f"keys must be str, int, float, bool or None, not {type(k).__name__}")
-
-
-def _true(_o: Any) -> str:
-    return "true"
-
-
-def _false_or_null(o: Any) -> str:
-    return "false" if o is False else "null"
-
-
-# exact types only (a subclass takes the general path, as json treats it by isinstance): the fast lookup per value
-_SCALARS: dict[type, Callable[[Any], str]] = {
-    str: encode_basestring_ascii, float: _float, int: int.__repr__, type(None): _false_or_null,
-}
 
 
 _FLAT = frozenset({str, float, int, bool, type(None)})
@@ -72,13 +51,12 @@ def _flat_encoder(level: int) -> Callable[[Any], str]:
 
 
 def _enc(o: Any, level: int, default: Default | None) -> str:
-    f = _SCALARS.get(type(o))
-    if f is not None:
-        return f(o)
+    if o is None:
+        return "null"
     if o is True:
-        return _true(o)
+        return "true"
     if o is False:
-        return _false_or_null(o)
+        return "false"
     if isinstance(o, str):
         return encode_basestring_ascii(o)
     if isinstance(o, int):

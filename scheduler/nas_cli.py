@@ -92,9 +92,8 @@ def _late(head: dict[str, Any]) -> str:
     late = head.get("late_percentile")
     if late is None:
         return ""
-    st = head.get("stall", {})
-    return (f", p{late:g} once the last {st.get('trainings', '?')} trainings raised the front's HV by less than "
-            f"{st.get('gain_pct', '?')} %")
+    st = head["stall"]
+    return f", p{late:g} once the last {st['trainings']} trainings raised the front's HV by less than {st['gain_pct']} %"
 
 
 def plot_runs(runs: dict[str, Any], path: Path, title: str) -> None:

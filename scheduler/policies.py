@@ -237,7 +237,7 @@ class CleanHourPolicy:
         self.percentile = percentile
         self.late_percentile = late_percentile
         self.window_s = window_s
-        self.name = f"clean:{percentile:g}" + (f":{late_percentile:g}" if late_percentile is not None else "")
+        self.name = clean_spec(percentile, late_percentile)
         self._front_hv: list[float] = []  # the front's hypervolume after each training, as the search reported it
 
     def observe_training(self, front_hv: float) -> None:
@@ -262,6 +262,11 @@ class CleanHourPolicy:
         if intensity <= limit:
             return Split(0, gpus, 0.0, f"clean: {intensity:.0f} <= {limit:.0f} g/kWh")
         return Split(0, 0, 0.0, f"dirty: {intensity:.0f} > {limit:.0f} g/kWh, GPUs released")
+
+
+def clean_spec(percentile: float = CLEAN_PERCENTILE, late_percentile: float | None = LATE_PERCENTILE) -> str:
+    """The policy spec of jouled's `cenas` (the simulator's and `nas search`'s): ``clean:50:40`` by default."""
+    return f"clean:{percentile:g}" + (f":{late_percentile:g}" if late_percentile is not None else "")
 
 
 def stall_percentile(
@@ -303,9 +308,9 @@ def make_policy(spec: str, seed: int = 0, *, window_s: float = DAY_S) -> Policy:
     name, _, arg = raw.partition(":")
     bad = UserError(f"policy {spec!r}: unknown or malformed — use one of {', '.join(POLICY_SPECS)}")
 
-    def num(lo: float, hi: float, what: str) -> float:
+    def num(lo: float, hi: float, what: str, text: str | None = None) -> float:
         try:
-            x = float(arg)
+            x = float(arg if text is None else text)
         except ValueError:
             raise bad from None
         if not lo <= x <= hi:
@@ -326,13 +331,8 @@ def make_policy(spec: str, seed: int = 0, *, window_s: float = DAY_S) -> Policy:
         return ForecastPolicy(duty=num(0.0, 1.0, "duty") if arg else 0.5, window_s=window_s)
     if name == "clean":
         first, _, late = arg.partition(":")
-        arg = first
-        pct = num(0.0, 100.0, "percentile") if arg else CLEAN_PERCENTILE
-        late_pct = None
-        if late:
-            arg = late
-            late_pct = num(0.0, 100.0, "late percentile")
-        return CleanHourPolicy(pct, window_s, late_pct)
+        pct = num(0.0, 100.0, "percentile", first) if first else CLEAN_PERCENTILE
+        return CleanHourPolicy(pct, window_s, num(0.0, 100.0, "late percentile", late) if late else None)
     raise bad
 
 

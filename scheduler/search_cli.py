@@ -202,10 +202,10 @@ def search_command(
 def live_policy(method: str, seed: int, window_h: float) -> Any:
     """`--method` of `nas search`: `cenas` is the simulator's cenas (the clean-hour policy over the truth-fed
     search, sampling first); `cenas-seed` the seed's λs split; any other name a policy spec (make_policy)."""
-    from jouled.scheduler.policies import CLEAN_PERCENTILE, LATE_PERCENTILE, make_policy
+    from jouled.scheduler.policies import clean_spec, make_policy
 
     m = method.strip().lower()
-    spec = {"cenas": f"clean:{CLEAN_PERCENTILE:g}:{LATE_PERCENTILE:g}", "cenas-seed": "cenas"}.get(m, m)
+    spec = {"cenas": clean_spec(), "cenas-seed": "cenas"}.get(m, m)
     try:
         return make_policy(spec, seed, window_s=window_h * 3600.0)
     except UserError:

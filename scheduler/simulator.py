@@ -57,6 +57,7 @@ from jouled.scheduler.policies import (
     CleanHourPolicy,
     Policy,
     Split,
+    clean_spec,
     make_policy,
     place,
     seasonal_naive,
@@ -94,9 +95,7 @@ def method_spec(
     fixed = {
         "vanilla": MethodSpec("vanilla"),
         "oneshot": MethodSpec("oneshot"),
-        "cenas": MethodSpec(
-            "truth", f"clean:{clean_percentile:g}" + (f":{late_percentile:g}" if late_percentile is not None else "")
-        ),
+        "cenas": MethodSpec("truth", clean_spec(clean_percentile, late_percentile)),
         "cenas-seed": MethodSpec("seed", "cenas"),
         "static": MethodSpec("truth", "static:0.5"),
         "forecast-oracle": MethodSpec("truth", "forecast", foresight=True),
