@@ -1,23 +1,29 @@
 """The one carrier of readings from a source to the store: sampler threads append into per-series columns, a drain
-hands them on as numpy chunks (`ChunkBatch`), which the store writes as they are.
+hands them on as array chunks (`ChunkBatch`), which the store writes as they are.
 
 No object per sample survives the sampler thread: a reading's numbers go straight into its series' lists, and a drain
 turns each list into one array. (Before: a tuple per reading in a queue, then a `Sample` per reading, then columns
 again — three passes and two objects per reading, the largest cost of the daemon's loop in a 100 Hz profile.)
+The columns are the stdlib's `array`s, not numpy's: the daemon's process never loads numpy (jouled/store/chunkcodec.py).
 """
 
 from __future__ import annotations
 
 import threading
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from jouled.model import Reading
     from jouled.store.sqlite import SeriesKey
+
+# a batch's column: the sink makes arrays; importers, tests and benches may hand numpy arrays to the store
+IntColumn: TypeAlias = "array[int] | np.ndarray[Any, Any]"
+FloatColumn: TypeAlias = "array[float] | np.ndarray[Any, Any]"
 
 NAN = float("nan")
 
@@ -27,13 +33,13 @@ class ChunkBatch:
     """One series' samples as columns (time-ordered, NaN = the field was absent), ready to store as one chunk."""
 
     key: SeriesKey
-    time_ns: np.ndarray
-    power_w: np.ndarray
-    energy_j: np.ndarray
-    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    time_ns: IntColumn
+    power_w: FloatColumn
+    energy_j: FloatColumn
+    extras: dict[str, FloatColumn] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return int(self.time_ns.size)
+        return len(self.time_ns)
 
 
 class _Lists:
@@ -91,11 +97,8 @@ class ColumnSink:
             taken, self._series, self._n = self._series, {}, 0
         out = []
         for (source, device), c in taken.items():
-            extras = {name: np.array(v, dtype=np.float64) for name, v in c.x.items()}
-            out.append(ChunkBatch(
-                SeriesKey(host, source, device), np.array(c.t, dtype=np.int64), np.array(c.p, dtype=np.float64),
-                np.array(c.e, dtype=np.float64), extras,
-            ))
+            extras: dict[str, FloatColumn] = {name: array("d", v) for name, v in c.x.items()}
+            out.append(ChunkBatch(SeriesKey(host, source, device), array("q", c.t), array("d", c.p), array("d", c.e), extras))
         return out
 
 
@@ -125,7 +128,6 @@ def batches_from_rows(rows: Iterable[tuple[SeriesKey, int, float | None, float |
         if x or g[3]:
             _add_extras(g[3], x, k)
     return [
-        ChunkBatch(key, np.array(t, dtype=np.int64), np.array(p, dtype=np.float64), np.array(e, dtype=np.float64),
-                   {n: np.array(v, dtype=np.float64) for n, v in x.items()})
+        ChunkBatch(key, array("q", t), array("d", p), array("d", e), {n: array("d", v) for n, v in x.items()})
         for key, (t, p, e, x) in groups.items()
     ]

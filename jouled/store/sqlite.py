@@ -19,9 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from jouled.columns import ChunkBatch as ChunkBatch  # re-exported: the one column carrier (jouled/columns.py)
 from jouled.columns import batches_from_rows
@@ -29,8 +27,12 @@ from jouled.errors import UserError
 from jouled.model import Allocation, CarbonPoint, Marker, Sample
 from jouled.secrets import make_private_dir
 from jouled.series import SeriesMeta, default_meta
+from jouled.store import chunkcodec
 from jouled.store.url import parse_store_url as parse_store_url  # re-exported: the store URL's home is store/url.py
 from jouled.store.url import sqlite_url as sqlite_url
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("jouled.store")
 
@@ -188,12 +190,6 @@ _INSERT_MARKER = (
     "INSERT OR IGNORE INTO markers(time_ns, host, run, scope, event, seq, epoch, phase, arch, gpus, attrs)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
-
-
-def _blob(a: np.ndarray | None) -> bytes | None:
-    if a is None or a.size == 0 or (a.dtype.kind == "f" and bool(np.isnan(a).all())):
-        return None
-    return a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 class SqliteStore:
@@ -431,8 +427,8 @@ class SqliteStore:
         with self._transaction() as conn:
             declared = {int(r[0]) for r in conn.execute("SELECT DISTINCT series_id FROM series_meta")}
             for b in batches:
-                if b.time_ns.size and self._series_id(conn, b.key) not in declared:
-                    self._declare(conn, {b.key: default_meta(b.key.source, b.key.device)}, int(b.time_ns.min()))
+                if len(b) and self._series_id(conn, b.key) not in declared:
+                    self._declare(conn, {b.key: default_meta(b.key.source, b.key.device)}, int(min(b.time_ns)))
             return self._insert_batches(conn, batches, 0.0)
 
     def write_batches(
@@ -485,27 +481,11 @@ class SqliteStore:
         n_total = 0
         rows = []
         for b in batches:
-            n = int(b.time_ns.size)
-            if n == 0:
+            if len(b) == 0:
                 continue
-            if n > 1 and not bool((b.time_ns[1:] >= b.time_ns[:-1]).all()):  # sort only what is out of order
-                order = np.argsort(b.time_ns, kind="stable")
-                b = ChunkBatch(
-                    b.key, b.time_ns[order], b.power_w[order], b.energy_j[order],
-                    {k: v[order] for k, v in b.extras.items()},
-                )
-            sid = self._series_id(conn, b.key)
-            names = sorted(b.extras)
-            extras = np.column_stack([b.extras[k] for k in names]).astype(np.float64) if names else None
-            rows.append((
-                sid, res_s, int(b.time_ns[0]), int(b.time_ns[-1]), n,
-                _blob(b.time_ns.astype(np.int64, copy=False)),
-                _blob(b.power_w.astype(np.float64, copy=False)),
-                _blob(b.energy_j.astype(np.float64, copy=False)),
-                json.dumps(names) if names else None,
-                _blob(extras),
-            ))
-            n_total += n
+            cols = chunkcodec.columns(b.time_ns, b.power_w, b.energy_j, b.extras).sorted_by_time()
+            rows.append((self._series_id(conn, b.key), res_s, *cols.row()))
+            n_total += len(cols)
         if rows:  # one statement for the flush's chunks, not one per series
             conn.executemany(
                 "INSERT INTO chunks(series_id, res_s, t0_ns, t1_ns, n, time_ns, power_w, energy_j,"
@@ -582,6 +562,8 @@ class SqliteStore:
         extras: bool = False,
     ) -> SeriesData:
         """All samples of one series with start_ns <= time <= end_ns, sorted by time."""
+        import numpy as np  # readers only: the daemon's write path and housekeeping never load numpy
+
         conn = self._conn()
         row = conn.execute(
             "SELECT id FROM series WHERE host=? AND source=? AND device=?", (key.host, key.source, key.device)
@@ -663,6 +645,8 @@ class SqliteStore:
 
     def iter_chunks_after(self, after_id: int, limit: int = 1000) -> Iterator[tuple[int, SeriesKey, SeriesData]]:
         """Chunks with id > after_id in id order: what a forwarder tailing the log reads next."""
+        import numpy as np  # readers only: the daemon's write path and housekeeping never load numpy
+
         rows = self._conn().execute(
             "SELECT c.id, s.host, s.source, s.device, c.n, c.time_ns, c.power_w, c.energy_j FROM chunks c"
             " JOIN series s ON s.id = c.series_id WHERE c.id > ? ORDER BY c.id LIMIT ?",
@@ -682,6 +666,8 @@ class SqliteStore:
     ) -> list[tuple[int, SeriesKey, SeriesData]]:
         """Raw chunks (res_s = 0) with id > after_id in id order, at most `limit` chunks and — past the first —
         about `max_points` samples: the forwarder's read (aggregates are never forwarded: they would double count)."""
+        import numpy as np  # readers only: the daemon's write path and housekeeping never load numpy
+
         rows = self._conn().execute(  # iterated, not fetched whole: a batch is often far fewer rows than `limit`
             "SELECT c.id, s.host, s.source, s.device, c.n, c.time_ns, c.power_w, c.energy_j FROM chunks c"
             " JOIN series s ON s.id = c.series_id WHERE c.id > ? AND c.res_s = 0 ORDER BY c.id LIMIT ?",
@@ -790,29 +776,24 @@ class SqliteStore:
         if rows is None:
             return 0
         data = self._read_chunk_ids(conn, ids)
-        names = sorted(data.extras)
-        extras = np.column_stack([data.extras[k] for k in names]) if names else None
         with self._transaction() as tx:
             tx.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
             tx.execute(
                 "INSERT INTO chunks(id, series_id, res_s, t0_ns, t1_ns, n, time_ns, power_w, energy_j,"
                 " extras_names, extras) VALUES (?,?,0,?,?,?,?,?,?,?,?)",
-                (
-                    min(ids), rows[0], int(data.time_ns[0]), int(data.time_ns[-1]), len(data),
-                    _blob(data.time_ns), _blob(data.power_w), _blob(data.energy_j),
-                    json.dumps(names) if names else None, _blob(extras),
-                ),
+                (min(ids), rows[0], *data.row()),
             )
         return len(ids) - 1
 
-    def _read_chunk_ids(self, conn: sqlite3.Connection, ids: list[int]) -> SeriesData:
+    def _read_chunk_ids(self, conn: sqlite3.Connection, ids: list[int]) -> chunkcodec.Columns:
+        """The chunks' samples in time order, as arrays: housekeeping runs in the daemon, which imports no numpy."""
         q = ",".join("?" * len(ids))
         chunks = conn.execute(
             f"SELECT n, time_ns, power_w, energy_j, extras_names, extras FROM chunks WHERE id IN ({q})"
             " ORDER BY t0_ns, id",
             ids,
         ).fetchall()
-        return _decode_chunks(SeriesKey("", "", ""), chunks, extras=True)
+        return chunkcodec.decode(chunks).sorted_by_time()
 
     def downsample(self, *, older_than_ns: int, period_s: float = 1.0, max_id: int | None = None) -> int:
         """Replace raw chunks that end before older_than_ns by period_s aggregates.
@@ -833,11 +814,11 @@ class SqliteStore:
         replaced = 0
         for (_sid, key), ids in by_series.items():
             data = self._read_chunk_ids(conn, ids)
-            agg = aggregate(data.time_ns, data.power_w, data.energy_j, period_s)
+            agg = chunkcodec.aggregate(data, period_s)
             q = ",".join("?" * len(ids))
             with self._transaction() as tx:  # one transaction: the raw chunks go only if their aggregates land
                 tx.execute(f"DELETE FROM chunks WHERE id IN ({q})", ids)
-                self._insert_batches(tx, [ChunkBatch(key, *agg)], period_s)
+                self._insert_batches(tx, [ChunkBatch(key, agg.time_ns, agg.power_w, agg.energy_j)], period_s)
             replaced += len(data)
         return replaced
 
@@ -875,39 +856,11 @@ def _below_newest(conn: sqlite3.Connection, max_id: int | None) -> int:
     return min(max_id, int(newest) - 1) if newest is not None else max_id
 
 
-def aggregate(
-    time_ns: np.ndarray, power_w: np.ndarray, energy_j: np.ndarray, period_s: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bucket samples by period: mean time, nan-mean power, last non-NaN counter value (pure)."""
-    if time_ns.size == 0:
-        return time_ns, power_w, energy_j
-    period_ns = int(period_s * NS_PER_S)
-    bucket = time_ns // period_ns
-    edges = np.flatnonzero(np.diff(bucket)) + 1
-    starts = np.concatenate([[0], edges])
-    counts = np.diff(np.concatenate([starts, [time_ns.size]]))
-    t = (np.add.reduceat(time_ns.astype(np.float64), starts) / counts).astype(np.int64)
-    p_valid = ~np.isnan(power_w)
-    p_sum = np.add.reduceat(np.where(p_valid, power_w, 0.0), starts)
-    p_cnt = np.add.reduceat(p_valid.astype(np.int64), starts)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = np.where(p_cnt > 0, p_sum / np.maximum(p_cnt, 1), np.nan)
-    # last valid counter value in each bucket: forward-fill, then take each bucket's last element
-    e_ff = energy_j.copy()
-    valid = ~np.isnan(e_ff)
-    idx = np.where(valid, np.arange(e_ff.size), -1)
-    np.maximum.accumulate(idx, out=idx)
-    e_ff = np.where(idx >= 0, energy_j[np.maximum(idx, 0)], np.nan)
-    last = np.concatenate([edges - 1, [time_ns.size - 1]])
-    e = e_ff[last]
-    # a bucket with no counter reading of its own must not repeat the previous bucket's value
-    e_cnt = np.add.reduceat(valid.astype(np.int64), starts)
-    e = np.where(e_cnt > 0, e, np.nan)
-    return t, p, e
-
-
 def _decode_chunks(key: SeriesKey, chunks: list[tuple[Any, ...]], *, extras: bool) -> SeriesData:
-    """Concatenate chunk rows (n, time, power, energy, extras_names, extras) into sorted columns."""
+    """Concatenate chunk rows (n, time, power, energy, extras_names, extras) into sorted numpy columns (readers:
+    views of the blobs, one copy in the concatenation)."""
+    import numpy as np
+
     ts, ps, es = [], [], []
     names_all = sorted({k for ch in chunks if ch[4] for k in json.loads(ch[4])}) if extras else []
     ex: dict[str, list[np.ndarray]] = {k: [] for k in names_all}

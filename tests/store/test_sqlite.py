@@ -11,7 +11,8 @@ import pytest
 
 from jouled.errors import UserError
 from jouled.model import CarbonPoint, Marker, Sample
-from jouled.store.sqlite import SCHEMA_VERSION, ChunkBatch, SeriesKey, SqliteStore, aggregate, open_store
+from jouled.store.chunkcodec import aggregate, columns
+from jouled.store.sqlite import SCHEMA_VERSION, ChunkBatch, SeriesKey, SqliteStore, open_store
 
 KEY = SeriesKey("h", "nvml", "gpu0")
 
@@ -103,7 +104,8 @@ def test_aggregate_mean_power_last_counter() -> None:
     t = np.array([0, 400_000_000, 900_000_000, 1_100_000_000], dtype=np.int64)
     p = np.array([100.0, 200.0, np.nan, 50.0])
     e = np.array([0.0, np.nan, 90.0, 100.0])
-    ta, pa, ea = aggregate(t, p, e, 1.0)
+    agg = aggregate(columns(t, p, e), 1.0)
+    ta, pa, ea = agg.time_ns, agg.power_w, agg.energy_j
     assert list(pa) == [150.0, 50.0]
     assert list(ea) == [90.0, 100.0]
     assert ta[0] == (0 + 400_000_000 + 900_000_000) // 3
