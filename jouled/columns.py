@@ -46,10 +46,11 @@ class _Lists:
     __slots__ = ("e", "p", "t", "x")
 
     def __init__(self) -> None:
-        self.t: list[int] = []
-        self.p: list[float] = []
-        self.e: list[float] = []
-        self.x: dict[str, list[float]] = {}
+        # arrays from the start: append costs what a list's does, and a drain hands them on without a conversion
+        self.t: array[int] = array("q")
+        self.p: array[float] = array("d")
+        self.e: array[float] = array("d")
+        self.x: dict[str, array[float]] = {}
 
 
 class ColumnSink:
@@ -97,17 +98,16 @@ class ColumnSink:
             taken, self._series, self._n = self._series, {}, 0
         out = []
         for (source, device), c in taken.items():
-            extras: dict[str, FloatColumn] = {name: array("d", v) for name, v in c.x.items()}
-            out.append(ChunkBatch(SeriesKey(host, source, device), array("q", c.t), array("d", c.p), array("d", c.e), extras))
+            out.append(ChunkBatch(SeriesKey(host, source, device), c.t, c.p, c.e, dict(c.x)))
         return out
 
 
-def _add_extras(cols: dict[str, list[float]], extras: dict[str, float], k: int) -> None:
+def _add_extras(cols: dict[str, array[float]], extras: dict[str, float], k: int) -> None:
     """Append one reading's extras at row ``k``, keeping every extra column as long as the time column (NaN = absent)."""
     for name, v in extras.items():
         lst = cols.get(name)
         if lst is None:
-            lst = cols[name] = [NAN] * k
+            lst = cols[name] = array("d", [NAN]) * k
         lst.append(v)
     for col in cols.values():
         if len(col) == k:
@@ -116,18 +116,15 @@ def _add_extras(cols: dict[str, list[float]], extras: dict[str, float], k: int) 
 
 def batches_from_rows(rows: Iterable[tuple[SeriesKey, int, float | None, float | None, dict[str, float]]]) -> list[ChunkBatch]:
     """Group (key, time_ns, power_w, energy_j, extras) rows into per-series batches in their given order (importers)."""
-    groups: dict[SeriesKey, tuple[list[int], list[float], list[float], dict[str, list[float]]]] = {}
+    groups: dict[SeriesKey, _Lists] = {}
     for key, t, p, e, x in rows:
         g = groups.get(key)
         if g is None:
-            g = groups[key] = ([], [], [], {})
-        k = len(g[0])
-        g[0].append(t)
-        g[1].append(NAN if p is None else p)
-        g[2].append(NAN if e is None else e)
-        if x or g[3]:
-            _add_extras(g[3], x, k)
-    return [
-        ChunkBatch(key, array("q", t), array("d", p), array("d", e), {n: array("d", v) for n, v in x.items()})
-        for key, (t, p, e, x) in groups.items()
-    ]
+            g = groups[key] = _Lists()
+        k = len(g.t)
+        g.t.append(t)
+        g.p.append(NAN if p is None else p)
+        g.e.append(NAN if e is None else e)
+        if x or g.x:
+            _add_extras(g.x, x, k)
+    return [ChunkBatch(key, g.t, g.p, g.e, dict(g.x)) for key, g in groups.items()]
