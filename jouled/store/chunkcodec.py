@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal
 
 NAN = float("nan")
 _NATIVE_LE = sys.byteorder == "little"
@@ -151,26 +151,38 @@ def extras_blob(cols: Sequence[array[float]]) -> bytes | None:
     return _le_bytes(m)
 
 
+def _put(view: memoryview, at: int, blob: bytes, typecode: Literal["q", "d"]) -> None:
+    """Copy a little-endian column blob into view[at:]."""
+    src = memoryview(blob).cast(typecode) if _NATIVE_LE else memoryview(_from_le(typecode, blob))
+    view[at:at + len(src)] = src
+
+
 def decode(rows: Iterable[ChunkRow], *, extras: bool = True) -> Columns:
     """Concatenate chunk rows, in the order given, into one set of columns (not sorted: see `sorted_by_time`).
 
-    Every extra any chunk has becomes a column over all of them (NaN where a chunk lacks it)."""
+    Every extra any chunk has becomes a column over all of them (NaN where a chunk lacks it). Readers that want
+    numpy arrays use `jouled.store.sqlite`'s numpy decoder (views of the blobs, ~1.5x faster on a day of samples);
+    this one serves the daemon's housekeeping, which must not load numpy."""
     rows = list(rows)
-    t, p, e = array("q"), array("d"), array("d")
+    total = sum(r[0] for r in rows)
+    # allocated once and filled in place: growing arrays chunk by chunk copied them over and over (5x slower)
+    t, p, e = array("q", [0]) * total, nans(total), nans(total)
     names_all = sorted({k for r in rows if r[4] for k in json.loads(r[4])}) if extras else []
-    ex: dict[str, array[float]] = {k: array("d") for k in names_all}
+    ex = {k: nans(total) for k in names_all}
+    tv, pv, ev = memoryview(t), memoryview(p), memoryview(e)
+    at = 0
     for n, tb, pb, eb, nm, xb in rows:
-        t.extend(_from_le("q", tb))
-        p.extend(_from_le("d", pb) if pb is not None else nans(n))
-        e.extend(_from_le("d", eb) if eb is not None else nans(n))
-        if names_all:
-            names = json.loads(nm) if nm else []
-            mat = _from_le("d", xb) if names and xb is not None else None
-            for k in names_all:
-                if mat is not None and k in names:
-                    ex[k].extend(mat[names.index(k)::len(names)])
-                else:
-                    ex[k].extend(nans(n))
+        _put(tv, at, tb, "q")
+        if pb is not None:
+            _put(pv, at, pb, "d")
+        if eb is not None:
+            _put(ev, at, eb, "d")
+        names = json.loads(nm) if names_all and nm else []
+        if names and xb is not None:
+            mat = _from_le("d", xb)
+            for j, k in enumerate(names):
+                ex[k][at:at + n] = mat[j::len(names)]
+        at += n
     return Columns(t, p, e, ex)
 
 
