@@ -72,20 +72,28 @@ class ColumnSink:
         with self._lock:
             series = self._series
             for r in readings:
+                t = r.time_ns
+                p = NAN if r.power_w is None else r.power_w
+                e = NAN if r.energy_j is None else r.energy_j
+                x = r.extras
+                # every value checked before the first append, so a bad reading cannot leave its series' columns
+                # of unequal length (the typed arrays refuse what the lists took); exact types are the cheap path
+                if type(t) is not int or type(p) is not float or type(e) is not float or (
+                        x and not all(type(v) is float for v in x.values())):
+                    t, p, e, x = _coerce(source, r)
                 cols = series.get((source, r.device))
                 if cols is None:
                     cols = series[(source, r.device)] = _Lists()
                 k = len(cols.t)
-                t = r.time_ns
                 cols.t.append(t)
                 if t < first_ns:
                     first_ns = t
                 if t > last_ns:
                     last_ns = t
-                cols.p.append(NAN if r.power_w is None else r.power_w)
-                cols.e.append(NAN if r.energy_j is None else r.energy_j)
-                if r.extras or cols.x:
-                    _add_extras(cols.x, r.extras, k)
+                cols.p.append(p)
+                cols.e.append(e)
+                if x or cols.x:
+                    _add_extras(cols.x, x, k)
                 n += 1
             self._n += n
         return n, first_ns, last_ns
@@ -100,6 +108,25 @@ class ColumnSink:
         for (source, device), c in taken.items():
             out.append(ChunkBatch(SeriesKey(host, source, device), c.t, c.p, c.e, dict(c.x)))
         return out
+
+
+def _coerce(source: str, r: Reading) -> tuple[int, float, float, dict[str, float]]:
+    """A reading's numbers as int ns and floats (a numpy scalar, an int watt), or ValueError naming the reading."""
+    t: object = r.time_ns  # typed int; a third-party source may still hand a float or a numpy integer
+    try:
+        if isinstance(t, float) and not t.is_integer():
+            raise ValueError(f"time_ns {t!r} is not a whole number of nanoseconds")
+        return (
+            int(t),  # type: ignore[call-overload]  # anything else fails here, as the except expects
+            NAN if r.power_w is None else float(r.power_w),
+            NAN if r.energy_j is None else float(r.energy_j),
+            {k: float(v) for k, v in r.extras.items()},
+        )
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(
+            f"source {source}, device {r.device}: a reading that is not numeric ({err}) — a source returns time_ns "
+            "as int nanoseconds and power_w, energy_j and extras as numbers; the reading was dropped"
+        ) from None
 
 
 def _add_extras(cols: dict[str, array[float]], extras: dict[str, float], k: int) -> None:

@@ -306,7 +306,12 @@ class SourceRunner:
 
     def _emit(self, readings: list[Reading]) -> None:
         if readings:
-            n, first_ns, last_ns = self.sink.add(self.source.name, readings)
+            try:
+                n, first_ns, last_ns = self.sink.add(self.source.name, readings)
+            except ValueError as e:  # a malformed reading (a third-party source): one error, the thread goes on
+                self._read_done()
+                self._fail(e, 1)
+                return
             self.health.readings += n
             self.health.last_sample_ns = last_ns
             since = self._read_since_ns

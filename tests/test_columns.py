@@ -6,6 +6,7 @@ import math
 import threading
 
 import numpy as np
+import pytest
 
 from jouled.columns import ColumnSink, batches_from_rows
 from jouled.model import Reading
@@ -74,3 +75,24 @@ def test_rows_group_in_their_given_order() -> None:
     got = {x.key: x for x in out}
     assert got[a].time_ns.tolist() == [3, 4] and math.isnan(got[a].extras["x"][0]) and got[a].extras["x"][1] == 1.0
     assert got[b].energy_j.tolist() == [2.0]
+
+
+def test_numbers_of_other_types_are_taken_as_their_values() -> None:
+    """A third-party source may hand numpy scalars, int watts or a whole float time: stored as int64 / float64."""
+    sink = ColumnSink()
+    sink.add("s", [Reading(np.int64(5), "d", 100, np.float32(2.5), {"util": 50}),  # type: ignore[arg-type]
+                   Reading(6.0, "d", 1.5, None)])  # type: ignore[arg-type]
+    (b,) = sink.drain("h")
+    assert b.time_ns.tolist() == [5, 6] and b.power_w.tolist() == [100.0, 1.5] and b.energy_j[0] == 2.5
+    assert b.extras["util"][0] == 50.0 and math.isnan(b.extras["util"][1])
+
+
+def test_a_reading_that_is_not_numeric_is_refused_whole_and_the_columns_stay_aligned() -> None:
+    sink = ColumnSink()
+    good = Reading(1, "d", 1.0, 1.0, {"util": 1.0})
+    for bad in (Reading(2, "d", "300 W", 1.0), Reading(2, "d", 1.0, 1.0, {"util": "high"}),  # type: ignore[arg-type]
+                Reading(2.5, "d", 1.0), Reading(None, "d", 1.0)):  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"^source s, device d: a reading that is not numeric .* was dropped$"):
+            sink.add("s", [good, bad])
+    (b,) = sink.drain("h")
+    assert len(b.time_ns) == len(b.power_w) == len(b.energy_j) == len(b.extras["util"]) == 4  # the goods only

@@ -13,6 +13,7 @@ import pytest
 
 from jouled.config import Config
 from jouled.daemon.service import Daemon
+from jouled.model import Reading
 from jouled.sampler import Sampler
 from jouled.store.sqlite import SeriesKey, SqliteStore
 from tests.daemon.fakes import ScriptedSource
@@ -169,3 +170,25 @@ def test_shared_thread_can_be_turned_off(tmp_path: Path) -> None:
     d = Daemon(cfg, [(QuickSource("a"), 0.1), (QuickSource("b"), 0.1)], SqliteStore(tmp_path / "log.db"),  # type: ignore[list-item]
                tmp_path / "status.json")
     assert [len(t.runners) for t in d.sampler.threads] == [1, 1]
+
+
+class _MalformedSource(ScriptedSource):
+    """Every third read returns a reading whose power is text (a third-party source's bug)."""
+
+    def read(self) -> list[Reading]:
+        out = super().read()
+        if self.reads % 3 == 0:
+            out = [Reading(out[0].time_ns, out[0].device, "lots", 1.0)]  # type: ignore[arg-type]
+        return out
+
+
+def test_a_malformed_reading_is_an_error_and_the_source_samples_on() -> None:
+    src = _MalformedSource()
+    s = Sampler([(src, 0.01)])  # type: ignore[list-item]
+    s.start()
+    time.sleep(0.5)
+    s.stop()
+    h = s.health()[0]
+    assert h["errors"] >= 5 and "not numeric" in h["last_error"] and "device dev0" in h["last_error"]
+    (b,) = s.drain("h")
+    assert len(b) == h["readings"] >= 20 and np.all(np.asarray(b.power_w) == ScriptedSource.POWER_W)
