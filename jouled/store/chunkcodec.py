@@ -3,7 +3,7 @@
 A chunk holds `n` samples of one series: time_ns as little-endian int64, power_w and energy_j as little-endian
 float64 (NaN: the field was absent; a column with no value at all is stored as NULL), extras as one row-major
 n x k float64 matrix with its names. The daemon writes, compacts and downsamples chunks through this module so
-its process never imports numpy (numpy is ~15 MB of an idle daemon's ~52 MB resident memory: observer bench);
+its process never imports numpy (numpy was 13 MB of an idle daemon's 52 MB resident memory: observer bench);
 readers view the same columns with `numpy.frombuffer` at no copy (`jouled.store.sqlite`).
 
 Columns in are anything with the buffer protocol or a sequence of numbers (array('q'/'d'), numpy arrays, lists);

@@ -88,7 +88,7 @@ def test_decode_of_no_chunk_is_empty() -> None:
 
 def test_the_daemons_write_path_and_housekeeping_never_import_numpy(tmp_path: Path) -> None:
     """Sampler sink -> store write -> compaction -> downsampling -> expiry, in a process where numpy cannot load:
-    the daemon's resident memory does not carry numpy's ~15 MB (bench/observer.py)."""
+    the daemon's resident memory does not carry numpy's 13 MB (bench/observer.py)."""
     code = f"""
 import sys
 sys.modules["numpy"] = None  # any import of numpy now raises ImportError
