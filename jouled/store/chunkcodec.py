@@ -140,8 +140,9 @@ def columns(time_ns: Any, power_w: Any, energy_j: Any, extras: dict[str, Any] | 
 
 
 def extras_blob(cols: Sequence[array[float]]) -> bytes | None:
-    """Extras columns as one row-major n x k matrix (None: no extras)."""
-    if not cols:
+    """Extras columns as one row-major n x k matrix (None: no extras, or no value in any: a flush between two of
+    NVML's once-a-second extras stores NULL, not a matrix of NaN)."""
+    if not any(v == v for c in cols for v in c):
         return None
     if len(cols) == 1:
         return _le_bytes(cols[0])

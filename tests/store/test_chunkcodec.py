@@ -109,3 +109,12 @@ print(st.maintain(now_ns=10**18, raw_retention_s=1, aggregate_retention_s=10**9,
     d = SqliteStore(tmp_path / "a.db").read_series(SeriesKey("h", "nvml", "gpu1"))
     assert d.time_ns.tolist() == [1_000_000_000 * s + 450_000_001 for s in range(3)]
     assert d.power_w.tolist() == [101.0] * 3 and d.energy_j.tolist() == [90.0, 190.0, 290.0]
+
+
+def test_extras_without_any_value_are_stored_as_null_and_read_back_as_nan(tmp_path: Path) -> None:
+    st_ = SqliteStore(tmp_path / "a.db")
+    st_.write_batches([ChunkBatch(KEY, array("q", [1, 2]), array("d", [1, 2]), array("d", [5, 6]),
+                                  {"util": chunkcodec.nans(2), "temp": chunkcodec.nans(2)})])
+    names, blob = st_._conn().execute("SELECT extras_names, extras FROM chunks").fetchone()
+    assert names == '["temp", "util"]' and blob is None
+    assert _same(st_.read_series(KEY, extras=True).extras["util"], [math.nan, math.nan])
