@@ -46,11 +46,16 @@ class _Lists:
     __slots__ = ("e", "p", "t", "x")
 
     def __init__(self) -> None:
-        # arrays from the start: append costs what a list's does, and a drain hands them on without a conversion
-        self.t: array[int] = array("q")
-        self.p: array[float] = array("d")
-        self.e: array[float] = array("d")
-        self.x: dict[str, array[float]] = {}
+        # lists, turned into arrays once per drain: Python 3.11 specialises list.append, and a list append plus
+        # the array's C conversion at the drain is cheaper than an array append per value
+        self.t: list[int] = []
+        self.p: list[float] = []
+        self.e: list[float] = []
+        self.x: dict[str, list[float]] = {}
+
+    def batch(self, key: SeriesKey) -> ChunkBatch:
+        return ChunkBatch(key, array("q", self.t), array("d", self.p), array("d", self.e),
+                          {name: array("d", v) for name, v in self.x.items()})
 
 
 class ColumnSink:
@@ -106,7 +111,7 @@ class ColumnSink:
             taken, self._series, self._n = self._series, {}, 0
         out = []
         for (source, device), c in taken.items():
-            out.append(ChunkBatch(SeriesKey(host, source, device), c.t, c.p, c.e, dict(c.x)))
+            out.append(c.batch(SeriesKey(host, source, device)))
         return out
 
 
@@ -129,12 +134,12 @@ def _coerce(source: str, r: Reading) -> tuple[int, float, float, dict[str, float
         ) from None
 
 
-def _add_extras(cols: dict[str, array[float]], extras: dict[str, float], k: int) -> None:
+def _add_extras(cols: dict[str, list[float]], extras: dict[str, float], k: int) -> None:
     """Append one reading's extras at row ``k``, keeping every extra column as long as the time column (NaN = absent)."""
     for name, v in extras.items():
         lst = cols.get(name)
         if lst is None:
-            lst = cols[name] = array("d", [NAN]) * k
+            lst = cols[name] = [NAN] * k
         lst.append(v)
     for col in cols.values():
         if len(col) == k:
@@ -154,4 +159,4 @@ def batches_from_rows(rows: Iterable[tuple[SeriesKey, int, float | None, float |
         g.e.append(NAN if e is None else e)
         if x or g.x:
             _add_extras(g.x, x, k)
-    return [ChunkBatch(key, g.t, g.p, g.e, dict(g.x)) for key, g in groups.items()]
+    return [g.batch(key) for key, g in groups.items()]

