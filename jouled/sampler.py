@@ -311,6 +311,7 @@ class SourceRunner:
             except ValueError as e:  # a malformed reading (a third-party source): one error, the thread goes on
                 self._read_done()
                 self._fail(e, 1)
+                self.health.state = "sampling"  # as for a PartialRead: nothing is retried, the rhythm holds
                 return
             self.health.readings += n
             self.health.last_sample_ns = last_ns
