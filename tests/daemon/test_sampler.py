@@ -7,6 +7,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,13 +28,18 @@ def _daemon(tmp_path: Path, sources: list[tuple[ScriptedSource, float]]) -> Daem
     return Daemon(cfg, sources, SqliteStore(tmp_path / "log.db"), tmp_path / "status.json")  # type: ignore[arg-type]
 
 
+def _sampled(src: ScriptedSource, period_s: float, seconds: float) -> tuple[Sampler, dict[str, Any]]:
+    """One source sampled for `seconds` by real threads, then stopped: the sampler (to drain) and its health."""
+    s = Sampler([(src, period_s)])  # type: ignore[list-item]
+    s.start()
+    time.sleep(seconds)
+    s.stop()
+    return s, s.health()[0]
+
+
 def test_sampler_rate_and_jitter() -> None:
     src = ScriptedSource()
-    s = Sampler([(src, 0.01)])  # type: ignore[list-item]
-    s.start()
-    time.sleep(1.0)
-    s.stop()
-    h = s.health()[0]
+    s, h = _sampled(src, 0.01, 1.0)
     assert 80 <= h["delivered"] <= 110
     assert h["delivered_ratio"] > 0.95
     assert h["jitter_p99_ms"] < 20  # loose: the CI box is shared; bench/ measures the real figure
@@ -129,11 +135,7 @@ def test_partial_read_keeps_healthy_devices() -> None:
             return good
 
     src = HalfBroken(devices=2)
-    s = Sampler([(src, 0.02)])  # type: ignore[list-item]
-    s.start()
-    time.sleep(0.3)
-    s.stop()
-    h = s.health()[0]
+    s, h = _sampled(src, 0.02, 0.3)
     per_device = {b.key.device: len(b) for b in s.drain("h")}
     assert h["errors"] == 1 and "GPU is lost" in h["last_error"]
     assert per_device["dev0"] == src.reads  # dev0 never missed a read
@@ -183,12 +185,7 @@ class _MalformedSource(ScriptedSource):
 
 
 def test_a_malformed_reading_is_an_error_and_the_source_samples_on() -> None:
-    src = _MalformedSource()
-    s = Sampler([(src, 0.01)])  # type: ignore[list-item]
-    s.start()
-    time.sleep(0.5)
-    s.stop()
-    h = s.health()[0]
+    s, h = _sampled(_MalformedSource(), 0.01, 0.5)
     assert h["errors"] >= 5 and "not numeric" in h["last_error"] and "device dev0" in h["last_error"]
     (b,) = s.drain("h")
     assert len(b) == h["readings"] >= 20 and np.all(np.asarray(b.power_w) == ScriptedSource.POWER_W)
