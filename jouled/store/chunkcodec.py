@@ -72,10 +72,6 @@ def _le_bytes(a: array[Any]) -> bytes:
     return b.tobytes()
 
 
-def i8_blob(a: array[int]) -> bytes:
-    return _le_bytes(a)
-
-
 def f8_blob(a: array[float]) -> bytes | None:
     """The column's bytes; None when it holds no value (empty, or NaN throughout): stored as NULL."""
     if not any(v == v for v in a):  # NaN != NaN; stops at the first value, usually the first sample
@@ -125,7 +121,7 @@ class Columns:
         names = sorted(self.extras)
         return (
             self.time_ns[0], self.time_ns[-1], len(self.time_ns),
-            i8_blob(self.time_ns), f8_blob(self.power_w), f8_blob(self.energy_j),
+            _le_bytes(self.time_ns), f8_blob(self.power_w), f8_blob(self.energy_j),
             json.dumps(names) if names else None, extras_blob([self.extras[k] for k in names]),
         )
 
