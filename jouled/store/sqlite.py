@@ -574,11 +574,11 @@ class SqliteStore:
         lo = -(2**63) if start_ns is None else int(start_ns)
         hi = 2**63 - 1 if end_ns is None else int(end_ns)
         ex_cols = "extras_names, extras" if extras else "NULL, NULL"
-        chunks = conn.execute(
-            f"SELECT n, time_ns, power_w, energy_j, {ex_cols} FROM chunks"
-            " WHERE series_id=? AND t1_ns>=? AND t0_ns<=? ORDER BY t0_ns, id",
+        chunks = _in_time_order(conn.execute(
+            f"SELECT t0_ns, id, n, time_ns, power_w, energy_j, {ex_cols} FROM chunks"
+            " WHERE series_id=? AND t1_ns>=? AND t0_ns<=? ORDER BY t1_ns",
             (row[0], lo, hi),
-        ).fetchall()
+        ).fetchall())
         if not chunks:
             return empty
         data = _decode_chunks(key, chunks, extras=extras)
@@ -788,11 +788,10 @@ class SqliteStore:
     def _read_chunk_ids(self, conn: sqlite3.Connection, ids: list[int]) -> chunkcodec.Columns:
         """The chunks' samples in time order, as arrays: housekeeping runs in the daemon, which imports no numpy."""
         q = ",".join("?" * len(ids))
-        chunks = conn.execute(
-            f"SELECT n, time_ns, power_w, energy_j, extras_names, extras FROM chunks WHERE id IN ({q})"
-            " ORDER BY t0_ns, id",
+        chunks = _in_time_order(conn.execute(
+            f"SELECT t0_ns, id, n, time_ns, power_w, energy_j, extras_names, extras FROM chunks WHERE id IN ({q})",
             ids,
-        ).fetchall()
+        ).fetchall())
         return chunkcodec.decode(chunks).sorted_by_time()
 
     def downsample(self, *, older_than_ns: int, period_s: float = 1.0, max_id: int | None = None) -> int:
@@ -854,6 +853,15 @@ def _below_newest(conn: sqlite3.Connection, max_id: int | None) -> int:
         return 2**63 - 1
     newest = conn.execute("SELECT max(id) FROM chunks").fetchone()[0]
     return min(max_id, int(newest) - 1) if newest is not None else max_id
+
+
+def _in_time_order(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Chunk rows (t0_ns, id, n, time, power, energy, …) sorted by (t0_ns, id), without their first two columns.
+
+    Sorted here, not by an ORDER BY t0_ns: no index gives that order, and SQLite's sorter would copy every blob into
+    a temporary B-tree first (a day of ten 10 Hz series read in 0.43 s with it, in half that without)."""
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [r[2:] for r in rows]
 
 
 def _decode_chunks(key: SeriesKey, chunks: list[tuple[Any, ...]], *, extras: bool) -> SeriesData:
