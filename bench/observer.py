@@ -1,6 +1,7 @@
 """Benchmark the daemon as an observer: its CPU and memory as a process, and what it costs the training it measures.
 
-0. The machine's wake-up cost: CPU per wake of an empty `Event.wait` loop at 100 Hz, and one RAPL read (4 domains)
+0. The machine's wake-up cost: CPU per wake of an empty 100 Hz loop (the sampling thread's `Wake`, a
+   `threading.Event`, a plain sleep), and one RAPL read (4 domains)
    hot vs after a 10 ms sleep. On a VM this is what a tick costs before any work, and why the daemon's figures
    depend on its number of wake-ups more than on its reads.
 1. Observer cost: jouled's own daemon as its own process (`python -m tests.faults.shim_daemon`: build_daemon,
@@ -152,29 +153,34 @@ def codecarbon_cost(interval_s: float, seconds: float) -> dict[str, Any]:
 
 
 def wake_cost() -> dict[str, Any]:
-    """CPU per wake-up of an empty loop, and a RAPL read hot vs after a 10 ms sleep (this machine's cold caches)."""
+    """CPU per wake-up of an empty 100 Hz loop (three ways to wait), and a RAPL read hot vs after a 10 ms sleep
+    (this machine's cold caches)."""
     import threading
 
     from jouled.config import RaplConfig
+    from jouled.sampler import Wake
     from jouled.sources.rapl import RaplSource
 
-    ev = threading.Event()
     res: dict[str, float] = {}
 
-    def empty() -> None:
+    def empty(label: str, wait: Callable[[float], object]) -> None:
         c0, n, nxt = time.thread_time(), 0, time.monotonic()
         end = nxt + 3.0
         while nxt < end:
             nxt += 0.01
             d = nxt - time.monotonic()
             if d > 0:
-                ev.wait(d)
+                wait(d)
             n += 1
-        res["empty_wake_us"] = (time.thread_time() - c0) / n * 1e6
+        res[label] = (time.thread_time() - c0) / n * 1e6
 
-    th = threading.Thread(target=empty)
-    th.start()
-    th.join()
+    # the sampling thread's wait (jouled.sampler.Wake, a bare lock), a threading.Event's, and a plain sleep's (the
+    # floor: no way to cut it short)
+    for label, wait in (("empty_wake_us", Wake().wait), ("empty_wake_event_us", threading.Event().wait),
+                        ("empty_wake_sleep_us", time.sleep)):
+        th = threading.Thread(target=empty, args=(label, wait))
+        th.start()
+        th.join()
     with tempfile.TemporaryDirectory() as d:
         src = RaplSource(RaplConfig(root=str(powercap_tree(Path(d) / "pc", 4))))
         src.open()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,20 @@ def test_a_malformed_reading_is_an_error_and_the_source_samples_on() -> None:
     assert h["errors"] >= 5 and "not numeric" in h["last_error"] and "device dev0" in h["last_error"]
     (b,) = s.drain("h")
     assert len(b) == h["readings"] >= 20 and np.all(np.asarray(b.power_w) == ScriptedSource.POWER_W)
+
+
+def test_wake_is_one_pending_wake_up_that_any_thread_gives() -> None:
+    from jouled.sampler import Wake
+
+    w = Wake()
+    assert w.wait(0.0) is False  # nothing pending: the timeout passes
+    w.set()
+    w.set()  # a second set while one is pending is the same wake-up (no error, no second one)
+    assert w.wait(0.0) is True
+    assert w.wait(0.0) is False
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(w.wait(30.0)))
+    t.start()
+    w.set()  # from another thread: the waiter returns long before its timeout
+    t.join(10.0)
+    assert got == [True]
