@@ -3,7 +3,7 @@
 The standard library encodes with its C accelerator only without ``indent``; with it, every token passes through
 nested Python generators (about 2 s for the 100,000 rows of a day of epochs). The CLI's JSON is indented and kept
 byte for byte (tests compare it with ``json.dumps``), so this writes the same text from the same pieces: a flat
-row (scalars and empty lists: most rows of `energy epochs`) goes through json's C encoder with the newline and
+row (scalars and empty lists or tuples: most rows of `energy epochs`) goes through json's C encoder with the newline and
 indent in its item separator; anything else is written here, strings through the C ``encode_basestring_ascii``,
 floats through ``float.__repr__`` with json's NaN/Infinity spellings.
 """
@@ -39,6 +39,7 @@ def _key(k: Any) -> str:
 
 
 _FLAT = frozenset({str, float, int, bool, type(None)})
+_EMPTY_OK = (list, tuple)  # an empty one of these is "[]" to json's C encoder too
 _FLAT_ENCODERS: dict[int, Callable[[Any], str]] = {}
 
 
@@ -73,7 +74,7 @@ def _enc(o: Any, level: int, default: Default | None) -> str:
             return "{}"
         inner = "\n" + "  " * (level + 1)
         if type(o) is dict and all(type(k) is str for k in o) and all(
-            type(v) in _FLAT or (type(v) is list and not v) for v in o.values()
+            type(v) in _FLAT or (type(v) in _EMPTY_OK and not v) for v in o.values()
         ):
             # scalars and empty lists only (a row of `energy epochs` without flags): json's C encoder writes it
             # with the item separator carrying the newline and indent, so only the braces are left to add

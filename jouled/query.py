@@ -227,6 +227,7 @@ def _in_window_order(rows: list[dict[str, Any]], windows: list[Window]) -> list[
 
 
 R = TypeVar("R", bound="_Row")
+_SEQ_TYPES = (list, tuple)
 
 
 class _Row:
@@ -279,7 +280,8 @@ class _Row:
 
         Each distinct key order is checked once through the typed row (an unknown or missing field raises as
         `from_dict` does); when every order is the contract's and every list field a list, the dicts ARE the
-        contract and come back as they are (the same objects); otherwise every row is rebuilt.
+        contract and come back as they are (the same objects); otherwise every row is rebuilt. A list field may be
+        a tuple (`energy_rows` shares one tuple of flag names between rows): JSON and CSV write both alike.
         """
         checked: dict[tuple[str, ...], bool] = {}
         seq = cls._seq_fields
@@ -289,7 +291,7 @@ class _Row:
             ok = checked.get(keys)
             if ok is None:
                 ok = checked[keys] = tuple(cls.from_dict(d).to_dict()) == keys
-            if not ok or not all(type(d[k]) is list for k in seq):
+            if not ok or not all(type(d[k]) in _SEQ_TYPES for k in seq):
                 same = False
                 break
         if same and not cls._map_fields:

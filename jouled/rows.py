@@ -90,7 +90,7 @@ def energy_rows(
     host_devices: HostDevicesPolicy = "total",
     map_fn: MapFn = map,
 ) -> list[dict[str, Any]]:
-    """One row per (window, device): the JSON contract of `jouled energy epochs`.
+    """One row per (window, device): the JSON contract of `jouled energy epochs` (`flags` a tuple of names).
 
     GPU sources (nvml, smi) count only the devices in the window's `gpus` (all GPUs when it
     names none). Host-wide sources are host totals: `total` reports them whole, `exclude`
@@ -148,7 +148,9 @@ def _assemble(
 
     Built column-wise: each series' values are Python lists (from numpy), the window's own fields are gathered per
     series, and one dict display per row zips them (a dict literal in a comprehension is the cheapest dict CPython
-    builds; the keys stay in the contract's order).
+    builds; the keys stay in the contract's order). `flags` is a tuple shared by the rows with the same flags (a list
+    in the JSON): a row holding only scalars and the empty tuple is a dict the cyclic garbage collector never
+    tracks, and a fresh list per row made every row one it walked (0.16 s of collection after 100,000 rows).
     """
     n = len(windows)
     win_start = format_times_ns([w.start_ns for w in windows])
@@ -176,7 +178,7 @@ def _assemble(
         rows = [
             {"run": r, "scope": sc, "epoch": ep, "phase": ph, "arch": ar, "host": ho, "source": src, "device": dev,
              "role": role, "start": st, "end": en, "start_ns": s_ns, "end_ns": e_ns, "duration_s": du,
-             "energy_j": e, "method": me, "samples": sa, "max_gap_s": ga, "flags": list(names[fl])}  # a fresh list
+             "energy_j": e, "method": me, "samples": sa, "max_gap_s": ga, "flags": names[fl]}
             for r, sc, ep, ph, ar, ho, st, en, s_ns, e_ns, du, e, me, sa, ga, fl in zip(
                 g["run"], g["scope"], g["epoch"], g["phase"], g["arch"], g["host"], g["start"], g["end"],
                 g["start_ns"], g["end_ns"], g["duration_s"], energies, res.methods, res.samples, res.gaps, res.flags,
@@ -214,7 +216,7 @@ def _no_samples_row(w: Window, start: str, end: str, with_carbon: bool) -> dict[
         "run": w.run, "scope": w.scope, "epoch": w.epoch, "phase": w.phase, "arch": w.arch, "host": w.host,
         "source": "", "device": "", "role": "", "start": start, "end": end, "start_ns": w.start_ns, "end_ns": w.end_ns,
         "duration_s": duration_s, "energy_j": None, "method": "none", "samples": 0, "max_gap_s": duration_s,
-        "flags": [NO_SAMPLES],
+        "flags": (NO_SAMPLES,),
     }
     if with_carbon:
         row["carbon_g"] = None

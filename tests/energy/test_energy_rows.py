@@ -115,7 +115,7 @@ def test_rows_attribute_gpus_and_include_host_sources() -> None:
         assert REQUIRED <= r.keys()
         assert "carbon_g" not in r
         assert r["duration_s"] == pytest.approx(2.0)
-        assert r["samples"] == 21 and r["flags"] == []
+        assert r["samples"] == 21 and r["flags"] == ()
     by = {(r["source"], r["device"]): r for r in rows}
     assert by[("nvml", "gpu1")]["energy_j"] == pytest.approx(400.0)
     assert by[("nvml", "gpu1")]["method"] == "counter"
