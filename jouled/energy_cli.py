@@ -35,7 +35,7 @@ def _emit(rows: list[dict[str, Any]], fmt: str, keys: Sequence[str]) -> None:
         w = csv.DictWriter(buf, fieldnames=list(keys), extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: (" ".join(r[k]) if isinstance(r.get(k), list) else r.get(k)) for k in keys})
+            w.writerow({k: (" ".join(r[k]) if isinstance(r.get(k), (list, tuple)) else r.get(k)) for k in keys})
         sys.stdout.write(buf.getvalue())
 
 

@@ -3,6 +3,7 @@ the fix, with a non-zero exit where nothing useful happened (issue 8). Through t
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -250,6 +251,13 @@ def test_partly_covered_run_warns_and_exits_0_and_estimate_is_host_wide(tmp_path
     e2 = next(r for r in est if r["scope"] == "epoch" and r["epoch"] == 2)
     assert e2["energy_j"] is None and "no-samples" in e2["flags"]
     assert "warning" in res.output and "no-samples" in res.output
+    # the CSV writes each row's flags as space-separated names (the rows hold them as tuples), and none as ""
+    res = runner.invoke(app, ["energy", "epochs", "--run", "r2", "--format", "csv", "--store", db])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith(("run,", "r2,"))]
+    flags = {(r["epoch"], r["source"]): r["flags"] for r in csv.DictReader(lines)}
+    assert flags[("0", "estimate")].split() == ["estimated", "host-wide"]
+    assert "no-samples" in flags[("2", "estimate")].split() and "(" not in "".join(flags.values())
 
 
 def test_sampling_summary_counts_the_sources_that_work() -> None:
