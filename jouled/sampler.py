@@ -363,7 +363,7 @@ class Wake:
 
     Not a `threading.Event`: its wait runs a Condition in Python (a fresh lock, a waiter list, a try/finally) on every
     call, and a sampling thread waits once per tick. On this 2-core VM an empty 100 Hz wait cost 120–174 µs of CPU
-    with this lock and 149–177 µs with an Event over five runs (`bench/observer.py`, wake_cost; a plain sleep, which
+    with this lock and 149–177 µs with an Event in seven runs (`bench/observer.py`, wake_cost; a plain sleep, which
     nothing can cut short, 83–114 µs): the difference is within the VM's noise. What is sure is less work per
     wait (no lock allocated, no waiter list, no clear). Several ``set`` before a ``wait`` are one wake-up; a ``set``
     while the waiter is between its wake-up and its next wait makes that next wait return at once.
