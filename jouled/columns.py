@@ -58,6 +58,15 @@ class _Lists:
                           {name: array("d", v) for name, v in self.x.items()})
 
 
+class MalformedReading(ValueError):
+    """`ColumnSink.add` left out a reading that is not numeric; ``added`` is what it appended of the others (its
+    return value: how many, earliest and latest time_ns)."""
+
+    def __init__(self, message: str, added: tuple[int, int, int]) -> None:
+        super().__init__(message)
+        self.added = added
+
+
 class ColumnSink:
     """Where sampler threads put their readings (`add`), and the daemon or `jouled.measure` takes them (`drain`)."""
 
@@ -71,9 +80,13 @@ class ColumnSink:
         return self._n
 
     def add(self, source: str, readings: Iterable[Reading]) -> tuple[int, int, int]:
-        """Append readings; returns (how many, earliest and latest time_ns among them) for the sampler's health."""
+        """Append readings; returns (how many, earliest and latest time_ns among them) for the sampler's health.
+
+        A reading that is not numeric is left out and the others are appended; then `MalformedReading` (a
+        ValueError naming the first bad one) is raised, carrying what the return value would have been."""
         n = 0
         first_ns, last_ns = 1 << 63, -(1 << 63)
+        bad: ValueError | None = None
         with self._lock:
             series = self._series
             for r in readings:
@@ -85,7 +98,11 @@ class ColumnSink:
                 # of unequal length (the typed arrays refuse what the lists took); exact types are the cheap path
                 if type(t) is not int or type(p) is not float or type(e) is not float or (
                         x and not all(type(v) is float for v in x.values())):
-                    t, p, e, x = _coerce(source, r)
+                    try:
+                        t, p, e, x = _coerce(source, r)
+                    except ValueError as err:
+                        bad = bad or err
+                        continue
                 cols = series.get((source, r.device))
                 if cols is None:
                     cols = series[(source, r.device)] = _Lists()
@@ -101,6 +118,8 @@ class ColumnSink:
                     _add_extras(cols.x, x, k)
                 n += 1
             self._n += n
+        if bad is not None:
+            raise MalformedReading(str(bad), (n, first_ns, last_ns))
         return n, first_ns, last_ns
 
     def drain(self, host: str) -> list[ChunkBatch]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from jouled.backoff import Backoff
 from jouled.clock import CLOCK
-from jouled.columns import ChunkBatch, ColumnSink
+from jouled.columns import ChunkBatch, ColumnSink, MalformedReading
 from jouled.errors import SourceUnavailable
 from jouled.model import Reading
 from jouled.series import SeriesMeta
@@ -309,13 +309,13 @@ class SourceRunner:
         if readings:
             try:
                 n, first_ns, last_ns = self.sink.add(self.source.name, readings)
-            except ValueError as e:  # a malformed reading (a third-party source): one error, the thread goes on
-                self._read_done()
+            except MalformedReading as e:  # a third-party source's bad reading: one error, the others kept
+                n, first_ns, last_ns = e.added
                 self._fail(e, 1)
                 self.health.state = "sampling"  # as for a PartialRead: nothing is retried, the rhythm holds
-                return
             self.health.readings += n
-            self.health.last_sample_ns = last_ns
+            if n:
+                self.health.last_sample_ns = last_ns
             since = self._read_since_ns
             if since is not None and since - first_ns > self.stamp_lag_ns:
                 self.stamp_lag_ns = since - first_ns

@@ -96,3 +96,9 @@ def test_a_reading_that_is_not_numeric_is_refused_whole_and_the_columns_stay_ali
             sink.add("s", [good, bad])
     (b,) = sink.drain("h")
     assert len(b.time_ns) == len(b.power_w) == len(b.energy_j) == len(b.extras["util"]) == 4  # the goods only
+    # a bad reading in the middle: the readings after it are appended too, and counted
+    with pytest.raises(ValueError, match=r"^source s, device d: a reading that is not numeric") as info:
+        sink.add("s", [Reading(1, "d", 1.0), Reading(2, "d", "300 W"), Reading(3, "d", 3.0)])  # type: ignore[arg-type]
+    assert info.value.added == (2, 1, 3) and len(sink) == 2  # type: ignore[attr-defined]
+    (b,) = sink.drain("h")
+    assert b.time_ns.tolist() == [1, 3] and b.power_w.tolist() == [1.0, 3.0]

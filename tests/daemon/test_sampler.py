@@ -176,12 +176,12 @@ def test_shared_thread_can_be_turned_off(tmp_path: Path) -> None:
 
 
 class _MalformedSource(ScriptedSource):
-    """Every third read returns a reading whose power is text (a third-party source's bug)."""
+    """Every third read adds, after its good reading, one whose power is text (a third-party source's bug)."""
 
     def read(self) -> list[Reading]:
         out = super().read()
         if self.reads % 3 == 0:
-            out = [Reading(out[0].time_ns, out[0].device, "lots", 1.0)]  # type: ignore[arg-type]
+            out = [*out, Reading(out[0].time_ns + 1, out[0].device, "lots", 1.0)]  # type: ignore[arg-type]
         return out
 
 
