@@ -20,11 +20,26 @@ from jouled.jsonout import dumps_indent2
 from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
 from jouled.query import EpochRow, compute_rows, open_readonly, run_rows, run_totals
 from jouled.rows import has_samples
+from jouled.rowtable import RowTable, column, csv_text, json_text
 from jouled.tables import Column, WideOpt, make_console, print_table
 
 energy_app = make_app(help="Energy and carbon per epoch, phase and run, from the markers in the store.")
 CSV_KEYS = ("run", "scope", "epoch", "phase", "arch", "host", "source", "device", "start", "end", "duration_s",
             "energy_j", "method", "samples", "max_gap_s", "flags", "carbon_g")
+
+
+def _emit_rows(rows: Sequence[dict[str, Any]], fmt: str) -> None:
+    """The rows of `energy epochs` as JSON or CSV: straight from a `RowTable`'s columns when a row of each of its
+    shapes is the contract (`EpochRow`, the Python API's rows), else through the typed rows."""
+    if isinstance(rows, RowTable):
+        examples = rows.examples()
+        if EpochRow.conform(examples) is examples:  # the keys are the contract's, in its order
+            if fmt == "json":
+                typer.echo(json_text(rows))  # echo flushes: the text comes before any warning on stderr
+            else:
+                sys.stdout.write(csv_text(rows, CSV_KEYS))
+            return
+    _emit(EpochRow.conform(rows), fmt, CSV_KEYS)
 
 
 def _emit(rows: list[dict[str, Any]], fmt: str, keys: Sequence[str]) -> None:
@@ -63,11 +78,11 @@ TABLE_LIMIT = 1000  # rows a table shows by default: rich renders ~1.5 ms a row 
 
 
 def print_rows(
-    rows: list[dict[str, Any]], title: str, *, wide: bool = False, console: Console | None = None, limit: int = 0,
+    rows: Sequence[dict[str, Any]], title: str, *, wide: bool = False, console: Console | None = None, limit: int = 0,
 ) -> None:
     """The table of `energy epochs`; with `limit` (0: every row) and more rows than that, the first and the last
     halves of it around a ⋮ row, and a line saying how many were left out and how to get them."""
-    has_carbon = any(r.get("carbon_g") is not None for r in rows)  # no column of dashes when intensity is unknown
+    has_carbon = any(c is not None for c in column(rows, "carbon_g"))  # no column of dashes when intensity is unknown
     cols = list(EPOCH_COLUMNS) + ([Column("carbon", 2, "right")] if has_carbon else []) + [Column("flags", 1, fit="wrap")]
     cells: list[list[str]] = []
     for r in _ends(rows, limit):
@@ -83,11 +98,11 @@ def print_rows(
                    "all of them: --limit 0, or --format csv|json; totals: --by epoch|device")
 
 
-def _ends(items: list[Any], limit: int) -> list[Any]:
+def _ends(items: Sequence[Any], limit: int) -> list[Any]:
     """The first and the last halves of `items` when there are more than `limit` (0: all of them)."""
     if not limit or len(items) <= limit:
-        return items
-    return items[: limit - limit // 2] + items[len(items) - limit // 2:]
+        return list(items)
+    return [*items[: limit - limit // 2], *items[len(items) - limit // 2:]]
 
 
 def _print_limited(title: str, cols: list[Column], cells: list[list[str]], total: int, limit: int, wide: bool,
@@ -179,7 +194,7 @@ def epochs(
     if not rows:
         _say_no_windows(st, run, scopes)
     if fmt != "table":
-        _emit(EpochRow.conform(rows), fmt, CSV_KEYS)  # the Python API's rows: one contract (jouled.query)
+        _emit_rows(rows, fmt)  # the Python API's rows: one contract (jouled.query)
     else:
         print_rows(rows, f"energy per {scope} — run {run}", wide=wide, limit=limit)
         if by:
@@ -196,13 +211,8 @@ def _say_no_windows(st: Any, run: str, scopes: tuple[str, ...]) -> None:
     raise typer.Exit(1)
 
 
-def _say_no_samples(rows: list[dict[str, Any]], store_path: Any, what: str) -> None:
+def _say_no_samples(rows: Sequence[dict[str, Any]], store_path: Any, what: str) -> None:
     """Windows without samples are named, not shown as 0 J; when no window has any, exit 1 after the line."""
-    covered: dict[tuple[Any, ...], bool] = {}  # window → does any of its devices have samples?
-    for r in rows:
-        key = (r["run"], r["scope"], r["epoch"], r["phase"], r["start_ns"])
-        covered[key] = covered.get(key, False) or NO_SAMPLES not in r["flags"]
-    empty = [k for k, ok in covered.items() if not ok]
     if rows and not has_samples(rows):
         typer.echo(
             f"{what}: no samples for this run's windows in {store_path} — was the daemon running during the run? "
@@ -210,6 +220,18 @@ def _say_no_samples(rows: list[dict[str, Any]], store_path: Any, what: str) -> N
             err=True,
         )
         raise typer.Exit(1)
+    # a window is empty when none of its devices has samples: only rows flagged no-samples can make one
+    flags = column(rows, "flags")
+    marked = [i for i, f in enumerate(flags) if NO_SAMPLES in f]
+    if not marked:
+        return
+    keys = ("run", "scope", "epoch", "phase", "start_ns")
+    cols = [column(rows, k) for k in keys]
+    covered: dict[tuple[Any, ...], bool] = {}  # window → does any of its devices have samples?
+    for i, f in enumerate(flags):
+        key = tuple(c[i] for c in cols)
+        covered[key] = covered.get(key, False) or NO_SAMPLES not in f
+    empty = [k for k, ok in covered.items() if not ok]
     if empty:
         typer.echo(
             f"warning: {what}: {len(empty)} window(s) without any samples in {store_path} (flagged no-samples) — "
@@ -218,13 +240,14 @@ def _say_no_samples(rows: list[dict[str, Any]], store_path: Any, what: str) -> N
         )
 
 
-def _print_by(rows: list[dict[str, Any]], by: str, *, wide: bool = False, limit: int = 0) -> None:
+def _print_by(rows: Sequence[dict[str, Any]], by: str, *, wide: bool = False, limit: int = 0) -> None:
     acc: dict[Any, float] = {}
-    for r in rows:
-        if r["energy_j"] is None:
-            continue
-        k = (r["source"], r["device"]) if by == "device" else r["epoch"]
-        acc[k] = acc.get(k, 0.0) + r["energy_j"]
+    energy = column(rows, "energy_j")
+    keys: list[Any] = (list(zip(column(rows, "source"), column(rows, "device"), strict=True)) if by == "device"
+                       else column(rows, "epoch"))
+    for k, e in zip(keys, energy, strict=True):
+        if e is not None:
+            acc[k] = acc.get(k, 0.0) + e
     # epochs in number order (9 before 10), then windows without one; devices by name
     items = sorted(acc.items(), key=lambda kv: (0, kv[0], "") if isinstance(kv[0], int) else (1, 0, str(kv[0])))
     cells = [[" ".join(k) if isinstance(k, tuple) else str(k), _j(v)] for k, v in _ends(items, limit)]

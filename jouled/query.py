@@ -27,8 +27,9 @@ from jouled.carbon.series import IntensitySeries
 from jouled.config import Config, load_config
 from jouled.energy import SeriesArrays
 from jouled.errors import UserError
-from jouled.rows import MapFn, energy_rows, gc_paused
+from jouled.rows import MapFn, PendingSeries, energy_rows, energy_table
 from jouled.rows import run_totals as _energy_run_totals
+from jouled.rowtable import RowTable, gc_paused
 from jouled.series import SeriesMeta, meta_or_default, period_or_nan
 from jouled.store.reader import ReadStore
 from jouled.store.sqlite import SeriesKey, open_store, sqlite_url
@@ -90,6 +91,30 @@ def load_series(
     ``map_fn``: how the per-series reads are mapped (``map``; `compute_rows` passes a thread pool's — each thread
     reads on its own connection, and SQLite and numpy release the GIL while they work).
     """
+    jobs = _series_jobs(store, host, start_ns)
+
+    def read(job: tuple[SeriesKey, SeriesMeta, int]) -> SeriesArrays | None:
+        return _read_series(store, job, start_ns, end_ns)
+
+    out: dict[tuple[str, str], SeriesArrays] = {}
+    for (key, _m, _g), arrays in zip(jobs, map_fn(read, jobs), strict=True):
+        if arrays is not None:
+            out[(key.source, key.device)] = arrays
+    return out
+
+
+def _pending_series(
+    store: ReadStore, host: str, start_ns: int, end_ns: int, pool: ThreadPoolExecutor,
+) -> dict[tuple[str, str], PendingSeries]:
+    """`load_series`, with each series' read started on `pool` and not waited for (`jouled.rows.PendingSeries`)."""
+    return {
+        (job[0].source, job[0].device): PendingSeries(job[1], pool.submit(_read_series, store, job, start_ns, end_ns))
+        for job in _series_jobs(store, host, start_ns)
+    }
+
+
+def _series_jobs(store: ReadStore, host: str | None, start_ns: int) -> list[tuple[SeriesKey, SeriesMeta, int]]:
+    """Per series of `host`: its key, what it is at `start_ns`, and the margin its read takes either side."""
     jobs: list[tuple[SeriesKey, SeriesMeta, int]] = []
     for key in store.series():
         if host is not None and key.host != host:
@@ -101,22 +126,20 @@ def load_series(
         periods = [p for p in (meta.power_period_s, meta.counter_period_s) if p is not None]
         margin_ns = int(max([*periods, 1.0]) * 5e9)  # a few periods either side: the samples around each edge
         jobs.append((key, meta, margin_ns))
+    return jobs
 
-    def read(job: tuple[SeriesKey, SeriesMeta, int]) -> SeriesArrays | None:
-        key, meta, margin_ns = job
-        d = store.read_series(key, start_ns - margin_ns, end_ns + margin_ns)
-        if len(d) == 0:
-            return None
-        return SeriesArrays(
-            d.time_ns, d.power_w, d.energy_j, key.source, key.device, period_or_nan(meta.power_period_s), meta.estimated,
-            counter_period_s=period_or_nan(meta.counter_period_s), meta=meta,
-        )
 
-    out: dict[tuple[str, str], SeriesArrays] = {}
-    for (key, _m, _g), arrays in zip(jobs, map_fn(read, jobs), strict=True):
-        if arrays is not None:
-            out[(key.source, key.device)] = arrays
-    return out
+def _read_series(
+    store: ReadStore, job: tuple[SeriesKey, SeriesMeta, int], start_ns: int, end_ns: int,
+) -> SeriesArrays | None:
+    key, meta, margin_ns = job
+    d = store.read_series(key, start_ns - margin_ns, end_ns + margin_ns)
+    if len(d) == 0:
+        return None
+    return SeriesArrays(
+        d.time_ns, d.power_w, d.energy_j, key.source, key.device, period_or_nan(meta.power_period_s), meta.estimated,
+        counter_period_s=period_or_nan(meta.counter_period_s), meta=meta,
+    )
 
 
 def series_metas(store: ReadStore, host: str | None = None) -> dict[tuple[str, str], SeriesMeta]:
@@ -158,9 +181,11 @@ def compute_rows(
     scopes: Sequence[str],
     host_devices: str = "total",
     on_progress: ProgressFn | None = None,
-) -> tuple[list[dict[str, Any]], list[str]]:
+) -> tuple[RowTable, list[str]]:
     """Rows of `energy epochs` (one per window and device) for `run` (None: every run), and marker problems.
 
+    The rows are a `RowTable`: a read-only sequence of the row dicts, held as columns until a row is read
+    (`column(key)` reads one field of every row without building them; `list(rows)` or `rows.rows()` gives a list).
     `on_progress(done, total)` is called with the number of windows done, at the start and after each host.
     """
     with gc_paused():  # tens of thousands of acyclic markers and windows (as for the rows, energy_rows)
@@ -170,41 +195,73 @@ def compute_rows(
             raise NoMarkers(f"store {store.path}: no markers yet — publish some (jouled markers send, jouled train)")
         known = ", ".join(store.runs()[:10]) or "none"
         raise UnknownRun(f"run {run!r}: no markers in {store.path} — known runs: {known}")
-    with gc_paused():
-        windows, problems = windows_from_markers(markers)
-    windows = [w for w in windows if w.scope in scopes]
-    rows: list[dict[str, Any]] = []
-    by_host: dict[str, list[Window]] = {}
-    for w in windows:
-        by_host.setdefault(w.host, []).append(w)
-    done = 0
-    if on_progress is not None:
-        on_progress(0, len(windows))
+    # The series are read while the markers are paired: each host's reads start now, over the span of its markers
+    # of these scopes, unless a re-declaration splits its windows (below). When every marker pairs, that span is
+    # the windows' own; otherwise (a start without an end, …) the windows' span is read again after the pairing,
+    # since the span read decides which declaration applies and the median spacing of undeclared series.
+    changes = {h: _declaration_changes(store, h) for h in {m.host for m in markers}}
+    spans: dict[str, tuple[int, int]] = {}
+    for m in markers:
+        if m.scope in scopes and not changes[m.host]:
+            lo, hi = spans.get(m.host, (m.time_ns, m.time_ns))
+            spans[m.host] = (min(lo, m.time_ns), max(hi, m.time_ns))
+    parts: list[RowTable] = []
     with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="jouled-query") as pool:
+        # what each series is, asked here (the pairing below holds the GIL: a thread asking the store now would
+        # wait on it at every query); only the reads go to the pool
+        early = {h: _pending_series(store, h, lo, hi, pool) for h, (lo, hi) in spans.items()}
+        with gc_paused():
+            windows, problems = windows_from_markers(markers)
+        windows = [w for w in windows if w.scope in scopes]
+        by_host: dict[str, list[Window]] = {}
+        for w in windows:
+            by_host.setdefault(w.host, []).append(w)
+        done = 0
+        if on_progress is not None:
+            on_progress(0, len(windows))
         for host, ws in by_host.items():
-            host_rows: list[dict[str, Any]] = []
-            segments = _segments(store, host, ws)
+            host_parts: list[RowTable] = []
+            segments = _segments(changes[host], ws)
             for seg in segments:
                 start = min(w.start_ns for w in seg)
                 end = max(w.end_ns for w in seg)
-                series = load_series(store, host, start, end, config, map_fn=pool.map)
-                host_rows.extend(energy_rows(
+                # the early reads are these very reads when every marker paired (the usual case): the same span
+                series: Mapping[tuple[str, str], SeriesArrays | PendingSeries]
+                pending = early.pop(host, None)
+                if pending is not None and (start, end) == spans[host]:
+                    series = pending
+                else:
+                    for p in (pending or {}).values():  # markers that did not pair widened the span: read again
+                        p.arrays.cancel()
+                    series = load_series(store, host, start, end, config, map_fn=pool.map)
+                host_parts.append(energy_table(
                     seg, series, carbon=carbon_for(store, config, start, end),
                     host_devices=host_devices, map_fn=pool.map,  # type: ignore[arg-type]
                 ))
             # one segment (the usual case) is in window order already
-            rows.extend(_in_window_order(host_rows, ws) if len(segments) > 1 else host_rows)
+            if len(host_parts) > 1:
+                host_parts = [RowTable.from_dicts(_in_window_order([r for p in host_parts for r in p], ws))]
+            parts.extend(host_parts)
             done += len(ws)
             if on_progress is not None:
                 on_progress(done, len(windows))
-    return rows, [str(p) for p in problems]
+        for unused in early.values():  # a host with markers of these scopes but no window of them
+            for p in unused.values():
+                p.arrays.cancel()
+    if len(parts) == 1:
+        return parts[0], [str(p) for p in problems]
+    return RowTable.from_dicts([r for p in parts for r in p]), [str(p) for p in problems]
 
 
-def _segments(store: ReadStore, host: str, windows: list[Window]) -> list[list[Window]]:
-    """Windows split where a series of `host` was re-declared (a restart with another rate), so each window is
+def _declaration_changes(store: ReadStore, host: str) -> list[int]:
+    """When a series of `host` was re-declared (a restart with another rate), in time order; usually none."""
+    return sorted({since for k in store.series() if k.host == host and k.meta is not None
+                   for since, _m in store.series_meta_history(k)[1:]})
+
+
+def _segments(changes: list[int], windows: list[Window]) -> list[list[Window]]:
+    """Windows split where a series of their host was re-declared (`_declaration_changes`), so each window is
     judged by the metadata in force when it started; one segment (the usual case) when nothing changed."""
-    changes = sorted({since for k in store.series() if k.host == host and k.meta is not None
-                      for since, _m in store.series_meta_history(k)[1:]})
     if not changes:
         return [windows]
     by_seg: dict[int, list[Window]] = {}
@@ -295,6 +352,8 @@ class _Row:
                 same = False
                 break
         if same and not cls._map_fields:
+            if isinstance(dicts, RowTable):
+                return dicts.rows()  # the table's own dicts (built once)
             return dicts if isinstance(dicts, list) else [dict(d) for d in dicts]
         return [cls.from_dict(d).to_dict() for d in dicts]
 
@@ -460,7 +519,7 @@ class Query:
 
     def _rows(
         self, run: str | None, scopes: Sequence[str], host_devices: str, on_progress: ProgressFn | None
-    ) -> tuple[list[dict[str, Any]], list[str]]:
+    ) -> tuple[RowTable, list[str]]:
         try:
             return compute_rows(self.store, self.config, run, scopes, host_devices, on_progress)
         except sqlite3.DatabaseError as e:

@@ -6,10 +6,9 @@ the store and hands both in. Which rows make a run's total is chosen by the seri
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,21 +18,19 @@ from jouled.carbon.series import IntensitySeries
 from jouled.energy import (
     F_HOST_WIDE,
     METHODS,
-    NO_SAMPLES,
     SeriesArrays,
     flag_names,
     prepare,
     window_carbon_many,
     window_energy_many,
 )
+from jouled.rowtable import RowTable, SeriesColumns, WindowColumns, column
 from jouled.series import SeriesMeta, choose_totals, default_meta
 from jouled.timefmt import format_time_ns, format_times_ns
 from jouled.windows import Window
 
 HostDevicesPolicy = Literal["total", "exclude", "share"]
 FloatArrays = tuple[np.ndarray, np.ndarray]  # window starts and ends, ns
-
-
 
 
 def normalise_gpu(name: str) -> str:
@@ -65,11 +62,27 @@ class _SeriesResult:
     grams: list[float] | None
 
 
+@dataclass(frozen=True, slots=True)
+class PendingSeries:
+    """A series whose samples are still being read (`arrays`: None when the span has none), with what it is."""
+
+    meta: SeriesMeta
+    arrays: Future[SeriesArrays | None]
+
+
 def _series_result(
-    job: tuple[str, str, SeriesArrays, SeriesMeta, list[int], FloatArrays, IntensitySeries | None],
-) -> _SeriesResult:
-    """The numeric part for one series (numpy, no Python loop per window): what may run in a worker thread."""
-    src, dev, s, meta, idx, (starts, ends), carbon = job
+    job: tuple[str, str, SeriesArrays | PendingSeries, SeriesMeta, list[int], FloatArrays, IntensitySeries | None],
+) -> _SeriesResult | None:
+    """The numeric part for one series (numpy, no Python loop per window): what may run in a worker thread.
+    None for a pending series whose span had no samples."""
+    src, dev, pending, meta, idx, (starts, ends), carbon = job
+    if isinstance(pending, PendingSeries):
+        got = pending.arrays.result()
+        if got is None:
+            return None
+        s = got
+    else:
+        s = pending
     sel = np.asarray(idx, dtype=np.int64)
     a, b = starts[sel], ends[sel]
     prep = prepare(s)
@@ -92,6 +105,21 @@ def energy_rows(
 ) -> list[dict[str, Any]]:
     """One row per (window, device): the JSON contract of `jouled energy epochs` (`flags` a tuple of names).
 
+    `energy_table`'s rows as one list of dicts; see there.
+    """
+    return energy_table(windows, series, carbon=carbon, host_devices=host_devices, map_fn=map_fn).rows()
+
+
+def energy_table(
+    windows: Sequence[Window],
+    series: Mapping[tuple[str, str], SeriesArrays | PendingSeries],
+    *,
+    carbon: IntensitySeries | None = None,
+    host_devices: HostDevicesPolicy = "total",
+    map_fn: MapFn = map,
+) -> RowTable:
+    """One row per (window, device), held as columns (`jouled.rowtable`: a row's dict is built when it is read).
+
     GPU sources (nvml, smi) count only the devices in the window's `gpus` (all GPUs when it
     names none). Host-wide sources are host totals: `total` reports them whole, `exclude`
     leaves them out, `share` gives the run the fraction of the host's GPUs it uses
@@ -104,10 +132,15 @@ def energy_rows(
 
     ``map_fn``: how the per-series numeric work is mapped (``map``; `jouled.query` passes a thread pool's, since
     numpy releases the GIL for the heavy parts). Rows come out in window order, devices sorted, either way.
+    A `PendingSeries` (its samples still being read: `jouled.query`) is computed once its read is done, so the
+    math of the series read first overlaps the reads of the others; one without samples gives no rows.
     """
     metas = {key: s.meta if s.meta is not None else default_meta(*key) for key, s in series.items()}
-    gpu_devices = sorted({m.for_device(dev) for (src, dev), m in metas.items() if m.role == "gpu"})
-    n_gpus = len(gpu_devices)
+
+    def n_gpus() -> int:  # the GPUs with samples (a pending series' read is done by the time this is asked)
+        with_data = [(k, m) for k, m in metas.items() if not _empty(series[k])]
+        return len({m.for_device(dev) for (_src, dev), m in with_data if m.role == "gpu"})
+
     bounds = (np.array([w.start_ns for w in windows], dtype=np.int64), np.array([w.end_ns for w in windows], dtype=np.int64))
     # per-window work done once, not once per device
     win_gpus = [frozenset(normalise_gpu(g) for g in w.gpus) for w in windows]
@@ -122,110 +155,75 @@ def energy_rows(
         idx = [i for i in all_idx if not win_gpus[i] or dev in win_gpus[i]] if is_gpu and any_gpus else all_idx
         if idx:
             jobs.append((src, dev, s, meta, idx, bounds, carbon))
-    # each series' rows are built as its numbers arrive (in series order), while the pool computes the next ones
-    results = map_fn(_series_result, jobs)
-    with gc_paused():  # 100,000 acyclic dicts: the cyclic collector's passes over them doubled the build
-        return _assemble(windows, results, n_gpus, host_devices == "share", carbon is not None)
+    # each series' columns are gathered as its numbers arrive (in series order), while the pool computes the next ones
+    results = (r for r in map_fn(_series_result, jobs) if r is not None)
+    return _assemble(windows, results, n_gpus() if host_devices == "share" else 0, host_devices == "share",
+                     carbon is not None)
 
 
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while many acyclic containers are built (they cannot leak a cycle), back on
-    after (when it was on): each generation-0 pass otherwise walks the young rows, and the full passes all of them."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
+def _empty(s: SeriesArrays | PendingSeries) -> bool:
+    return isinstance(s, PendingSeries) and s.arrays.result() is None
 
 
 def _assemble(
     windows: Sequence[Window], results: Iterable[_SeriesResult], n_gpus: int, share_rows: bool, with_carbon: bool,
-) -> list[dict[str, Any]]:
-    """The row dicts, window by window and within a window in series order, from each series' columns.
+) -> RowTable:
+    """The table's columns, from the windows and each series' results; no row dict is built here.
 
-    Built column-wise: each series' values are Python lists (from numpy), the window's own fields are gathered per
-    series, and one dict display per row zips them (a dict literal in a comprehension is the cheapest dict CPython
-    builds; the keys stay in the contract's order). `flags` is a tuple shared by the rows with the same flags (a list
-    in the JSON): a row holding only scalars and the empty tuple is a dict the cyclic garbage collector never
-    tracks, and a fresh list per row made every row one it walked (0.16 s of collection after 100,000 rows).
+    `flags` become one tuple per distinct flag set (a list in the JSON), shared by the rows that have it: a row
+    holding only scalars and that tuple is a dict the cyclic garbage collector never tracks (a fresh list per row
+    made every row one it walked: 0.16 s of collection after 100,000 rows).
     """
     n = len(windows)
-    win_start = format_times_ns([w.start_ns for w in windows])
-    win_end = format_times_ns([w.end_ns for w in windows])
-    cols: dict[str, list[Any]] = {
-        "run": [w.run for w in windows], "scope": [w.scope for w in windows], "epoch": [w.epoch for w in windows],
-        "phase": [w.phase for w in windows], "arch": [w.arch for w in windows], "host": [w.host for w in windows],
-        "start": win_start, "end": win_end, "start_ns": [w.start_ns for w in windows],
-        "end_ns": [w.end_ns for w in windows], "duration_s": [(w.end_ns - w.start_ns) * 1e-9 for w in windows],
-    }
-    per_series: list[tuple[list[int], list[dict[str, Any]]]] = []
+    win = WindowColumns(
+        run=[w.run for w in windows], scope=[w.scope for w in windows], epoch=[w.epoch for w in windows],
+        phase=[w.phase for w in windows], arch=[w.arch for w in windows], host=[w.host for w in windows],
+        start=format_times_ns([w.start_ns for w in windows]), end=format_times_ns([w.end_ns for w in windows]),
+        start_ns=[w.start_ns for w in windows], end_ns=[w.end_ns for w in windows],
+        duration_s=[(w.end_ns - w.start_ns) * 1e-9 for w in windows],
+    )
+    cols: list[SeriesColumns] = []
     for res in results:
         idx = res.idx
-        whole = len(idx) == n
-        g = cols if whole else {k: [v[i] for i in idx] for k, v in cols.items()}
-        src, dev, role = res.src, res.dev, res.meta.role
+        role = res.meta.role
         names = {f: flag_names(f) for f in set(res.flags)}  # a handful of distinct masks per series
         if share_rows and role != "gpu":
             shares = [min(1.0, len(windows[i].gpus) / n_gpus) if windows[i].gpus and n_gpus else 1.0 for i in idx]
         else:
             shares = None
-        energies = [None if e != e else e for e in res.energies]  # NaN: no usable samples
+        energies: list[float | None] = [None if e != e else e for e in res.energies]  # NaN: no usable samples
+        grams: list[float | None] | None = None
+        if res.grams is not None:
+            grams = [None if g != g else g for g in res.grams]
         if shares is not None:
             energies = [None if e is None else e * f for e, f in zip(energies, shares, strict=True)]
-        rows = [
-            {"run": r, "scope": sc, "epoch": ep, "phase": ph, "arch": ar, "host": ho, "source": src, "device": dev,
-             "role": role, "start": st, "end": en, "start_ns": s_ns, "end_ns": e_ns, "duration_s": du,
-             "energy_j": e, "method": me, "samples": sa, "max_gap_s": ga, "flags": names[fl]}
-            for r, sc, ep, ph, ar, ho, st, en, s_ns, e_ns, du, e, me, sa, ga, fl in zip(
-                g["run"], g["scope"], g["epoch"], g["phase"], g["arch"], g["host"], g["start"], g["end"],
-                g["start_ns"], g["end_ns"], g["duration_s"], energies, res.methods, res.samples, res.gaps, res.flags,
-                strict=True,
-            )
-        ]
-        if shares is not None:
-            for row, f in zip(rows, shares, strict=True):
-                row["share"] = f
-        if res.grams is not None:
-            fs = shares if shares is not None else [1.0] * len(rows)
-            for row, gr, f in zip(rows, res.grams, fs, strict=True):
-                row["carbon_g"] = None if gr != gr else gr * f
-        per_series.append((idx, rows))
-    if per_series and all(len(idx) == n for idx, _ in per_series):  # the usual case: every series in every window
-        return [row for at_window in zip(*(rows for _, rows in per_series), strict=True) for row in at_window]
-    per_window: list[list[dict[str, Any]]] = [[] for _ in windows]
-    for idx, rows in per_series:
-        for i, row in zip(idx, rows, strict=True):
-            per_window[i].append(row)
-    out: list[dict[str, Any]] = []
-    for i, w in enumerate(windows):
-        rows_i = per_window[i]
-        if rows_i:
-            out.extend(rows_i)
-        else:
-            out.append(_no_samples_row(w, win_start[i], win_end[i], with_carbon))
-    return out
+            if grams is not None:
+                grams = [None if g is None else g * f for g, f in zip(grams, shares, strict=True)]
+        cols.append(SeriesColumns(
+            res.src, res.dev, role, None if len(idx) == n else idx, energies, res.methods, res.samples, res.gaps,
+            [names[f] for f in res.flags], shares, grams,
+        ))
+    if cols and all(c.idx is None for c in cols):  # the usual case: every series in every window
+        return RowTable(win, cols, with_carbon=with_carbon)
+    # else: per window, the series counting in it (in series order), or its no-samples row
+    at_window: list[list[tuple[int, int]]] = [[] for _ in windows]
+    for s, c in enumerate(cols):
+        for p, i in enumerate(c.idx if c.idx is not None else range(n)):
+            at_window[i].append((s, p))
+    row_win: list[int] = []
+    row_ser: list[int] = []
+    row_pos: list[int] = []
+    for i, there in enumerate(at_window):
+        for s, p in there or ((-1, 0),):
+            row_win.append(i)
+            row_ser.append(s)
+            row_pos.append(p)
+    return RowTable(win, cols, with_carbon=with_carbon, order=(row_win, row_ser, row_pos))
 
 
-def _no_samples_row(w: Window, start: str, end: str, with_carbon: bool) -> dict[str, Any]:
-    """The row of a window without any device's samples: it says so, instead of vanishing from the table."""
-    duration_s = (w.end_ns - w.start_ns) * 1e-9
-    row: dict[str, Any] = {
-        "run": w.run, "scope": w.scope, "epoch": w.epoch, "phase": w.phase, "arch": w.arch, "host": w.host,
-        "source": "", "device": "", "role": "", "start": start, "end": end, "start_ns": w.start_ns, "end_ns": w.end_ns,
-        "duration_s": duration_s, "energy_j": None, "method": "none", "samples": 0, "max_gap_s": duration_s,
-        "flags": (NO_SAMPLES,),
-    }
-    if with_carbon:
-        row["carbon_g"] = None
-    return row
-
-
-def has_samples(rows: Iterable[Mapping[str, Any]]) -> bool:
+def has_samples(rows: Sequence[Mapping[str, Any]]) -> bool:
     """Whether any row has a measured (or estimated) energy: False means the log holds nothing for the windows."""
-    return any(r.get("energy_j") is not None for r in rows)
+    return any(e is not None for e in column(rows, "energy_j"))
 
 
 # Which rows make up a run's total is chosen by role (jouled.series.choose_totals): each GPU once (NVML preferred

@@ -64,8 +64,8 @@ def load_run(store: ReadStore, config: Config, run: str, limits: str | None = No
     series = load_series(store, host, lo, hi, config)
     if any(k.host == host and len(store.series_meta_history(k)) > 1 for k in store.series()):
         # a series re-declared (a restart with another rate): the query core splits the run where it changed
-        rows, problems = compute_rows(store, config, run, ("epoch", "run"))
-        rows = [r for r in rows if r["host"] == host]
+        table, problems = compute_rows(store, config, run, ("epoch", "run"))
+        rows = [r for r in table if r["host"] == host]
     else:
         # the rows `energy epochs` prints (the same pure functions), from the samples read once for both
         rows = energy_rows(mine, series, carbon=carbon_for(store, config, lo, hi))

@@ -71,8 +71,8 @@ def test_cli_json_is_these_rows_byte_for_byte(api_store: str) -> None:
         # byte-identical to the JSON of the row dicts the CLI printed before the typed rows existed
         scopes = ("epoch", "phase", "run") if scope == "all" else (scope,)
         raw, _ = compute_rows(st, Config(), "r1", scopes)
-        assert res.stdout == json.dumps(raw, indent=2) + "\n"
-        assert json.dumps(api, indent=2) == json.dumps(raw, indent=2)
+        assert res.stdout == json.dumps(list(raw), indent=2) + "\n"
+        assert json.dumps(api, indent=2) == json.dumps(list(raw), indent=2)
     res = runner.invoke(app, ["energy", "runs", "--format", "json", "--store", api_store])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == q.runs().to_dicts()
