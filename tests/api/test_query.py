@@ -107,6 +107,25 @@ def test_to_pandas(api_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
         q.runs().to_pandas()
 
 
+def test_to_pandas_from_columns_is_the_frame_of_the_dicts(tmp_path: Path) -> None:
+    """to_pandas builds the frame column by column: the same frame as pandas makes of the row dicts, with a field
+    only some rows have (`share`: host devices only) a column where it first appears, NaN in the other rows."""
+    pd = pytest.importorskip("pandas")
+    for url in (fill_store(tmp_path / "c.db"), fill_store(tmp_path / "nc.db", carbon=False)):
+        q = jouled.query.open(url, Config())
+        for rows in (q.epochs("r1", scope="all"), q.epochs("r1", host_devices="share"), q.runs(),
+                     jouled.query.Rows(q.epochs("r1", host_devices="share")[2:])):
+            pd.testing.assert_frame_equal(rows.to_pandas(), pd.DataFrame(rows.to_dicts()))
+        shared = q.epochs("r1", host_devices="share").to_pandas()
+        assert "share" in shared.columns and shared["share"].isna().any() and shared["share"].notna().any()
+    assert jouled.query.Rows().to_pandas().empty
+    typed = EpochRow.from_dicts([*q.epochs("r1").to_dicts(), *q.epochs("r1", host_devices="share").to_dicts()])
+    assert typed == [EpochRow.from_dict(d) for d in [*q.epochs("r1").to_dicts(),
+                                                      *q.epochs("r1", host_devices="share").to_dicts()]]
+    with pytest.raises(TypeError, match="unknown field"):
+        EpochRow.from_dicts([q.epochs("r1").to_dicts()[0], {**q.epochs("r1").to_dicts()[0], "x": 1}])
+
+
 def test_store_and_config_resolve_like_the_cli(api_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOULED_STORE", api_store)
     assert [r.run for r in jouled.query.open().runs()] == ["r1", "r2"]
