@@ -86,6 +86,11 @@ def _enc(o: Any, level: int, default: Default | None) -> str:
     return _enc(default(o), level, default)
 
 
+def dumps_at_level(obj: Any, level: int) -> str:
+    """`obj` as ``json.dumps(indent=2)`` writes it nested `level` deep (a value inside a row of a list of rows: 2)."""
+    return _enc(obj, level, None)
+
+
 def dumps_indent2(obj: Any, default: Default | None = None) -> str:
     """``json.dumps(obj, indent=2, default=default)``, the same text (no cycle check: the rows have none)."""
     return _enc(obj, 0, default)

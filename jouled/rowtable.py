@@ -21,7 +21,7 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, overload
 
 from jouled.energy import NO_SAMPLES
-from jouled.jsonout import _enc, dumps_indent2
+from jouled.jsonout import dumps_at_level, dumps_indent2
 
 Row = dict[str, Any]
 
@@ -37,6 +37,7 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
 
 _WINDOW_KEYS = ("run", "scope", "epoch", "phase", "arch", "host", "start", "end", "start_ns", "end_ns", "duration_s")
 _SERIES_CONST = {"source": "src", "device": "dev", "role": "role"}
@@ -271,7 +272,8 @@ class RowTable(Sequence[Row]):
         head, times = group(_ROW_KEYS[:6]), group(_ROW_KEYS[9:14])
         per_series: list[list[str]] = []
         for b in self._series:
-            consts = sep.join(f"{encode_basestring_ascii(k)}: {_enc_at(getattr(b, a), 2)}" for k, a in _SERIES_CONST.items())
+            consts = sep.join(f"{encode_basestring_ascii(k)}: {dumps_at_level(getattr(b, attr), 2)}"
+                              for k, attr in _SERIES_CONST.items())
             own = ["energy_j", "method", "samples", "max_gap_s", "flags"] + (["share"] if b.share is not None else []) + (
                 ["carbon_g"] if b.carbon_g is not None else [])
             # the window's two groups, then the series' own fields; its constants written in (escaped for %)
@@ -324,18 +326,14 @@ def _encode_column(values: Sequence[Any], level: int = 2) -> list[str]:
     if set(map(type, values)) <= _NUMERIC:
         return _C_ENCODE(values)[1:-1].split(", ")
     try:
-        texts = {v: _enc_at(v, level) for v in set(values)}
+        texts = {v: dumps_at_level(v, level) for v in set(values)}
     except TypeError:  # an unhashable value: each one written on its own
-        return [_enc_at(v, level) for v in values]
+        return [dumps_at_level(v, level) for v in values]
     return list(map(texts.__getitem__, values))
 
 
 _NUMERIC = frozenset({int, float, type(None)})  # bool is not among them: json writes it true/false
 _C_ENCODE = json.JSONEncoder().encode  # NaN and the infinities spelt as json.dumps spells them
-
-
-def _enc_at(v: Any, level: int) -> str:
-    return _enc(v, level, None)
 
 
 def json_text(rows: Sequence[Mapping[str, Any]]) -> str:
