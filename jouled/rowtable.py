@@ -323,8 +323,11 @@ def _encode_column(values: Sequence[Any], level: int = 2) -> list[str]:
     distinct value."""
     if not values:
         return []
-    if set(map(type, values)) <= _NUMERIC:
+    types = set(map(type, values))
+    if types <= _NUMERIC:
         return _C_ENCODE(values)[1:-1].split(", ")
+    if len(types & _ALIASES) > 1:  # True == 1 == 1.0: one per value, not per key
+        return [dumps_at_level(v, level) for v in values]
     try:
         texts = {v: dumps_at_level(v, level) for v in set(values)}
     except TypeError:  # an unhashable value: each one written on its own
@@ -333,6 +336,7 @@ def _encode_column(values: Sequence[Any], level: int = 2) -> list[str]:
 
 
 _NUMERIC = frozenset({int, float, type(None)})  # bool is not among them: json writes it true/false
+_ALIASES = frozenset({bool, int, float})  # equal values across these types are one dict key
 _C_ENCODE = json.JSONEncoder().encode  # NaN and the infinities spelt as json.dumps spells them
 
 
@@ -346,17 +350,58 @@ def json_text(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
-    """The CSV of `energy epochs`: a header of `keys`, a line per row, a list or tuple (flags) space-joined, a missing
-    or None field empty; from a `RowTable`'s columns, no row built."""
+    """The CSV of `energy epochs`, as `csv.DictWriter` (excel dialect) writes it: a header of `keys`, a line per row,
+    a list or tuple (flags) space-joined, a missing or None field empty.
+
+    Column by column (`column`: from a `RowTable`, no row built): numbers through json's C encoder in one call per
+    column (the spellings csv's `repr` gives, NaN and the infinities mapped), every distinct other value through the
+    csv module itself once (its quoting rules), then one join per line."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator=_CRLF).writerow(keys)
+    cols = [_csv_column(column(rows, k)) for k in keys]
+    if rows:
+        out.write(_CRLF.join(map(",".join, zip(*cols, strict=True))))
+        out.write(_CRLF)
+    return out.getvalue()
+
+
+_CRLF = "\r\n"  # csv.DictWriter's default dialect, excel
+_CSV_SPECIAL = frozenset(',"\r\n')  # what makes the excel dialect quote a field
+_JSON_TO_CSV = {"null": "", "NaN": "nan", "Infinity": "inf"}  # "-Infinity" becomes "-inf" with the last
+
+
+def _csv_column(values: list[Any]) -> list[str]:
+    types = set(map(type, values))
+    if types == {type(None)}:  # a column no row has (carbon_g without an intensity)
+        return [""] * len(values)
+    if types <= _NUMERIC:
+        text = _C_ENCODE(values)[1:-1] if values else ""
+        for token, spelt in _JSON_TO_CSV.items():  # none of these tokens occurs inside a number's text
+            if token in text:
+                text = text.replace(token, spelt)
+        return text.split(", ") if values else []
+    if len(types & _ALIASES) > 1:  # True == 1 == 1.0: one per value, not per key
+        return [_csv_field(v) for v in values]
+    try:
+        distinct = {v: _csv_field(v) for v in set(values)}
+    except TypeError:  # an unhashable value (a list): each one on its own
+        return [_csv_field(v) for v in values]
+    return list(map(distinct.__getitem__, values))
+
+
+def _csv_field(v: Any) -> str:
+    """One field as csv.writer writes it within a line of several (quoted only where the dialect needs it)."""
+    if v is None:
+        return ""
+    if type(v) in (list, tuple):
+        v = " ".join(v)
+    if type(v) is str and v and not _CSV_SPECIAL.intersection(v):
+        return v  # nothing to quote (the usual case: names, times, flags)
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")  # csv.DictWriter's dialect: excel, CRLF
-    w.writerow(keys)
-    cols = [column(rows, k) for k in keys]
-    for i, col in enumerate(cols):
-        if any(type(v) in (list, tuple) for v in col):
-            cols[i] = [" ".join(v) if type(v) in (list, tuple) else v for v in col]
-    w.writerows(zip(*cols, strict=True))
-    return buf.getvalue()
+    # the dialect's own line end (its characters are what it quotes for), and a second field: a lone empty one
+    # would be quoted
+    csv.writer(buf, lineterminator=_CRLF).writerow([v, ""])
+    return buf.getvalue()[: -1 - len(_CRLF)]
 
 
 def column(rows: Sequence[Mapping[str, Any]], key: str) -> list[Any]:

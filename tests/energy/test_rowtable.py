@@ -146,3 +146,34 @@ def test_compute_rows_reads_ahead_what_the_windows_alone_would_read(tmp_path: Pa
     want = energy_rows(wins, load_series(st, "h", wins[0].start_ns, wins[-1].end_ns))
     assert list(rows) == want and len(want) == 4
     assert rows[0]["energy_j"] == pytest.approx(1000.0) and rows[3]["energy_j"] == pytest.approx(29 * 101.0)
+
+
+def _dictwriter(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(keys), extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (" ".join(r[k]) if isinstance(r.get(k), (list, tuple)) else r.get(k)) for k in keys})
+    return buf.getvalue()
+
+
+def test_csv_text_spells_and_quotes_as_the_csv_module() -> None:
+    keys = ("name", "x", "n", "flags", "ok", "none")
+    rows = [
+        {"name": "a,b", "x": float("nan"), "n": 3, "flags": ("gap", "edge"), "ok": True, "none": None},
+        {"name": 'say "hi"', "x": float("inf"), "n": -1, "flags": (), "ok": False, "none": None},
+        {"name": "two\nlines", "x": -float("inf"), "n": 2**70, "flags": ["x"], "ok": None, "none": None},
+        {"name": "", "x": 1e-300, "n": 0, "flags": ("a,b",), "ok": 1.5, "none": None},
+        {"name": " spaced ", "x": None, "n": None, "flags": ("no-samples",), "ok": "y"},
+        {"name": "one", "x": 1.0, "n": 1, "flags": (), "ok": 1},  # True == 1 == 1.0: each spelt as its own type
+    ]
+    assert csv_text(rows, keys) == _dictwriter(rows, keys)
+    assert csv_text([], keys) == _dictwriter([], keys)
+    assert json_text(rows) == json.dumps(rows, indent=2)
+
+
+def test_a_column_of_equal_values_of_different_types_keeps_each_spelling() -> None:
+    from jouled.rowtable import _encode_column
+
+    assert _encode_column([True, 1, 1.0, "a", None, 1]) == ["true", "1", "1.0", '"a"', "null", "1"]
+    assert _encode_column([1, 2.5, None, float("nan")]) == ["1", "2.5", "null", "NaN"]
