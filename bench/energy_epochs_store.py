@@ -4,8 +4,12 @@ Times the three stages the command runs (read the series from the store, window 
 time on one thread, and the whole `compute_rows` call (which reads and computes the series on READ_THREADS
 threads), best of 3.
 
-`--before PATH` (a git worktree of older code) runs that code's copy of this bench in a child process, alternating
-with this code's, `--rounds` times; each figure is the best over the rounds, so drift of the machine hits both alike.
+Also the command as a user runs it (`--format json`, `csv`, the table: a new process each) and the Python API
+(`jouled.query.open(...).epochs(run)`, `.to_pandas()`).
+
+`--before PATH` (a git worktree of older code) runs this script against that code (its `jouled` first on the path)
+in a child process, alternating with this code's, `--rounds` times; each figure is the best over the rounds, so
+drift of the machine hits both alike.
 """
 
 from __future__ import annotations
@@ -95,14 +99,34 @@ def measure() -> dict[str, Any]:
         t_rows = best(lambda: energy_rows(wins, series))
         t_total = best(lambda: compute_rows(st, cfg, "r", ("epoch",)))
         rows, _ = compute_rows(st, cfg, "r", ("epoch",))
-        cli = {"json": cli_s(Path(d) / "b.db", "--format", "json"), "table": cli_s(Path(d) / "b.db")}
+        api = api_s(Path(d) / "b.db", cfg)
+        cli = {"json": cli_s(Path(d) / "b.db", "--format", "json"), "csv": cli_s(Path(d) / "b.db", "--format", "csv"),
+               "table": cli_s(Path(d) / "b.db")}
     return {
         "log": {"hours": hours, "devices": devices, "rate_hz": rate, "samples": n, "epochs": epochs},
         "rows": len(rows),
         "seconds": {"read_series": round(t_read, 3), "window_energy_all_devices": round(t_energy, 3),
                     "energy_rows_incl_energy": round(t_rows, 3), "compute_rows_total": round(t_total, 3)},
         "cli_seconds": cli,
+        "api_seconds": api,
     }
+
+
+def api_s(db: Path, cfg: Config) -> dict[str, float | None]:
+    """The Python API as a notebook calls it: `jouled.query.open(...).epochs(run)` (typed rows) and `.to_pandas()`
+    (None without pandas), best of 2."""
+    import jouled.query
+
+    q = jouled.query.open(f"sqlite:///{db}", cfg)
+    out: dict[str, float | None] = {"epochs": round(best(lambda: q.epochs("r"), 2), 3)}
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        out["to_pandas"] = None
+    else:
+        rows = q.epochs("r")
+        out["to_pandas"] = round(best(rows.to_pandas, 2), 3)
+    return out
 
 
 CLI_TIMEOUT_S = 60.0
@@ -147,14 +171,16 @@ def main() -> None:
     before: list[dict[str, Any]] = []
     for _ in range(max(1, a.rounds) if a.before else 1):
         if a.before:
+            # this very script against the older code (its jouled first on the path): the same measurement of both
             env = dict(os.environ, PYTHONPATH=str(a.before))
-            out = subprocess.run([sys.executable, str(a.before / "bench" / Path(__file__).name), "--json-only"],
+            out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--json-only"],
                                  cwd=a.before, env=env, capture_output=True, text=True, check=True).stdout
             before.append(json.loads(out.strip().splitlines()[-1]))
         after.append(measure())
     res = dict(after[-1])
     res["seconds"] = _best_of(after)
     res["cli_seconds"] = _best_of(after, "cli_seconds")
+    res["api_seconds"] = _best_of(after, "api_seconds")
     res["cli_timeout_s"] = CLI_TIMEOUT_S
     res.update({
         "goal_s": 0.5,
@@ -169,6 +195,7 @@ def main() -> None:
             "rounds": len(before), "how": "best of each round's best of 3, rounds alternating",
             "seconds": _best_of(before),
             "cli_seconds": _best_of(before, "cli_seconds"),
+            "api_seconds": _best_of(before, "api_seconds"),
         }
         res["after_rounds"] = [r["seconds"] for r in after]
         res["before_rounds"] = [r["seconds"] for r in before]

@@ -357,7 +357,11 @@ def csv_text(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
     column (the spellings csv's `repr` gives, NaN and the infinities mapped), every distinct other value through the
     csv module itself once (its quoting rules), then one join per line."""
     out = io.StringIO()
-    csv.writer(out, lineterminator=_CRLF).writerow(keys)
+    w = csv.writer(out, lineterminator=_CRLF)
+    w.writerow(keys)
+    if len(keys) == 1:  # a line of one empty field is quoted (""): the csv module's own rule, left to it
+        w.writerows([" ".join(v) if type(v) in (list, tuple) else v] for v in column(rows, keys[0]))
+        return out.getvalue()
     cols = [_csv_column(column(rows, k)) for k in keys]
     if rows:
         out.write(_CRLF.join(map(",".join, zip(*cols, strict=True))))

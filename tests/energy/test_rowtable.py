@@ -169,6 +169,7 @@ def test_csv_text_spells_and_quotes_as_the_csv_module() -> None:
     ]
     assert csv_text(rows, keys) == _dictwriter(rows, keys)
     assert csv_text([], keys) == _dictwriter([], keys)
+    assert csv_text(rows, ("name",)) == _dictwriter(rows, ("name",))  # one column: an empty field is ""
     assert json_text(rows) == json.dumps(rows, indent=2)
 
 
