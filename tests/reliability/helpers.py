@@ -94,8 +94,8 @@ class PageCappedStore(SqliteStore):
     _applied: dict[int, int | None]
 
     def __init__(self, path: str | os.PathLike[str], **kw: Any) -> None:
-        # 4 KiB pages (SQLite's default; jouled makes new logs with 16 KiB): a cap at today's page count then bites at
-        # the next flush, where a larger page's free space would still take a few small chunks
+        # 4 KiB pages (SQLite's default, which jouled's new logs keep; an older log may have 16 KiB): a cap at today's
+        # page count then bites at the next flush, where a larger page's free space would still take a few chunks
         if not Path(path).exists():
             with contextlib.closing(sqlite3.connect(path)) as c:
                 c.execute("PRAGMA page_size=4096")
