@@ -34,11 +34,16 @@ def _emit_rows(rows: Sequence[dict[str, Any]], fmt: str) -> None:
     if isinstance(rows, RowTable):
         examples = rows.examples()
         if EpochRow.conform(examples) is examples:  # the keys are the contract's, in its order
-            if fmt == "json":
-                typer.echo(json_text(rows))  # echo flushes: the text comes before any warning on stderr
+            try:
+                text = json_text(rows) if fmt == "json" else csv_text(rows, CSV_KEYS)
+            except TypeError:  # a value json cannot write as it is (a numpy scalar): the rows' path converts it
+                pass
             else:
-                sys.stdout.write(csv_text(rows, CSV_KEYS))
-            return
+                if fmt == "json":
+                    typer.echo(text)  # echo flushes: the text comes before any warning on stderr
+                else:
+                    sys.stdout.write(text)
+                return
     _emit(EpochRow.conform(rows), fmt, CSV_KEYS)
 
 
@@ -222,8 +227,7 @@ def _say_no_samples(rows: Sequence[dict[str, Any]], store_path: Any, what: str) 
         raise typer.Exit(1)
     # a window is empty when none of its devices has samples: only rows flagged no-samples can make one
     flags = column(rows, "flags")
-    marked = [i for i, f in enumerate(flags) if NO_SAMPLES in f]
-    if not marked:
+    if not any(NO_SAMPLES in f for f in flags):
         return
     keys = ("run", "scope", "epoch", "phase", "start_ns")
     cols = [column(rows, k) for k in keys]

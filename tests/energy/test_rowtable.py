@@ -178,3 +178,19 @@ def test_a_column_of_equal_values_of_different_types_keeps_each_spelling() -> No
 
     assert _encode_column([True, 1, 1.0, "a", None, 1]) == ["true", "1", "1.0", '"a"', "null", "1"]
     assert _encode_column([1, 2.5, None, float("nan")]) == ["1", "2.5", "null", "NaN"]
+
+
+def test_the_cli_writes_a_numpy_scalar_in_a_window_through_the_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    """A value json's encoder refuses (a numpy integer from some store) sends the CLI back to the rows' path,
+    which converts it, instead of failing."""
+    from jouled.energy_cli import _emit_rows
+
+    w = Window("r", "epoch", np.int64(3), None, None, (), 1 * S, 3 * S)  # type: ignore[arg-type]
+    table = energy_table([w], _series())
+    with pytest.raises(TypeError):
+        json_text(energy_table([w], _series()))
+    _emit_rows(table, "json")
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["epoch"] for r in rows} == {3} and len(rows) == len(table)
+    _emit_rows(energy_table([w], _series()), "csv")
+    assert capsys.readouterr().out.splitlines()[1].split(",")[2] == "3"
