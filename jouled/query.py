@@ -231,8 +231,7 @@ def compute_rows(
                 if pending is not None and (start, end) == spans[host]:
                     series = pending
                 else:
-                    for p in (pending or {}).values():  # markers that did not pair widened the span: read again
-                        p.arrays.cancel()
+                    _cancel(pending or {})  # markers that did not pair widened the span: read again
                     series = load_series(store, host, start, end, config, map_fn=pool.map)
                 host_parts.append(energy_table(
                     seg, series, carbon=carbon_for(store, config, start, end),
@@ -246,11 +245,16 @@ def compute_rows(
             if on_progress is not None:
                 on_progress(done, len(windows))
         for unused in early.values():  # a host with markers of these scopes but no window of them
-            for p in unused.values():
-                p.arrays.cancel()
+            _cancel(unused)
     if len(parts) == 1:
         return parts[0], [str(p) for p in problems]
     return RowTable.from_dicts([r for p in parts for r in p]), [str(p) for p in problems]
+
+
+def _cancel(pending: Mapping[tuple[str, str], PendingSeries]) -> None:
+    """Reads not wanted after all: those not started yet never run (a running one finishes, unused)."""
+    for p in pending.values():
+        p.arrays.cancel()
 
 
 def _declaration_changes(store: ReadStore, host: str) -> list[int]:

@@ -15,7 +15,7 @@ import csv
 import gc
 import io
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, overload
@@ -208,8 +208,8 @@ class RowTable(Sequence[Row]):
     def _where_get(self, w: int, s: int, p: int, key: str) -> Any:
         if key in _WINDOW_KEYS:
             return getattr(self._win, key)[w]
-        if s < 0:
-            return self._no_samples_value(w, key)
+        if s < 0:  # the no-samples row: its fields as `_row` writes them, one source of them
+            return self._row(w, -1, 0).get(key)
         b = self._series[s]
         if key in _SERIES_CONST:
             return getattr(b, _SERIES_CONST[key])
@@ -217,10 +217,6 @@ class RowTable(Sequence[Row]):
             col = getattr(b, key)
             return None if col is None else col[p]
         return None
-
-    def _no_samples_value(self, w: int, key: str) -> Any:
-        return {"source": "", "device": "", "role": "", "energy_j": None, "method": "none", "samples": 0,
-                "max_gap_s": self._win.duration_s[w], "flags": (NO_SAMPLES,)}.get(key)
 
     # -- building rows ------------------------------------------------------------------------------
 
@@ -317,22 +313,31 @@ class RowTable(Sequence[Row]):
 # -- writing the rows as text, from the columns ------------------------------------------------------
 
 
-def _encode_column(values: Sequence[Any], level: int = 2) -> list[str]:
-    """Each value as `json.dumps(indent=2)` writes it inside a row (`level` 2): numbers and nulls through json's C
-    encoder in one call (their texts hold no ", ", so its list splits back into values), anything else once per
-    distinct value."""
+def _column_texts(values: Sequence[Any], one: Callable[[Any], str], numbers: Callable[[str], str]) -> list[str]:
+    """Each value's text: numbers and nulls through json's C encoder in one call (their texts hold no ", ", so its
+    list splits back into values; `numbers` may respell the whole text first), anything else by `one`, once per
+    distinct value (once per value where equal values of different types, True == 1 == 1.0, would share a key)."""
     if not values:
         return []
     types = set(map(type, values))
     if types <= _NUMERIC:
-        return _C_ENCODE(values)[1:-1].split(", ")
-    if len(types & _ALIASES) > 1:  # True == 1 == 1.0: one per value, not per key
-        return [dumps_at_level(v, level) for v in values]
+        return numbers(_C_ENCODE(values)[1:-1]).split(", ")
+    if len(types & _ALIASES) > 1:
+        return [one(v) for v in values]
     try:
-        texts = {v: dumps_at_level(v, level) for v in set(values)}
+        texts = {v: one(v) for v in set(values)}
     except TypeError:  # an unhashable value: each one written on its own
-        return [dumps_at_level(v, level) for v in values]
+        return [one(v) for v in values]
     return list(map(texts.__getitem__, values))
+
+
+def _encode_column(values: Sequence[Any], level: int = 2) -> list[str]:
+    """Each value as `json.dumps(indent=2)` writes it inside a row (`level` 2)."""
+    return _column_texts(values, lambda v: dumps_at_level(v, level), _same)
+
+
+def _same(text: str) -> str:
+    return text
 
 
 _NUMERIC = frozenset({int, float, type(None)})  # bool is not among them: json writes it true/false
@@ -375,22 +380,16 @@ _JSON_TO_CSV = {"null": "", "NaN": "nan", "Infinity": "inf"}  # "-Infinity" beco
 
 
 def _csv_column(values: list[Any]) -> list[str]:
-    types = set(map(type, values))
-    if types == {type(None)}:  # a column no row has (carbon_g without an intensity)
-        return [""] * len(values)
-    if types <= _NUMERIC:
-        text = _C_ENCODE(values)[1:-1] if values else ""
-        for token, spelt in _JSON_TO_CSV.items():  # none of these tokens occurs inside a number's text
-            if token in text:
-                text = text.replace(token, spelt)
-        return text.split(", ") if values else []
-    if len(types & _ALIASES) > 1:  # True == 1 == 1.0: one per value, not per key
-        return [_csv_field(v) for v in values]
-    try:
-        distinct = {v: _csv_field(v) for v in set(values)}
-    except TypeError:  # an unhashable value (a list): each one on its own
-        return [_csv_field(v) for v in values]
-    return list(map(distinct.__getitem__, values))
+    return _column_texts(values, _csv_field, _csv_numbers)
+
+
+def _csv_numbers(text: str) -> str:
+    """json's spellings of null, NaN and the infinities as csv writes them (none of these tokens occurs inside a
+    number's text)."""
+    for token, spelt in _JSON_TO_CSV.items():
+        if token in text:
+            text = text.replace(token, spelt)
+    return text
 
 
 def _csv_field(v: Any) -> str:
