@@ -88,17 +88,18 @@ def stop(p: subprocess.Popen[bytes]) -> None:
         p.wait(10)
 
 
-def _threads(pid: int) -> dict[int, tuple[int, int]]:
-    """Per thread: (run time ns, voluntary context switches)."""
+def _threads(pid: int) -> dict[int, tuple[int, int, str]]:
+    """Per thread: (run time ns, voluntary context switches, OS name: jouled names its sampling and store threads)."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             run_ns = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
             vol = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines()
                        if line.startswith("voluntary_ctxt_switches"))
+            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
         except (OSError, StopIteration):  # the thread ended between the listing and the read
             continue
-        out[int(tid)] = (run_ns, vol)
+        out[int(tid)] = (run_ns, vol, "main" if int(tid) == pid else comm)
     return out
 
 
@@ -113,12 +114,20 @@ def steady_cost(p: subprocess.Popen[bytes], seconds: float, warmup_s: float) -> 
     # the process's user+system time counts threads that ended in the interval too (CodeCarbon starts a
     # threading.Timer thread per measurement); the threads' schedstat is ns-exact but sees only live threads
     cpu_s = (c1.user + c1.system) - (c0.user + c0.system)
-    run_ns = sum(b[t][0] - a.get(t, (0, 0))[0] for t in b)
-    wakes = sum(b[t][1] - a.get(t, (0, 0))[1] for t in b)
+    run_ns = sum(b[t][0] - a.get(t, (0, 0, ""))[0] for t in b)
+    wakes = sum(b[t][1] - a.get(t, (0, 0, ""))[1] for t in b)
+    per_thread: dict[str, dict[str, float]] = {}  # by OS name (threads of one name summed)
+    for t, (ns, vol, comm) in b.items():
+        d = per_thread.setdefault(comm, {"cpu_pct": 0.0, "wakeups_per_s": 0.0})
+        d["cpu_pct"] += 100 * (ns - a.get(t, (0, 0, ""))[0]) / 1e9 / (t1 - t0)
+        d["wakeups_per_s"] += (vol - a.get(t, (0, 0, ""))[1]) / (t1 - t0)
+    for d in per_thread.values():
+        d["cpu_us_per_wakeup"] = round(d["cpu_pct"] * 1e4 / d["wakeups_per_s"], 1) if d["wakeups_per_s"] else 0.0
+        d["cpu_pct"], d["wakeups_per_s"] = round(d["cpu_pct"], 3), round(d["wakeups_per_s"], 1)
     return {"seconds": seconds, "cpu_pct_of_one_core": round(100 * cpu_s / (t1 - t0), 3),
             "cpu_pct_live_threads_schedstat": round(100 * run_ns / 1e9 / (t1 - t0), 3),
             "wakeups_per_s_live_threads": round(wakes / (t1 - t0), 1), "rss_mb": round(mem.rss / 1e6, 1),
-            "uss_mb": round(mem.uss / 1e6, 1), "threads": len(b)}
+            "uss_mb": round(mem.uss / 1e6, 1), "threads": len(b), "by_thread": per_thread}
 
 
 def observer_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, rapl: int,
@@ -198,6 +207,62 @@ def wake_cost() -> dict[str, Any]:
     return {k: round(v, 1) for k, v in res.items()}
 
 
+def tick_cost(gpus: int, rapl: int, ticks: int = 200) -> dict[str, Any]:
+    """CPU of one sampling tick's parts, in this process, hot (back to back) and after a 10 ms / 100 ms sleep (what a
+    100 Hz / 10 Hz tick meets): the NVML shim's own calls alone (one nvmlDeviceGetFieldValues per GPU: what stands
+    in for pynvml's wrapper and the driver), jouled's NvmlSource.read over them, RaplSource.read, and the column
+    sink taking both. Medians over `ticks`; `floor_cpu_pct` is the shim's calls alone at each rate: the part of the
+    daemon's figure no change to jouled can remove."""
+    from jouled.columns import ColumnSink
+    from jouled.config import NvmlConfig, RaplConfig
+    from jouled.sources.nvml import NvmlSource
+    from jouled.sources.rapl import RaplSource
+    from tests.sources.nvml_shim import make_shim
+
+    shim = make_shim(gpus)
+    nv = NvmlSource(NvmlConfig(), nvml_module=shim)
+    nv.open()
+    handles, fields = [shim.nvmlDeviceGetHandleByIndex(i) for i in range(gpus)], [shim.NVML_FI_DEV_POWER_INSTANT]
+    sink = ColumnSink()
+    out: dict[str, Any] = {"gpus": gpus, "rapl_domains": rapl}
+    with tempfile.TemporaryDirectory() as d:
+        ra = RaplSource(RaplConfig(root=str(powercap_tree(Path(d) / "pc", rapl))))
+        ra.open()
+
+        def shim_calls() -> None:
+            for h in handles:
+                shim.nvmlDeviceGetFieldValues(h, fields)
+
+        for label, pause_s in (("hot", 0.0), ("after_10ms", 0.01), ("after_100ms", 0.1)):
+            parts: dict[str, list[int]] = {"nvml_shim_calls_us": [], "nvml_read_us": [], "rapl_read_us": [],
+                                           "sink_add_us": []}
+            for k in range(ticks if pause_s < 0.05 else ticks // 4):
+                # one part per tick, in turn: each meets the machine as cold as a tick does
+                part = list(parts)[k % len(parts)]
+                if pause_s:
+                    time.sleep(pause_s)
+                if part == "sink_add_us":
+                    r1, r2 = nv.read(), ra.read()
+                    if pause_s:
+                        time.sleep(pause_s)
+                    c = time.thread_time_ns()
+                    sink.add("nvml", r1)
+                    sink.add("rapl", r2)
+                else:
+                    fn = {"nvml_shim_calls_us": shim_calls, "nvml_read_us": nv.read, "rapl_read_us": ra.read}[part]
+                    c = time.thread_time_ns()
+                    fn()
+                parts[part].append(time.thread_time_ns() - c)
+                if len(sink) > 10_000:
+                    sink.drain("bench")
+            out[label] = {k: round(statistics.median(v) / 1e3, 1) for k, v in parts.items()}
+        ra.close()
+    nv.close()
+    out["floor_cpu_pct"] = {"10hz": round(out["after_100ms"]["nvml_shim_calls_us"] * 10 / 1e4, 3),
+                            "100hz": round(out["after_10ms"]["nvml_shim_calls_us"] * 100 / 1e4, 3)}
+    return out
+
+
 def jouled_run_memory(seconds: float) -> dict[str, Any]:
     """RSS/USS of `jouled run` itself (the command line loaded too: typer, rich), on this machine's own sources."""
     with tempfile.TemporaryDirectory() as d:
@@ -220,11 +285,14 @@ def jouled_run_memory(seconds: float) -> dict[str, Any]:
 Observer = tuple[str, Callable[[Path], subprocess.Popen[bytes]]]
 
 
-def observers(gpus: int, rapl: int, codecarbon: bool) -> list[Observer]:
+def observers(gpus: int, rapl: int, codecarbon: bool, before: Path | None = None) -> list[Observer]:
     out: list[Observer] = [
         ("jouled_10hz", lambda d: start_daemon(d / "j10", 10.0, gpus, rapl)),
         ("jouled_100hz", lambda d: start_daemon(d / "j100", 100.0, gpus, rapl)),
     ]
+    if before is not None:  # the older code in the same rounds: its ratio beside this one's shows the noise
+        out += [("before_10hz", lambda d: start_daemon(d / "b10", 10.0, gpus, rapl, before)),
+                ("before_100hz", lambda d: start_daemon(d / "b100", 100.0, gpus, rapl, before))]
     if codecarbon:
         out += [("codecarbon_1s", lambda d: start_codecarbon(1.0)), ("codecarbon_15s", lambda d: start_codecarbon(15.0))]
     return out
@@ -280,9 +348,11 @@ def main() -> None:
         "goals": {"cpu_pct_10hz": 0.5, "cpu_pct_100hz": 2.0, "rss_mb": 50, "throughput_ratio": 0.99},
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
         "wake_cost": wake_cost(),
+        "tick_cost": tick_cost(a.gpus, a.rapl),
         "observer": [],
     }
     print(json.dumps(res["wake_cost"]), flush=True)
+    print(json.dumps(res["tick_cost"]), flush=True)
     if a.before is not None:
         res["before"] = {"code": str(a.before), "observer": []}
     for rate in (10.0, 100.0):
@@ -299,7 +369,7 @@ def main() -> None:
     res["jouled_run_memory"] = jouled_run_memory(a.warmup + 5.0)
     print(json.dumps(res["jouled_run_memory"]), flush=True)
     if a.rounds:
-        t = throughput(a.rounds, a.steps, observers(a.gpus, a.rapl, have_cc))
+        t = throughput(a.rounds, a.steps, observers(a.gpus, a.rapl, have_cc, a.before))
         print(json.dumps(t), flush=True)
         res["throughput"] = t
     res["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)

@@ -2,8 +2,8 @@
 
 The flush and the status file run here on their own timers instead of as asyncio tasks that hop to an executor:
 each hop woke the event loop twice (the timer, then the result), which made the loop the largest part of an idle
-daemon's CPU (the observer bench). Their deadlines sit on a common grid of the monotonic clock, so a 1 s status and
-a 0.5 s flush fall due together: two wake-ups a second, not three. One thread also keeps one SQLite connection
+daemon's CPU (the observer bench). Their deadlines sit on a common grid of the monotonic clock, so the 1 s status and
+the 1 s flush (the defaults) fall due together: one wake-up a second. One thread also keeps one SQLite connection
 (one page cache) and serialises the writes without lock contention.
 """
 
@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from jouled.osthread import name_os_thread
 
 log = logging.getLogger("jouled.daemon")
 
@@ -46,6 +48,7 @@ class StoreThread(threading.Thread):
             self.join(timeout_s)
 
     def run(self) -> None:
+        name_os_thread()
         now = time.monotonic_ns()
         due = [-(-now // p) * p + p for p, _fn in self._periodic]  # on the grid: equal periods fall due together
         while True:

@@ -20,6 +20,7 @@ from jouled.clock import CLOCK
 from jouled.columns import ChunkBatch, ColumnSink, MalformedReading
 from jouled.errors import SourceUnavailable
 from jouled.model import Reading
+from jouled.osthread import name_os_thread
 from jouled.series import SeriesMeta
 from jouled.sources.base import Source, SourceInfo
 from jouled.sources.common import PartialRead
@@ -406,6 +407,7 @@ class SamplingThread(threading.Thread):
         self.wake.set()
 
     def run(self) -> None:
+        name_os_thread()  # `top -H` / `pidstat -t` tell the sampling thread from the store thread
         live = list(self.runners)
         try:
             while live and not self.stop_event.is_set():

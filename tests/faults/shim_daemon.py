@@ -26,11 +26,14 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0, help="embedded broker port (0: markers off)")
     ap.add_argument("--mqtt-url", default="")
     ap.add_argument("--duration", type=float, default=None)
+    ap.add_argument("--flush-interval", type=float, default=None, help="[daemon] flush_interval_s (default: the config's)")
     ap.add_argument("--rapl-root", default="", help="also sample RAPL from this powercap tree (tests/sources/powercap.py)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = Config()
     cfg.daemon.host = "faults"
+    if a.flush_interval is not None:
+        cfg.daemon.flush_interval_s = a.flush_interval
     cfg.store.path = a.store
     cfg.mqtt.url = a.mqtt_url
     if a.port:
