@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from jouled.markers import PairProblem, PairProblemKind, WindowPairer, window_key
 from jouled.model import Marker
@@ -63,23 +64,27 @@ def windows_from_markers(markers: Sequence[Marker]) -> tuple[list[Window], list[
     before an end abandons the first (reported `start_without_end`). Epoch and phase
     windows without `gpus`/`arch` inherit them from their run's start marker.
     """
-    seen: set[tuple[str, str, int]] = set()
+    # C-level keys (attrgetter) instead of a lambda per marker: a day of epochs is tens of thousands of markers
     ordered: list[Marker] = []
-    for mk in sorted(markers, key=lambda m: (m.host, m.run, m.seq, m.time_ns)):
-        seq_key = (mk.host, mk.run, mk.seq)
-        if seq_key in seen:
+    last: tuple[str, str, int] | None = None
+    for mk in sorted(markers, key=_ORDER):
+        seq_key = _SEQ_KEY(mk)
+        if seq_key == last:  # sorted: duplicates of one (host, run, seq) are neighbours
             continue
-        seen.add(seq_key)
+        last = seq_key
         ordered.append(mk)
 
     pairer: WindowPairer[Marker] = WindowPairer()
+    push = pairer.push
     pairs: list[tuple[Marker, Marker]] = []
     problems: list[MarkerProblem] = []
     for mk in ordered:
-        got = pairer.push((mk.host, *window_key(mk)), mk)
+        got = push((mk.host, *window_key(mk)), mk)
+        if got is None:
+            continue
         if isinstance(got, PairProblem):
             problems.append(_problem(got))
-        elif got is not None:
+        else:
             pairs.append(got)
     problems.extend(_problem(p) for p in pairer.finish())
 
@@ -92,28 +97,25 @@ def windows_from_markers(markers: Sequence[Marker]) -> tuple[list[Window], list[
             run_info.setdefault((mk.host, mk.run), (mk.gpus, mk.arch))
 
     windows = []
+    no_info: tuple[tuple[str, ...], str | None] = ((), None)
     for start, end in pairs:
-        gpus = start.gpus or end.gpus
-        arch = start.arch or end.arch
-        inherited_gpus, inherited_arch = run_info.get((start.host, start.run), ((), None))
-        windows.append(
-            Window(
-                run=start.run,
-                scope=start.scope,
-                epoch=start.epoch,
-                phase=start.phase,
-                arch=arch or inherited_arch,
-                gpus=tuple(gpus or inherited_gpus),
-                start_ns=start.time_ns,
-                end_ns=end.time_ns,
-                host=start.host,
-            )
-        )
-    windows.sort(key=lambda w: (w.host, w.run, w.start_ns, _SCOPE_ORDER.get(w.scope, 9), w.end_ns))
+        inherited_gpus, inherited_arch = run_info.get((start.host, start.run), no_info)
+        # positional: the fields in their declared order (run, scope, epoch, phase, arch, gpus, start, end, host)
+        windows.append(Window(
+            start.run, start.scope, start.epoch, start.phase, start.arch or end.arch or inherited_arch,
+            tuple(start.gpus or end.gpus or inherited_gpus), start.time_ns, end.time_ns, start.host,
+        ))
+    windows.sort(key=_window_order)
     return windows, problems
 
 
 _SCOPE_ORDER = {"run": 0, "epoch": 1, "phase": 2}
+_ORDER = attrgetter("host", "run", "seq", "time_ns")
+_SEQ_KEY = attrgetter("host", "run", "seq")
+
+
+def _window_order(w: Window) -> tuple[str, str, int, int, int]:
+    return (w.host, w.run, w.start_ns, _SCOPE_ORDER.get(w.scope, 9), w.end_ns)
 
 
 def _describe(mk: Marker) -> str:

@@ -607,11 +607,11 @@ class SqliteStore:
         if cond:
             q += " WHERE " + " AND ".join(cond)
         q += " ORDER BY run, seq"
+        # positional: the columns are selected in Marker's field order (time_ns … arch), then gpus and attrs
         return [
             Marker(
-                time_ns=r[0], host=r[1], run=r[2], scope=r[3], event=r[4], seq=r[5], epoch=r[6], phase=r[7],
-                arch=r[8], gpus=tuple(r[9].split()) if r[9] else (),
-                attrs={} if r[10] == "{}" else json.loads(r[10]),  # most markers carry none: skip the parser
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], tuple(r[9].split()) if r[9] else (),
+                {} if r[10] == "{}" else json.loads(r[10]),  # most markers carry none: skip the parser
             )
             for r in self._conn().execute(q, args)
         ]

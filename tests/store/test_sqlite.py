@@ -71,6 +71,16 @@ def test_markers_dedup_by_run_seq(tmp_path: Path) -> None:
     assert st.runs() == ["r1"]
 
 
+def test_markers_read_back_every_stored_field(tmp_path: Path) -> None:
+    # read_markers builds markers positionally from its SELECT: every field must land in its own place
+    st = SqliteStore(tmp_path / "a.db")
+    ms = [Marker(7, "host-a", "run-b", "phase", "start", 3, epoch=2, phase="forward", arch="|none~0|", gpus=("gpu3",),
+                 attrs={"lr": 0.1}),
+          Marker(9, "host-a", "run-b", "phase", "end", 4, epoch=2, phase="forward")]
+    st.write_markers(ms)
+    assert st.read_markers("run-b") == ms
+
+
 def test_carbon_and_allocations(tmp_path: Path) -> None:
     st = SqliteStore(tmp_path / "a.db")
     st.write_carbon([CarbonPoint(10, "DE", "trace", 300.0), CarbonPoint(20, "DE", "trace", 200.0)])
