@@ -102,3 +102,22 @@ def test_a_reading_that_is_not_numeric_is_refused_whole_and_the_columns_stay_ali
     assert info.value.added == (2, 1, 3) and len(sink) == 2  # type: ignore[attr-defined]
     (b,) = sink.drain("h")
     assert b.time_ns.tolist() == [1, 3] and b.power_w.tolist() == [1.0, 3.0]
+
+
+def test_a_source_reusing_its_list_after_add_changes_nothing_drained() -> None:
+    # add keeps the tick for the drain: it must keep its own list, not the source's
+    sink = ColumnSink()
+    tick = [Reading(1, "gpu0", 100.0)]
+    assert sink.add("nvml", tick) == (1, 1, 1)
+    tick.clear()
+    tick.append(Reading(2, "gpu0", 200.0))
+    (b,) = sink.drain("h")
+    assert b.time_ns.tolist() == [1] and b.power_w.tolist() == [100.0]
+
+
+def test_converted_readings_keep_their_place_among_the_others() -> None:
+    sink = ColumnSink()
+    sink.add("x", [Reading(1, "d", 1.0), Reading(np.int64(2), "d", np.float32(2.0)),  # type: ignore[arg-type]
+                   Reading(3, "d", 3)])  # type: ignore[arg-type]
+    (b,) = sink.drain("h")
+    assert b.time_ns.tolist() == [1, 2, 3] and b.power_w.tolist() == [1.0, 2.0, 3.0]
