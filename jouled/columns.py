@@ -91,10 +91,12 @@ class ColumnSink:
         return self._n
 
     def add(self, source: str, readings: Iterable[Reading]) -> tuple[int, int, int]:
-        """Append readings; returns (how many, earliest and latest time_ns among them) for the sampler's health.
+        """Take a tick's readings for the next drain; returns (how many, earliest and latest time_ns among them) for
+        the sampler's health.
 
-        A reading that is not numeric is left out and the others are appended; then `MalformedReading` (a
-        ValueError naming the first bad one) is raised, carrying what the return value would have been."""
+        A reading that is not numeric is left out and the others are kept; then `MalformedReading` (a ValueError
+        naming the first bad one) is raised, carrying what the return value would have been. The readings must not
+        be changed once given (sources return new ones at each read); the list is copied."""
         kept = list(readings)  # the sink's own list: a source may reuse its own (the readings themselves are new)
         first_ns, last_ns = 1 << 63, -(1 << 63)
         bad: ValueError | None = None
