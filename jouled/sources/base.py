@@ -32,7 +32,9 @@ class Source(Protocol):
 
     ``read`` is blocking and is called from the source's own thread; it returns one reading per device
     (a failing device raises; the sampler retries with backoff). ``read_counters`` reads only the energy
-    counters, called on every marker so window edges sit on fresh counter values.
+    counters, called on every marker so window edges sit on fresh counter values. Both return new `Reading`s at
+    each call: the sampler keeps them until the next flush (jouled/columns.py), so a reading must not be changed
+    once returned.
     """
 
     name: str
