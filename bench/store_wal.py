@@ -1,7 +1,8 @@
 """Benchmark what the daemon's flushes write to the SQLite log's WAL, by page size and by how much history it holds.
 
-Each 0.5 s flush stores one small chunk per series in one transaction; every series' newest entry sits on its own
-leaf of the `chunks (series_id, t1_ns)` index once the log holds some history, and the WAL takes whole pages. This
+Each flush stores one small chunk per series in one transaction (this bench models the 0.5 s flush that was the
+default when it was run; `[daemon] flush_interval_s` is 1 s since: half the flushes); every series' newest entry
+sits on its own leaf of the `chunks (series_id, t1_ns)` index once the log holds some history, and the WAL takes whole pages. This
 writes `--history` compacted chunks (8192 samples) per series first, then times `--flushes` flushes of 5 samples
 per series (10 Hz) with their watermarks, as `SqliteStore.write_batches` does in the daemon: WAL bytes per flush
 (the WAL file's growth, with no checkpoint during the flushes; the daemon's checkpoints then copy the pages back

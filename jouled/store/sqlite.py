@@ -229,8 +229,9 @@ class SqliteStore:
                     # New logs keep SQLite's 4 KiB pages. Each flush dirties one leaf of the chunks index per
                     # series once the log has some history, and the WAL takes whole pages: 16 KiB pages wrote 142 KiB
                     # a flush where 4 KiB pages write 68 KiB (bench/store_wal.py: 12 series, 400 compacted chunks
-                    # each; 25 against 12 GB a day at 2 flushes a second). Reads are no slower since they skip
-                    # SQLite's sorter: a day of 10 devices read in 0.21-0.25 s either way (one session).
+                    # each; 25 against 12 GB a day at the 0.5 s flush it measured, about half that at today's 1 s
+                    # default). Reads are no slower since they skip SQLite's sorter: a day of 10 devices read in
+                    # 0.21-0.25 s either way (one session).
                     _set_wal(conn)
                     conn.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL survives a crash
                 conn.execute("PRAGMA busy_timeout=5000")
