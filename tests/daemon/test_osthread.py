@@ -16,12 +16,17 @@ from jouled.sampler import Sampler
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="names through /proc (Linux)")
 
 
+def _comm() -> str:
+    """The calling thread's name as the kernel holds it."""
+    return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+
+
 def _comm_in_thread(fn: object) -> str:
     got: list[str] = []
 
     def body() -> None:
         fn()  # type: ignore[operator]
-        got.append(Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip())
+        got.append(_comm())
 
     t = threading.Thread(target=body, name="jouled-a-rather-long-thread-name")
     t.start()
@@ -37,10 +42,6 @@ def test_a_thread_takes_its_python_name_cut_to_what_the_kernel_keeps() -> None:
 def test_no_proc_leaves_the_thread_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "darwin")
     assert name_os_thread("x") is False
-
-
-def _comm() -> str:
-    return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
 
 
 class _Probe:
