@@ -191,8 +191,10 @@ class LiveSearch:
         except Exception:
             fc = None
         split = self.policy.decide(now_s, intensity, history, fc, len(self.ex.slots))
-        if isinstance(self.policy, CleanHourPolicy) and split.gpus_evaluation > 0:
-            split = self._clean_split(split)
+        if isinstance(self.policy, CleanHourPolicy):
+            self.policy.observe_period(1.0 if split.gpus_evaluation > 0 else 0.0, self.cfg.decision_period_s)
+            if split.gpus_evaluation > 0:
+                split = self._clean_split(split)
         wall_ns = CLOCK.now_ns()
         if self.store is not None:
             self.store.write_carbon([CarbonPoint(wall_ns, reading.zone or z, reading.provider, intensity)])
@@ -438,6 +440,8 @@ class LiveSearch:
     def run(self) -> dict[str, Any]:
         start_s = self.clock.now_s()
         end_s = start_s + self.cfg.hours * 3600.0
+        if isinstance(self.policy, CleanHourPolicy):  # cenas: half the search's hours worked by its end (paced)
+            self.policy.pace_over(self.cfg.hours * 3600.0)
         wall0 = time.monotonic()
         next_decision = start_s
         while True:

@@ -82,9 +82,17 @@ def _table(doc: list[dict[str, Any]], console: Console, wide: bool = False) -> N
         f"hv_max {head['hv_max']:.2f} at reference point {head['hv_ref_point']}; objectives: {'; '.join(head['objectives'])}\n"
         f"power W: sampling {pw['sampling']:g}, evaluation {pw['evaluation']:g}, idle {pw['idle']:g}, released "
         f"{pw['released']:g}; intensity known {head['intensity_latency_s']:g} s late; checkpoint {head['checkpoint_s']:g} "
-        f"GPU-s per pause; supernet {head['supernet_gpu_h']} GPU-h; clean hours: <= p{head['clean_percentile']:g} of "
-        f"the trailing {head['window_h']:g} h{_late(head)}"
+        f"GPU-s per pause; supernet {head['supernet_gpu_h']} GPU-h; {_clean(head)}{_late(head)}"
     )
+
+
+def _clean(head: dict[str, Any]) -> str:
+    """cenas's clean hours, in words (reports written before pacing name only the percentile and window_h)."""
+    pct, window = head["clean_percentile"], head.get("clean_window_h", head["window_h"])
+    if head.get("paced"):
+        return (f"clean hours: {pct:g} % of the {head['hours']:g} h worked, paced, the cleanest by the "
+                f"trailing {window:g} h")
+    return f"clean hours: <= p{pct:g} of the trailing {window:g} h"
 
 
 def _late(head: dict[str, Any]) -> str:

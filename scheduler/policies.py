@@ -14,7 +14,11 @@ from jouled.errors import UserError
 DAY_S = 86400.0
 HOUR_S = 3600.0
 CLEAN_PERCENTILE = 50.0  # clean-hour policy: work while the known intensity is at or below this percentile
-# ... and once the search stalls, only below this one: `cenas` is clean:50:40 (docs/architecture.md, "Stall rule")
+# of this trailing window: five days, so a windy (clean) spell of several days is worked through and a still one
+# waited out, where a 24-h window works half of every day whatever the weather (docs/architecture.md, "Pacing")
+CLEAN_WINDOW_H = 120.0
+# the stall rule's late percentile, for `clean:P:LATE` (off in `cenas`: it left seeds short of the target once
+# the pace is kept over the search's length — docs/architecture.md, "Stall rule")
 LATE_PERCENTILE = 40.0
 STALL_TRAININGS = 200  # a stall: the last this many trainings together raised the front's HV by less than
 STALL_GAIN_PCT = 0.2  # this percentage (between the two, the percentile is interpolated)
@@ -219,6 +223,13 @@ class CleanHourPolicy:
     live search's `clean` method use it. With several zones the window pools every zone's values, so the
     clean zones qualify more often than the dirty ones (evaluation goes where the grid is cleanest).
 
+    **Pacing** (`pace_over`, when the search's length is known): P is then the share of the search's hours to work,
+    not a fixed percentile. After each decision period the caller says what share of it was worked
+    (`observe_period`), and the percentile in force is the share the rest of the search needs to end at P % of its
+    hours worked (`paced_percentile`): a dirty spell that left the search behind raises it, a clean one that put
+    the search ahead lowers it. The window picks WHICH hours are clean; the pace makes sure enough of them are
+    worked before the end, so a search does not run out of time in a dirty week.
+
     ``late_percentile`` (None: off) is the thrift of a search that has stalled: the search tells the policy its
     front's hypervolume after each training (`observe_training`), and while the last STALL_TRAININGS trainings
     raised it by less than STALL_GAIN_PCT %, the policy works only below ``late_percentile`` (interpolated between
@@ -227,7 +238,10 @@ class CleanHourPolicy:
     results, never the space's true maximum).
     """
 
-    def __init__(self, percentile: float = 50.0, window_s: float = DAY_S, late_percentile: float | None = None) -> None:
+    def __init__(
+        self, percentile: float = CLEAN_PERCENTILE, window_s: float = CLEAN_WINDOW_H * 3600.0,
+        late_percentile: float | None = None,
+    ) -> None:
         if not 0.0 <= percentile <= 100.0:
             raise ValueError("percentile must be in [0, 100]")
         if late_percentile is not None and not 0.0 <= late_percentile <= 100.0:
@@ -239,16 +253,34 @@ class CleanHourPolicy:
         self.window_s = window_s
         self.name = clean_spec(percentile, late_percentile)
         self._front_hv: list[float] = []  # the front's hypervolume after each training, as the search reported it
+        self.horizon_s: float | None = None  # the search's length when paced (pace_over); None: no pacing
+        self._elapsed_s = 0.0  # decision periods observed so far, and the worked part of them
+        self._worked_s = 0.0
+
+    def pace_over(self, horizon_s: float) -> None:
+        """Pace the work over a search of ``horizon_s`` seconds (see the class docstring)."""
+        if not (math.isfinite(horizon_s) and horizon_s > 0):
+            raise ValueError("horizon_s must be > 0")
+        self.horizon_s = float(horizon_s)
+
+    def observe_period(self, worked_fraction: float, period_s: float) -> None:
+        """A decision period of ``period_s`` ended; ``worked_fraction`` (0..1) of the GPUs worked in it."""
+        self._elapsed_s += float(period_s)
+        self._worked_s += min(1.0, max(0.0, float(worked_fraction))) * float(period_s)
 
     def observe_training(self, front_hv: float) -> None:
         """A training finished; the evaluated front's hypervolume is now `front_hv`."""
         self._front_hv.append(float(front_hv))
 
     def percentile_now(self) -> float:
-        """The percentile in force: `percentile`, down to `late_percentile` as the search stalls."""
-        if self.late_percentile is None:
-            return self.percentile
-        return stall_percentile(self._front_hv, self.percentile, self.late_percentile)
+        """The percentile in force: `percentile` (down to `late_percentile` as the search stalls), and when paced
+        the share of the rest of the search that has to be worked to end at that share of its hours."""
+        pct = self.percentile
+        if self.late_percentile is not None:
+            pct = stall_percentile(self._front_hv, self.percentile, self.late_percentile)
+        if self.horizon_s is None:
+            return pct
+        return paced_percentile(pct, self.horizon_s, self._elapsed_s, self._worked_s)
 
     def threshold(self, now_s: float, histories: list[IntensitySeries]) -> float:
         """Percentile (the one in force) of every zone's values known in (now − window, now]."""
@@ -264,8 +296,8 @@ class CleanHourPolicy:
         return Split(0, 0, 0.0, f"dirty: {intensity:.0f} > {limit:.0f} g/kWh, GPUs released")
 
 
-def clean_spec(percentile: float = CLEAN_PERCENTILE, late_percentile: float | None = LATE_PERCENTILE) -> str:
-    """The policy spec of jouled's `cenas` (the simulator's and `nas search`'s): ``clean:50:40`` by default."""
+def clean_spec(percentile: float = CLEAN_PERCENTILE, late_percentile: float | None = None) -> str:
+    """The policy spec of jouled's `cenas` (the simulator's and `nas search`'s): ``clean:50`` by default."""
     return f"clean:{percentile:g}" + (f":{late_percentile:g}" if late_percentile is not None else "")
 
 
@@ -282,6 +314,16 @@ def stall_percentile(
     gain = (now - then) / now * 100.0 if now > 0 else 0.0
     f = min(1.0, max(0.0, gain / gain_pct)) if gain_pct > 0 else 1.0
     return late_percentile + (percentile - late_percentile) * f
+
+
+def paced_percentile(duty_pct: float, horizon_s: float, elapsed_s: float, worked_s: float) -> float:
+    """The share (in %, 0..100) of the rest of a search of ``horizon_s`` that has to be worked for the whole to
+    end at ``duty_pct`` % worked, after ``worked_s`` of ``elapsed_s`` were (pure). Past the end: ``duty_pct``."""
+    left_s = horizon_s - elapsed_s
+    if left_s <= 0:
+        return duty_pct
+    need_s = duty_pct / 100.0 * horizon_s - worked_s
+    return min(100.0, max(0.0, 100.0 * need_s / left_s))
 
 
 def seasonal_naive(history: IntensitySeries, now_s: float, horizon_s: float = DAY_S, season_s: float = DAY_S) -> IntensitySeries:
@@ -302,8 +344,13 @@ POLICY_SPECS = (
 )
 
 
-def make_policy(spec: str, seed: int = 0, *, window_s: float = DAY_S) -> Policy:
-    """Parse a policy spec: cenas | oracle | static:0.5 | random | threshold[:30] | forecast[:0.5] | clean[:50[:40]]."""
+def make_policy(
+    spec: str, seed: int = 0, *, window_s: float = DAY_S, clean_window_s: float = CLEAN_WINDOW_H * 3600.0
+) -> Policy:
+    """Parse a policy spec: cenas | oracle | static:0.5 | random | threshold[:30] | forecast[:0.5] | clean[:50[:40]].
+
+    ``window_s`` is the trailing window of the λs heuristic and the threshold/forecast policies (24 h, the
+    seed's); ``clean_window_s`` the clean-hour policy's (CLEAN_WINDOW_H)."""
     raw = spec.strip().lower()
     name, _, arg = raw.partition(":")
     bad = UserError(f"policy {spec!r}: unknown or malformed — use one of {', '.join(POLICY_SPECS)}")
@@ -332,7 +379,7 @@ def make_policy(spec: str, seed: int = 0, *, window_s: float = DAY_S) -> Policy:
     if name == "clean":
         first, _, late = arg.partition(":")
         pct = num(0.0, 100.0, "percentile", first) if first else CLEAN_PERCENTILE
-        return CleanHourPolicy(pct, window_s, num(0.0, 100.0, "late percentile", late) if late else None)
+        return CleanHourPolicy(pct, clean_window_s, num(0.0, 100.0, "late percentile", late) if late else None)
     raise bad
 
 

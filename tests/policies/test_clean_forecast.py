@@ -14,6 +14,7 @@ from jouled.scheduler.policies import (
     CleanHourPolicy,
     clean_threshold,
     make_policy,
+    paced_percentile,
     seasonal_naive,
     stall_percentile,
 )
@@ -71,6 +72,45 @@ def test_clean_policy_turns_thrifty_when_the_search_stalls() -> None:
     for _ in range(STALL_TRAININGS):
         plain.observe_training(1000.0)
     assert plain.percentile_now() == 50.0  # no late percentile: no thrift
+
+
+def test_paced_percentile_by_hand() -> None:
+    """The share of the rest of the search to work so that the whole ends at the duty share worked."""
+    day = 24 * H
+    assert paced_percentile(50.0, 7 * day, 0.0, 0.0) == 50.0  # at the start: the duty itself
+    assert paced_percentile(50.0, 7 * day, day, 12 * H) == pytest.approx(50.0)  # on pace
+    assert paced_percentile(50.0, 7 * day, day, 0.0) == pytest.approx(100.0 * 84 / 144)  # a dirty day: behind
+    assert paced_percentile(50.0, 7 * day, day, day) == pytest.approx(100.0 * 60 / 144)  # a clean day: ahead
+    assert paced_percentile(50.0, 4 * H, 3 * H, 0.0) == 100.0  # more owed than is left: every hour
+    assert paced_percentile(50.0, 4 * H, 2 * H, 2 * H) == 0.0  # the whole share done: none
+    assert paced_percentile(50.0, 4 * H, 5 * H, 0.0) == 50.0  # past the end (a longer run): the duty
+
+
+def test_paced_clean_policy_catches_up_after_a_dirty_spell() -> None:
+    """Paced over 4 h at p50: two dirty hours not worked leave the remaining two to be worked whatever their rank."""
+    hist = _series([100, 200, 300, 400])  # trailing window at T0 + 3 h: p50 = 250, p100 = 400
+    pol = make_policy("clean:50")
+    assert isinstance(pol, CleanHourPolicy)
+    assert pol.decide(T0 + 3 * H, 350.0, hist, None, 8).gpus_evaluation == 0  # not paced: p50
+    pol.pace_over(4 * H)
+    assert pol.percentile_now() == 50.0
+    pol.observe_period(0.0, H)
+    pol.observe_period(0.0, H)
+    assert pol.percentile_now() == 100.0
+    assert pol.decide(T0 + 3 * H, 350.0, hist, None, 8).gpus_evaluation == 8  # behind: the same hour now works
+    pol.observe_period(1.0, H)
+    assert pol.percentile_now() == 100.0
+    with pytest.raises(ValueError):
+        pol.pace_over(0.0)
+
+
+def test_cenas_policy_spec_is_clean_50_with_a_five_day_window() -> None:
+    from jouled.scheduler.policies import CLEAN_WINDOW_H, clean_spec
+
+    assert clean_spec() == "clean:50"
+    pol = make_policy(clean_spec())
+    assert isinstance(pol, CleanHourPolicy) and pol.window_s == CLEAN_WINDOW_H * H == 120 * H
+    assert pol.late_percentile is None
 
 
 @pytest.mark.parametrize("spec", ["clean:50:x", "clean:50:140", "clean:x:40"])

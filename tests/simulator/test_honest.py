@@ -189,3 +189,15 @@ def test_two_zones_clean_hours_work_only_in_the_clean_zone() -> None:
     expected_g = (250 * 2000 + 50 * 1600) * 100 / 3.6e6 + 2 * 300 * 3600 * 100 / 3.6e6
     assert r.carbon_kg * 1000 == pytest.approx(expected_g)
     assert r.evaluations == 1  # a 5400-s training started in hour 2 ends in hour 3
+
+
+def test_cenas_is_paced_to_half_the_hours_over_the_search(bench: Benchmark, de_trace_path: Path) -> None:
+    """`cenas` works the cleanest hours by its trailing window, paced so that half of the search's hours have
+    worked by its end whatever the weather of that week; unpaced, the worked share is whatever the window gives."""
+    trace = load_trace(de_trace_path)
+    cfg = dataclasses.replace(SimConfig(), hours=72.0)
+    paced = simulate("cenas", trace, bench, 3, cfg)
+    worked = int((paced.gpus_released_series == 0).sum())
+    assert abs(worked - 36) <= 1, worked
+    loose = simulate("cenas", trace, bench, 3, dataclasses.replace(cfg, pace=False))
+    assert not np.array_equal(loose.gpus_released_series, paced.gpus_released_series)
