@@ -228,8 +228,8 @@ class _Search:
     """The search state shared by all methods: what was sampled, what was evaluated, the true front.
 
     mode "vanilla": one LaMOO told TRUE results picks every training; no sampling.
-    mode "truth": a LaMOO told the ESTIMATES drives sampling; a second LaMOO told TRUE results picks the
-      trainings, ordering the cells of its chosen region by their one-shot layer (the prior) once scored.
+    mode "truth": the space is scored in a seeded order; a second LaMOO told TRUE results picks the trainings
+      (after `prior_evals` taken from the best one-shot layer, the prior), in its own seeded order inside a leaf.
     mode "seed": the seed's design — LaMOO hears estimates only; trainings take the sampled cells that rank
       best on the estimates (non-dominated layer), finished ones are only excluded.
     """
