@@ -51,7 +51,7 @@ from jouled.scheduler.hypervolume import (
     nondominated_ranks,
     pareto_mask,
 )
-from jouled.scheduler.lamoo import LaMOO, LaMOOConfig
+from jouled.scheduler.lamoo import TRUTH_MAX_HEIGHT, TRUTH_MIN_LEAF, LaMOO, LaMOOConfig
 from jouled.scheduler.policies import (
     CLEAN_PERCENTILE,
     CLEAN_WINDOW_H,
@@ -135,6 +135,8 @@ class SimConfig:
     # keeps it) dwarfs the HV differences between regions (~1 %), so its LaMOO explores almost uniformly; a
     # smaller Cp exploits the good regions and reaches the front in fewer trainings.
     truth_cp_fraction: float = 0.005
+    truth_max_height: int = TRUTH_MAX_HEIGHT  # ... and its tree: deeper, smaller leaves than CE-NAS's 3 / 10
+    truth_min_leaf: int = TRUTH_MIN_LEAF
     prior_evals: int = 20  # truth mode: trainings taken from the one-shot front before the trainer's tree exists
     ref_point: tuple[float, float] = CENAS_REF_POINT
     estimate: str = "one_shot"  # or "few_shot"
@@ -246,7 +248,8 @@ class _Search:
         if mode == "vanilla":
             self.trainer = self.lamoo
         elif mode == "truth":
-            tuned = replace(cfg.lamoo, cp_fraction=cfg.truth_cp_fraction)
+            tuned = replace(cfg.lamoo, cp_fraction=cfg.truth_cp_fraction, max_height=cfg.truth_max_height,
+                            min_leaf=cfg.truth_min_leaf)
             self.trainer = LaMOO(bench.features(), cfg.ref_point, seed=seed + 7919, config=tuned)
         self.archive = ParetoArchive(cfg.ref_point)
         self.evaluated = np.zeros(bench.n, dtype=bool)
@@ -902,6 +905,8 @@ def report(
         "supernet_gpu_h": round(cfg.supernet_s(bench) / 3600.0, 3) if bench is not None else None,
         "clean_percentile": cfg.clean_percentile,
         "late_percentile": cfg.late_percentile,
+        "truth_tree": {"cp_fraction": cfg.truth_cp_fraction, "max_height": cfg.truth_max_height,
+                       "min_leaf": cfg.truth_min_leaf},
         "clean_window_h": cfg.clean_window_h,
         "paced": cfg.pace,
         "stall": {"trainings": STALL_TRAININGS, "gain_pct": STALL_GAIN_PCT},
