@@ -24,7 +24,7 @@ from jouled.scheduler.space import (
     ops_to_arch_str,
     ops_to_code,
 )
-from tests.conftest import NAS_DATA
+from tests.conftest import NAS_DATA, needs_nas_data
 
 
 def test_ops_order_and_arch_str_by_hand() -> None:
@@ -127,6 +127,7 @@ def test_env_var_selects_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         load_benchmark()
 
 
+@needs_nas_data
 def test_truncated_table_is_a_user_error(tmp_path: Path) -> None:
     for name in ("nats_tss_cifar10_avg.csv", "nb201_supernet_estimates_cifar10.csv", "nb201_latency_cifar10.csv"):
         lines = (NAS_DATA / name).read_text(encoding="utf-8").splitlines()[:3]
@@ -135,6 +136,7 @@ def test_truncated_table_is_a_user_error(tmp_path: Path) -> None:
         load_benchmark(tmp_path)
 
 
+@needs_nas_data
 def test_tables_that_do_not_join_are_rejected(tmp_path: Path) -> None:
     for name in ("nats_tss_cifar10_avg.csv", "nb201_supernet_estimates_cifar10.csv"):
         shutil.copy(NAS_DATA / name, tmp_path / name)  # a temporary copy for the test only

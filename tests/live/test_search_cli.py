@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from jouled.cli import app  # the real `jouled` command: `nas search` is mounted there
 from jouled.store.sqlite import SqliteStore
+from tests.conftest import needs_nas_data
 from tests.live.conftest import SEARCH_G_PER_KWH
 
 runner = CliRunner()
@@ -30,7 +31,7 @@ runner = CliRunner()
     (["--policy", "magic"], "magic"),
     (["--method", "cenas:3"], "--method 'cenas:3'"),
     (["--start", "99999"], "outside the trace"),
-    (["--no-daemon"], "--no-daemon"),
+    pytest.param(["--no-daemon"], "--no-daemon", marks=needs_nas_data),  # checked after the tables load
 ])
 def test_bad_input_is_one_line(tmp_path: Path, trace_file: Path, args: list[str], needle: str) -> None:
     base = ["nas", "search", "--provider", "trace", "--trace", str(trace_file), "--zone", "DE",
