@@ -96,7 +96,7 @@ def main() -> None:
     bench = load_benchmark()
     cfg = SimConfig(gpus=8, hours=args.hours)  # GPUs per zone
     cfg_cp = dataclasses.replace(cfg, lamoo=dataclasses.replace(cfg.lamoo, cp_fraction=cfg.truth_cp_fraction))
-    cfg_before = dataclasses.replace(cfg, pace=False, clean_window_h=24.0)
+    cfg_before = dataclasses.replace(cfg, pace=False, clean_window_h=cfg.window_h)  # the 24 h it shared with λs
     out: dict[str, Any] = {
         "settings": {
             "gpus_per_zone": cfg.gpus, "hours": cfg.hours, "seeds": args.seeds, "methods": list(ALL_METHODS),
