@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jouled.spool import OrphanSpool, default_spool_dir, line_topic
 
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from jouled.daemon.service import Daemon
 
 log = logging.getLogger("jouled.spool")
+
+T = TypeVar("T")
 
 SCAN_PERIOD_S = 5.0
 READY_WAIT_S = 5.0  # how long to wait for the recorder's own start (it seeds the dedup state from the log)
@@ -40,6 +44,33 @@ class SpoolStats:
         return {"dir": self.dir, "files": self.files, "markers": self.markers, "last_error": self.last_error}
 
 
+async def _in_thread_to_the_end(fn: Callable[[], T], undo: Callable[[T], object] | None = None) -> T:
+    """``fn()`` on a worker thread, never abandoned half-way: a cancellation that arrives meanwhile is raised once
+    ``fn`` has returned (after ``undo(result)``, so nothing it took is kept).
+
+    ``asyncio.to_thread`` alone raises the cancellation at once while ``fn`` runs on: a claim's descriptor and lock
+    would be lost (the file locked for the daemon's life), and the caller's cleanup would run beside a ``remove``
+    still under way (at shutdown: the descriptor closed twice, the file delivered but not counted). These calls
+    are short (a lock, a read, two unlinks)."""
+    fut = asyncio.get_running_loop().run_in_executor(None, fn)
+    cancelled: asyncio.CancelledError | None = None
+    while not fut.done():
+        try:
+            await asyncio.wait([fut])
+        except asyncio.CancelledError as e:
+            cancelled = e
+    if cancelled is not None:
+        if undo is not None and not fut.cancelled() and fut.exception() is None:
+            undo(fut.result())
+        raise cancelled
+    return fut.result()
+
+
+def _release(orphan: OrphanSpool | None) -> None:
+    if orphan is not None:
+        orphan.release()
+
+
 class SpoolDelivery:
     def __init__(self, daemon: Daemon, recorder: MarkerRecorder, spool_dir: Path) -> None:
         self.daemon, self.recorder, self.dir = daemon, recorder, spool_dir
@@ -49,7 +80,7 @@ class SpoolDelivery:
         """Record the markers of every orphaned spool file; returns how many lines were read."""
         n = 0
         for path in await asyncio.to_thread(OrphanSpool.candidates, self.dir):
-            orphan = await asyncio.to_thread(OrphanSpool.claim, path)
+            orphan = await _in_thread_to_the_end(functools.partial(OrphanSpool.claim, path), undo=_release)
             if orphan is None:
                 continue  # a live client owns it and delivers it itself
             try:
@@ -58,13 +89,16 @@ class SpoolDelivery:
                 n += len(orphan.lines)
                 if self.recorder.stats.pending:  # not all stored yet: keep the file, a later pass dedups it
                     continue
-                await asyncio.to_thread(orphan.remove)
-                self.stats.files += 1
-                self.stats.markers += len(orphan.lines)
-                if orphan.lines:
-                    log.info("markers: recorded %d spooled marker(s) left in %s", len(orphan.lines), path)
+                try:
+                    await _in_thread_to_the_end(orphan.remove)
+                finally:  # also when a cancellation came during the remove: the file is gone, so it counts
+                    if orphan.removed:
+                        self.stats.files += 1
+                        self.stats.markers += len(orphan.lines)
+                        if orphan.lines:
+                            log.info("markers: recorded %d spooled marker(s) left in %s", len(orphan.lines), path)
             finally:
-                orphan.release()
+                orphan.release()  # a no-op once removed
         return n
 
     async def run(self) -> None:
@@ -81,6 +115,9 @@ class SpoolDelivery:
                 if msg != self.stats.last_error:
                     log.warning("markers: cannot deliver spooled markers from %s (%s); retrying", self.dir, msg)
                 self.stats.last_error = msg
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # an error in a cleanup must not swallow the shutdown
+                    raise asyncio.CancelledError from e
             await asyncio.sleep(SCAN_PERIOD_S)
 
 

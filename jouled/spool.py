@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -215,6 +216,11 @@ class OrphanSpool:
 
     def __init__(self, path: Path, fd: int, lines: list[bytes]) -> None:
         self.path, self._fd, self.lines = path, fd, lines
+        self.removed = False  # remove() deleted the file (its markers are delivered)
+        # remove() may run on a worker thread while release() runs on another (the daemon's loop, a cancelled
+        # delivery): the descriptor is taken and closed under this lock, so it is closed once, never after its number
+        # went to another file or socket of this process
+        self._lock = threading.Lock()
 
     @classmethod
     def claim(cls, path: Path) -> OrphanSpool | None:
@@ -250,12 +256,21 @@ class OrphanSpool:
         return [p for *_, p in sorted(out)]
 
     def remove(self) -> None:
-        """Delivered: delete the file and its cursor, then drop the lock."""
-        self.path.unlink(missing_ok=True)
-        Path(f"{self.path}.acked").unlink(missing_ok=True)
-        self.release()
+        """Delivered: delete the file and its cursor, then drop the lock (nothing once released: no longer ours)."""
+        with self._lock:
+            if self._fd < 0:
+                return
+            self.path.unlink(missing_ok=True)
+            Path(f"{self.path}.acked").unlink(missing_ok=True)
+            self.removed = True
+            self._close()
 
     def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Drop the lock, leaving the file for a later try; safe to call again, and from any thread."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
