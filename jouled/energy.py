@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from jouled.carbon.series import J_PER_KWH, IntensitySeries
-from jouled.series import SeriesMeta
+from jouled.series import COARSE_UPDATES, SeriesMeta
 
 Method = Literal["counter", "integral", "none"]
 
@@ -37,8 +37,10 @@ HOST_WIDE_SOURCES: frozenset[str] = frozenset({"estimate"})
 # Flag bits of the vectorised results; names in output order.
 # `no-samples`: no sample of the device inside the window and no energy could be computed (energy_j is null);
 # `host-wide`: the row is the whole machine's (HOST_WIDE_SOURCES), not only the run's.
-_FLAG_NAMES: tuple[str, ...] = ("sparse", "gap", "edge", "estimated", "reset", "no-samples", "host-wide")
-F_SPARSE, F_GAP, F_EDGE, F_ESTIMATED, F_RESET, F_NO_SAMPLES, F_HOST_WIDE = (1 << i for i in range(len(_FLAG_NAMES)))
+_FLAG_NAMES: tuple[str, ...] = ("sparse", "gap", "edge", "estimated", "reset", "no-samples", "host-wide", "coarse")
+F_SPARSE, F_GAP, F_EDGE, F_ESTIMATED, F_RESET, F_NO_SAMPLES, F_HOST_WIDE, F_COARSE = (
+    1 << i for i in range(len(_FLAG_NAMES))
+)
 NO_SAMPLES = "no-samples"
 
 
@@ -265,6 +267,7 @@ class PreparedSeries:
     source: str = ""
     device: str = ""
     counter_period_s: float = float("nan")  # of the counter field
+    counter_update_s: float = float("nan")  # how often the device updates its counter (SeriesMeta); NaN: unknown
 
 
 def prepare(series: SeriesArrays) -> PreparedSeries:
@@ -294,6 +297,7 @@ def prepare(series: SeriesArrays) -> PreparedSeries:
         source=series.source,
         device=series.device,
         counter_period_s=counter_period_s,
+        counter_update_s=_known(series.meta.counter_update_s) if series.meta is not None else float("nan"),
     )
 
 
@@ -431,6 +435,9 @@ def window_energy_many(
             energy[m] = _cum_at(track, bm, code) - _cum_at(track, am, code)
             if code == _M_COUNTER:
                 flags[m] |= np.where(_resets_between(track, am, bm) > 0, F_RESET, 0)
+                if np.isfinite(prep.counter_update_s) and prep.counter_update_s > 0:
+                    # each end's read is the value of the counter's last update: off by up to one update's energy
+                    flags[m] |= np.where(bm - am < COARSE_UPDATES * prep.counter_update_s, F_COARSE, 0)
         samples[m] = s
         gap[m] = g
         flags[m] |= np.where(edge, F_EDGE, 0)

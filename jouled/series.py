@@ -28,6 +28,9 @@ Measurement = Literal["measured", "estimated"]
 ROLES: tuple[str, ...] = ("gpu", "package", "dram", "core", "uncore", "psys", "wall", "cpu-estimate", "other")
 TOTAL_ROLES = frozenset({"gpu", "package", "dram", "cpu-estimate"})  # what a run's energy_j adds up
 WALL_ROLES = frozenset({"wall"})  # reported as wall_j beside the total
+# a counter window shorter than this many of the counter's own update periods is flagged `coarse`: its energy can
+# be off by up to 1/COARSE_UPDATES (5 %) of the window's energy, one update period's worth at the two ends together
+COARSE_UPDATES = 20
 TICK = 0.0  # a declared period meaning "once per sampler tick": the daemon replaces it by its period for that source
 
 
@@ -54,6 +57,11 @@ class SeriesMeta:
     # judges the range of power a run used against them
     power_min_w: float | None = None
     power_max_w: float | None = None
+    # how often the device itself updates its counter / power value (NVML on an H200: 100 ms for both), None: unknown.
+    # A read returns the value of the last update, so a counter window is off by up to one update's energy: windows
+    # shorter than COARSE_UPDATES updates are flagged `coarse`
+    counter_update_s: float | None = None
+    power_update_s: float | None = None
 
     @property
     def estimated(self) -> bool:

@@ -96,6 +96,11 @@ def train_command(
     max_batches: Annotated[
         int | None, typer.Option("--max-batches", min=1, metavar="N", help="cap batches per phase (default: all)")
     ] = None,
+    train_samples: Annotated[
+        int | None,
+        typer.Option("--train-samples", min=1, metavar="N",
+                     help="training samples: the synthetic set's size (default 1024), a cap on cifar10/digits (default: all)"),
+    ] = None,
     markers: Annotated[bool, typer.Option("--markers/--no-markers", help="publish markers over MQTT")] = True,
     fmt: FormatOpt = "table",
     wide: WideOpt = False,
@@ -125,7 +130,7 @@ def train_command(
     spec = model.strip() or f"nb201:{arch.strip()}"
     try:
         dev = resolve_device(device)
-        data = load_data(dataset, data_dir, batch_size, image_size=image_size, seed=seed)
+        data = load_data(dataset, data_dir, batch_size, image_size=image_size, seed=seed, max_train=train_samples)
         torch.manual_seed(seed)
         net = build_model(
             spec, data.num_classes, data.in_channels, data.image_size, channels=channels, cells_per_stage=cells

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from jouled.energy import GAP_PERIODS, SPARSE_BELOW_SAMPLES, SeriesArrays
-from jouled.series import SeriesMeta, meta_or_default
+from jouled.series import COARSE_UPDATES, SeriesMeta, meta_or_default
 
 VERDICTS = ("ok", "warn", "fail", "n/a")
 # sparse epochs: the study found < 10 samples in 39 % of short epochs with nvidia-smi
@@ -95,7 +95,9 @@ def samples_findings(rows: Sequence[Mapping[str, Any]]) -> list[Finding]:
     reads for a counter, the power readings for an integral). An integral from < 10 readings is the study's
     problem: fail above SPARSE_FAIL_SHARE of the epochs, else warn. A counter difference is exact however few its
     reads: such an epoch only warns when the core flagged it `sparse` (fewer reads than the counter's own rate
-    promises: reads were lost).
+    promises: reads were lost). Its precision is the device's own update period, though (NVML on an H200 updates
+    the counter every 100 ms): epochs the core flagged `coarse` (shorter than COARSE_UPDATES updates) can be off by
+    more than 5 %; they warn, and fail above SPARSE_FAIL_SHARE as sparse integrals do.
     """
     by: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
@@ -108,15 +110,23 @@ def samples_findings(rows: Sequence[Mapping[str, Any]]) -> list[Finding]:
         sparse = [r for r in rs if int(r["samples"]) < SPARSE_BELOW_SAMPLES]
         sparse_integral = [r for r in sparse if r["method"] != "counter"]
         short_counter = [r for r in rs if r["method"] == "counter" and "sparse" in r["flags"]]
+        coarse = [r for r in rs if r["method"] == "counter" and "coarse" in r["flags"]]
         share_integral = len(sparse_integral) / len(rs)
         numbers = {
             "epochs": len(rs), "samples_min": min(n), "samples_median": float(np.median(n)), "samples_max": max(n),
             "sparse_epochs": len(sparse), "sparse_share": _r(len(sparse) / len(rs)),
             "sparse_integrated_epochs": len(sparse_integral), "counter_epochs_missing_reads": len(short_counter),
+            "coarse_epochs": len(coarse),
         }
+        coarse_why = (f"{len(coarse)} of {len(rs)} epochs shorter than {COARSE_UPDATES} updates of the device's counter: "
+                      "each end is off by up to one update's energy (over 5 %) — use longer epochs, or sum them")
         if share_integral > SPARSE_FAIL_SHARE:
             v, why = "fail", (f"{len(sparse_integral)} of {len(rs)} epochs integrated from < {SPARSE_BELOW_SAMPLES} "
                               "samples: sample faster or use longer epochs")
+        elif len(coarse) / len(rs) > SPARSE_FAIL_SHARE:
+            v, why = "fail", coarse_why
+        elif coarse:
+            v, why = "warn", coarse_why
         elif sparse_integral or short_counter:
             v = "warn"
             why = "; ".join(
@@ -126,7 +136,7 @@ def samples_findings(rows: Sequence[Mapping[str, Any]]) -> list[Finding]:
                    if short_counter else []))
         elif sparse:
             v, why = "ok", (f"{len(sparse)} of {len(rs)} epochs have < {SPARSE_BELOW_SAMPLES} samples, all counter "
-                            "differences at the counter's rate (exact)")
+                            "differences at the counter's rate (exact up to the counter's own update period)")
         else:
             v, why = "ok", f"every epoch has >= {SPARSE_BELOW_SAMPLES} samples (min {min(n)})"
         out.append(Finding("samples-per-epoch", key, v, why, numbers))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +13,7 @@ from jouled.clock import CLOCK
 from jouled.config import NvmlConfig
 from jouled.errors import SourceUnavailable
 from jouled.model import Reading, SourceKind
-from jouled.series import TICK, SeriesMeta
+from jouled.series import COARSE_UPDATES, TICK, SeriesMeta
 
 from .base import SourceInfo
 from .common import Backoff, PartialRead
@@ -38,6 +40,10 @@ class _Gpu:
     clock: bool = False
     temp: bool = False
     limits_w: tuple[float, float] | None = None  # min/max power-management limit (declared for `jouled assess`)
+    # how often the driver itself updates the energy counter and the instant power field, measured at open
+    # (`update_periods`); None: not measured (no counter, or no change seen), 0.0: a new value at every read
+    counter_update_s: float | None = None
+    power_update_s: float | None = None
     backoff: Backoff = field(default_factory=Backoff)
 
 
@@ -169,6 +175,7 @@ class NvmlSource:
             role="gpu", device=g.device, power_period_s=TICK,
             counter_period_s=1.0 / self.cfg.counter_rate_hz if g.counter else None,
             counter_resolution_j=1e-3 if g.counter else None,
+            counter_update_s=g.counter_update_s, power_update_s=g.power_update_s,
             power_min_w=g.limits_w[0] if g.limits_w else None, power_max_w=g.limits_w[1] if g.limits_w else None,
         )
 
@@ -190,6 +197,18 @@ class NvmlSource:
         gpu.clock = _supported(nv, lambda: nv.nvmlDeviceGetClockInfo(handle, nv.NVML_CLOCK_SM))
         gpu.temp = _supported(nv, lambda: nv.nvmlDeviceGetTemperature(handle, nv.NVML_TEMPERATURE_GPU))
         gpu.limits_w = _limits_w(nv, handle)
+        if counter:
+            gpu.counter_update_s, gpu.power_update_s = update_periods(
+                lambda: nv.nvmlDeviceGetTotalEnergyConsumption(handle),
+                (lambda: _raw(nv.nvmlDeviceGetFieldValues(handle, self._fields)[0], "value").uiVal) if instant else None,
+            )
+            if gpu.counter_update_s:
+                power = f", instant power every {gpu.power_update_s * 1e3:.0f} ms" if gpu.power_update_s else ""
+                notes.append(
+                    f"{dev}: the driver updates the energy counter every {gpu.counter_update_s * 1e3:.0f} ms{power} "
+                    "(measured at start): windows shorter than "
+                    f"{COARSE_UPDATES * gpu.counter_update_s:g} s are flagged coarse"
+                )
         if not instant:
             notes.append(
                 f"{dev}: power_w from nvmlDeviceGetPowerUsage (instant power field NOT_SUPPORTED; "
@@ -320,6 +339,48 @@ class NvmlSource:
         msg = f"{msg}; next try in {delay_s:.1f} s"
         self.device_errors[g.device] = msg
         return msg
+
+
+def update_periods(
+    read_counter: Callable[[], float], read_power: Callable[[], float] | None, budget_s: float = 0.45, changes: int = 3
+) -> tuple[float | None, float | None]:
+    """How often the driver updates the energy counter (and the instant power field): (counter_s, power_s).
+
+    Measured on an H200 (driver 580, bench/results/gpu_check.json): both change every 100 ms, and a counter read
+    returns the value of the last update, so a window's counter difference is off by up to one update period's energy
+    at each end whatever the rate it is read at. Reads both in a tight loop until the counter changed `changes` times
+    (each change timed at the midpoint between the read that saw the old value and the one that saw the new), at most
+    `budget_s`; the period is the median interval between changes. 0.0: the value changed at every read (a continuous
+    counter: no update period to speak of); None: fewer than two intervals seen (an idle or frozen value).
+    """
+    t_end = time.monotonic() + budget_s
+    last_c, t_prev = read_counter(), time.monotonic()
+    last_p = read_power() if read_power is not None else None
+    c_changes: list[float] = []
+    p_changes: list[float] = []
+    reads = same = 0
+    while len(c_changes) < changes + 1 and time.monotonic() < t_end:
+        c = read_counter()
+        p = read_power() if read_power is not None else None
+        t = time.monotonic()
+        reads += 1
+        if c != last_c:
+            c_changes.append((t_prev + t) / 2)
+            last_c = c
+        else:
+            same += 1
+        if p is not None and p != last_p:
+            p_changes.append((t_prev + t) / 2)
+            last_p = p
+        t_prev = t
+        if reads >= 5 and same == 0:  # a new value at every read: continuous (a simulator, an old driver)
+            return 0.0, (0.0 if len(p_changes) == reads else None)
+
+    def median_interval(ts: list[float]) -> float | None:
+        gaps = sorted(b - a for a, b in itertools.pairwise(ts))
+        return round(gaps[len(gaps) // 2], 4) if len(gaps) >= 2 else None
+
+    return median_interval(c_changes), median_interval(p_changes)
 
 
 def _limits_w(nv: Any, handle: Any) -> tuple[float, float] | None:

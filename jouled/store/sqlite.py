@@ -106,10 +106,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE series_meta ADD COLUMN power_min_w REAL;
     ALTER TABLE series_meta ADD COLUMN power_max_w REAL;
     """,
+    # v5: how often the device updates its own counter and power value (NVML: measured when the source opens)
+    """
+    ALTER TABLE series_meta ADD COLUMN counter_update_s REAL;
+    ALTER TABLE series_meta ADD COLUMN power_update_s REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _META_COLS_V2 = "role, device, kind, host_wide, power_period_s, counter_period_s, counter_resolution_j, comparison, origin"
-_META_COLS = _META_COLS_V2 + ", power_min_w, power_max_w"  # v4
+_META_COLS_V4 = _META_COLS_V2 + ", power_min_w, power_max_w"
+_META_COLS = _META_COLS_V4 + ", counter_update_s, power_update_s"  # v5
 _META_MARKS = ",".join("?" * (2 + len(_META_COLS.split(","))))  # series_id, since_ns, the columns
 
 
@@ -380,7 +386,8 @@ class SqliteStore:
         """The metadata columns this log has: a read-only view of a v2/v3 log has no power limits."""
         if getattr(self, "_meta_cols_cache", None) is None:
             have = {str(r[1]) for r in conn.execute("PRAGMA table_info(series_meta)")}
-            self._meta_cols_cache = _META_COLS if "power_max_w" in have else _META_COLS_V2
+            self._meta_cols_cache = (_META_COLS if "power_update_s" in have
+                                     else _META_COLS_V4 if "power_max_w" in have else _META_COLS_V2)
         return str(self._meta_cols_cache)
 
     def _has_meta_table(self, conn: sqlite3.Connection) -> bool:
@@ -896,17 +903,19 @@ def _decode_chunks(key: SeriesKey, chunks: list[tuple[Any, ...]], *, extras: boo
 def _meta_row(m: SeriesMeta) -> tuple[Any, ...]:
     return (
         m.role, m.device, m.kind, int(m.host_wide), m.power_period_s, m.counter_period_s, m.counter_resolution_j,
-        int(m.comparison), m.origin, m.power_min_w, m.power_max_w,
+        int(m.comparison), m.origin, m.power_min_w, m.power_max_w, m.counter_update_s, m.power_update_s,
     )
 
 
 def _meta_from_row(cols: Sequence[Any]) -> SeriesMeta:
     role, device, kind, host_wide, power_p, counter_p, res, comparison, origin = cols[:9]
     lo, hi = (cols[9], cols[10]) if len(cols) > 9 else (None, None)  # v4 columns; absent in a read-only v2/v3 log
+    c_up, p_up = (cols[11], cols[12]) if len(cols) > 11 else (None, None)  # v5
     return SeriesMeta(
         role=str(role), device=str(device), kind="estimated" if kind == "estimated" else "measured",
         host_wide=bool(host_wide), power_period_s=power_p, counter_period_s=counter_p, counter_resolution_j=res,
         comparison=bool(comparison), origin=str(origin), power_min_w=lo, power_max_w=hi,
+        counter_update_s=c_up, power_update_s=p_up,
     )
 
 

@@ -59,12 +59,28 @@ def test_sparse_epochs_verdicts() -> None:
     f = {x.subject: x for x in samples_findings(rows)}
     assert f["smi:a"].verdict == "fail" and f["smi:a"].numbers == {
         "epochs": 4, "samples_min": 9, "samples_median": 11.0, "samples_max": 30, "sparse_epochs": 1,
-        "sparse_share": 0.25, "sparse_integrated_epochs": 1, "counter_epochs_missing_reads": 0}
+        "sparse_share": 0.25, "sparse_integrated_epochs": 1, "counter_epochs_missing_reads": 0, "coarse_epochs": 0}
     # 3 counter reads in an epoch, at the counter's own rate: exact, and said so
     assert f["nvml:b"].verdict == "ok" and "exact" in f["nvml:b"].why and f["nvml:b"].numbers["sparse_epochs"] == 1
     assert f["nvml:e"].verdict == "warn" and f["nvml:e"].numbers["counter_epochs_missing_reads"] == 1
     assert f["smi:c"].verdict == "warn" and f["smi:c"].numbers["sparse_share"] == 0.05  # 1 of 20 ≤ 10 %
     assert f["smi:d"].verdict == "ok"
+
+
+def test_coarse_counter_epochs_warn_then_fail() -> None:
+    """Epochs shorter than 20 of the counter's own updates (the H200's 100 ms: under 2 s) are not exact."""
+    def rows(coarse: int, total: int) -> list[dict[str, object]]:
+        out = [_row("gpu0", 12, "counter", "nvml") for _ in range(total)]
+        for r in out[:coarse]:
+            r["flags"] = ["coarse"]
+        return out
+
+    (few,) = samples_findings(rows(1, 20))
+    assert few.verdict == "warn" and few.numbers["coarse_epochs"] == 1 and "longer epochs" in few.why
+    (many,) = samples_findings(rows(30, 30))
+    assert many.verdict == "fail" and "30 of 30 epochs shorter than 20 updates" in many.why
+    (none,) = samples_findings(rows(0, 5))
+    assert none.verdict == "ok"
 
 
 def _gpu(power: list[float], src: str = "nvml", comparison: bool = False) -> SeriesArrays:

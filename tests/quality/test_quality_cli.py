@@ -54,23 +54,23 @@ def test_assess_every_number_by_hand(tmp_path: Path) -> None:
     # samples inside each epoch (both ends included): nvml every 0.1 s → 20, 5, 75 and 20 + 50 around the hole
     assert f[("samples-per-epoch", "nvml:gpu0")]["numbers"] == {
         "epochs": 4, "samples_min": 5, "samples_median": 45.0, "samples_max": 75, "sparse_epochs": 1,
-        "sparse_share": 0.25, "sparse_integrated_epochs": 0, "counter_epochs_missing_reads": 0}
+        "sparse_share": 0.25, "sparse_integrated_epochs": 0, "counter_epochs_missing_reads": 0, "coarse_epochs": 0}
     # 5 counter reads in the 0.5 s epoch, as its 0.1 s rate promises: the difference is exact
     assert f[("samples-per-epoch", "nvml:gpu0")]["verdict"] == "ok"
     # rapl reads at whole seconds: [0,2] → 0,1,2; [2,2.5] → 2; [2.5,10] → 3…10; [10,20] → 10…20
     assert f[("samples-per-epoch", "rapl:package-0")]["numbers"] == {
         "epochs": 4, "samples_min": 1, "samples_median": 5.5, "samples_max": 11, "sparse_epochs": 3,
-        "sparse_share": 0.75, "sparse_integrated_epochs": 0, "counter_epochs_missing_reads": 0}
+        "sparse_share": 0.75, "sparse_integrated_epochs": 0, "counter_epochs_missing_reads": 0, "coarse_epochs": 0}
     assert f[("samples-per-epoch", "rapl:package-0")]["verdict"] == "ok"
     # smi at 0.3 + k: [0,2] → 0.3, 1.3; [2,2.5] → 2.3; [2.5,10] → 3.3…9.3; [10,20] → 10.3…19.3
     assert f[("samples-per-epoch", "smi:gpu0")]["numbers"] == {
         "epochs": 4, "samples_min": 1, "samples_median": 4.5, "samples_max": 10, "sparse_epochs": 3,
-        "sparse_share": 0.75, "sparse_integrated_epochs": 3, "counter_epochs_missing_reads": 0}
+        "sparse_share": 0.75, "sparse_integrated_epochs": 3, "counter_epochs_missing_reads": 0, "coarse_epochs": 0}
     assert f[("samples-per-epoch", "smi:gpu0")]["verdict"] == "fail"  # 75 % of epochs integrated from < 10
     # wall at 0.25 + 0.5 k: 4, 1, 15, 20
     assert f[("samples-per-epoch", "visa:wall")]["numbers"] == {
         "epochs": 4, "samples_min": 1, "samples_median": 9.5, "samples_max": 20, "sparse_epochs": 2,
-        "sparse_share": 0.5, "sparse_integrated_epochs": 2, "counter_epochs_missing_reads": 0}
+        "sparse_share": 0.5, "sparse_integrated_epochs": 2, "counter_epochs_missing_reads": 0, "coarse_epochs": 0}
 
     # coverage: the hole from 11.95 to 15.05 s (3.1 s > 5 periods of 0.1 s) of the 20 s run is not covered
     assert f[("coverage", "nvml:gpu0")]["numbers"] == {

@@ -14,7 +14,8 @@ from jouled.series import SeriesMeta
 from jouled.store.sqlite import MIGRATIONS, SCHEMA_VERSION, ChunkBatch, SeriesKey, SqliteStore, _split_sql
 
 S = 1_000_000_000
-NVML = SeriesMeta("gpu", "gpu0", power_period_s=0.1, counter_period_s=0.5, counter_resolution_j=1e-3)
+NVML = SeriesMeta("gpu", "gpu0", power_period_s=0.1, counter_period_s=0.5, counter_resolution_j=1e-3, counter_update_s=0.1,
+                  power_update_s=0.1)
 
 
 def _v1_log(path: Path) -> None:
@@ -44,9 +45,9 @@ def test_a_v1_log_reads_with_defaults_then_migrates_and_keeps_its_data(tmp_path:
     assert s.meta is not None and s.meta.role == "gpu" and s.meta.origin == "default"
     ro.close()
 
-    st = SqliteStore(path)  # the daemon (a writer) opens it: v1 → v2 → v3 (watermarks) → v4 (power limits)
-    assert SCHEMA_VERSION == 4
-    assert st._conn().execute("PRAGMA user_version").fetchone()[0] == 4
+    st = SqliteStore(path)  # the daemon opens it: v1 → v2 → v3 (watermarks) → v4 (power limits) → v5 (update periods)
+    assert SCHEMA_VERSION == 5
+    assert st._conn().execute("PRAGMA user_version").fetchone()[0] == 5
     (key,) = st.series()
     assert key == SeriesKey("h", "nvml", "gpu0") and key.meta is None
     assert len(st.read_series(key)) == 10

@@ -40,6 +40,10 @@ class FakeGpu:
     lost_after_s: float | None = None  # the GPU falls off the bus after this many seconds
     lost: bool = False
     energy_j: float = 0.0  # the counter's value at start
+    # > 0: the driver updates the instant power field and the energy counter only every update_s (an H200 on driver
+    # 580: 0.1 s, bench/results/gpu_check.json), and a read returns the value of the last update; 0: a new value at
+    # every read
+    update_s: float = 0.0
     _energy_t: float | None = field(default=None, repr=False)
 
 
@@ -165,7 +169,7 @@ class NvmlShim:
                 fill(v, "timestamp", 0)
             elif fid == pynvml.NVML_FI_DEV_POWER_INSTANT and gpu.instant:
                 fill(v, "nvmlReturn", pynvml.NVML_SUCCESS)
-                v.value.uiVal = round(self._curve(gpu.power_w, t) * 1000)
+                v.value.uiVal = round(self._curve(gpu.power_w, _last_update(t, gpu.update_s)) * 1000)
             elif fid == pynvml.NVML_FI_DEV_POWER_AVERAGE and gpu.instant:
                 fill(v, "nvmlReturn", pynvml.NVML_SUCCESS)
                 v.value.uiVal = round(self._curve(gpu.average_w or gpu.power_w, t) * 1000)
@@ -193,10 +197,12 @@ class NvmlShim:
         self.counter_calls += 1
         if self.counter_cost_s:
             time.sleep(self.counter_cost_s)
-        t = self._t()
+        t = _last_update(self._t(), gpu.update_s)
         if gpu._energy_t is None:
             gpu._energy_t = 0.0
         t_prev = gpu._energy_t
+        if t <= t_prev:  # no update since the last read: the same value
+            return int(gpu.energy_j * 1000)
         if not callable(gpu.power_w):  # constant power: closed form, as cheap as the driver's own counter
             gpu.energy_j += float(gpu.power_w) * (t - t_prev)
         else:
@@ -229,6 +235,10 @@ class NvmlShim:
             raise self._err(pynvml.NVML_ERROR_NOT_SUPPORTED)
         mode = pynvml.NVML_DEVICE_MIG_ENABLE if gpu.mig else pynvml.NVML_DEVICE_MIG_DISABLE
         return [mode, mode]
+
+
+def _last_update(t: float, update_s: float) -> float:
+    return math.floor(t / update_s) * update_s if update_s > 0 else t
 
 
 def make_shim(n_gpus: int = 8, power_w: float | PowerCurve = 300.0, **kwargs: Any) -> NvmlShim:

@@ -186,3 +186,15 @@ def test_no_broker_spools_the_markers(tmp_path: Path) -> None:
     assert "spooled" in r.output
     lines = [json.loads(ln) for f in (tmp_path / "spool").glob("*.jsonl") for ln in f.read_text().splitlines() if ln]
     assert sum(1 for m in lines if m["run"] == "nb-1") == 8  # run, epoch and 2 phases: start + end each
+
+
+def test_train_samples_sizes_the_synthetic_set_and_caps_digits() -> None:
+    fast = ["--channels", "4", "--cells", "1", "--batch-size", "32", "--no-markers", "--format", "json", "--epochs", "1"]
+    r = _invoke("--dataset", "synthetic", "--train-samples", "96", "--image-size", "8", *fast)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["epochs"][0]["train_samples"] == 96  # 3 batches of 32: the set is 96, not 1024
+    r = _invoke("--dataset", "digits", "--train-samples", "40", *fast)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["epochs"][0]["train_samples"] == 40
+    r = _invoke("--dataset", "synthetic", "--train-samples", "0", *fast)
+    assert r.exit_code == 2 and "--train-samples" in r.output
