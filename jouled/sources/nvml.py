@@ -207,7 +207,7 @@ class NvmlSource:
                 notes.append(
                     f"{dev}: the driver updates the energy counter every {gpu.counter_update_s * 1e3:.0f} ms{power} "
                     "(measured at start): windows shorter than "
-                    f"{COARSE_UPDATES * gpu.counter_update_s:g} s are flagged coarse"
+                    f"{COARSE_UPDATES * gpu.counter_update_s:.1f} s are flagged coarse"
                 )
         if not instant:
             notes.append(

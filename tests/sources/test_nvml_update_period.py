@@ -59,7 +59,7 @@ def test_the_source_declares_the_periods_and_says_so() -> None:
     assert m1.counter_update_s == 0.0  # continuous: no coarse windows
     assert m2.counter_update_s is None and m2.counter_period_s is None  # no counter: nothing to measure
     (note,) = [n for n in info.notes if n.startswith("gpu0: the driver updates")]
-    assert "every 100 ms" in note and "shorter than 2 s are flagged coarse" in note
+    assert "every 100 ms" in note and "shorter than 2.0 s are flagged coarse" in note
 
 
 def _windows(meta: SeriesMeta | None, lengths_s: list[float]) -> list[tuple[str, ...]]:
