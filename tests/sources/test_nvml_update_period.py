@@ -100,3 +100,14 @@ def test_a_v4_log_reads_without_update_periods_and_migrates(tmp_path: Path) -> N
     (key,) = st.series()
     assert key.meta is not None and key.meta.power_max_w == 700 and key.meta.counter_update_s is None
     st.close()
+
+
+def test_gpus_are_measured_side_by_side() -> None:
+    # the counter call costs ~3 ms on the H200 and ctypes lets go of the GIL meanwhile (the shim sleeps): the four
+    # probes then time their changes as on the real driver
+    shim = NvmlShim([FakeGpu(power_w=_wavy, update_s=0.1) for _ in range(4)], counter_cost_s=0.003)
+    t0 = time.monotonic()
+    info = NvmlSource(NvmlConfig(), nvml_module=shim).open()
+    assert time.monotonic() - t0 < 0.9  # four GPUs of ≤ 0.45 s each, in parallel
+    periods = [info.series[f"gpu{i}"].counter_update_s for i in range(4)]
+    assert periods == [pytest.approx(0.1, abs=0.006)] * 4, periods
