@@ -268,7 +268,6 @@ def part_observer(seconds: float) -> dict[str, Any]:
                 r = steady_cost(p, seconds, 6.0)  # type: ignore[arg-type]
             finally:
                 _stop(p)
-            r.pop("by_thread", None)
             out[f"{rate:g}hz"] = r
     return out
 

@@ -34,7 +34,7 @@ from jouled.errors import UserError
 from jouled.model import Allocation, CarbonPoint
 from jouled.scheduler.executors import Executor, Handle, JobEvent
 from jouled.scheduler.hypervolume import CENAS_REF_POINT, hypervolume_2d, nondominated_ranks, pareto_mask
-from jouled.scheduler.lamoo.optimizer import TRUTH_MAX_HEIGHT, TRUTH_MIN_LEAF, LaMOO, LaMOOConfig
+from jouled.scheduler.lamoo.optimizer import TRUTH_CP_FRACTION, TRUTH_MAX_HEIGHT, TRUTH_MIN_LEAF, LaMOO, truth_config
 from jouled.scheduler.policies import CleanHourPolicy, Policy, Split
 from jouled.scheduler.space import Benchmark
 from jouled.scheduler.workers import EvalJob, Job, JobResult, SampleJob, WorkerSettings
@@ -67,7 +67,7 @@ class LiveConfig:
     # truth-fed choice (as the simulator's cenas): the first prior_evals trainings take the best one-shot
     # estimates (the prior where no truth exists); after that the LaMOO told TRUE results picks them
     prior_evals: int = 20
-    truth_cp_fraction: float = 0.005
+    truth_cp_fraction: float = TRUTH_CP_FRACTION
     truth_max_height: int = TRUTH_MAX_HEIGHT  # its tree, as the simulator's
     truth_min_leaf: int = TRUTH_MIN_LEAF
 
@@ -431,9 +431,9 @@ class LiveSearch:
         if self.true_lamoo is None:
             # energy in J of the run: a reference point well beyond the first run keeps later runs inside it
             self.true_lamoo = LaMOO(self.bench.features(), (0.0, -10.0 * max(energy, 1e-9)), seed=self.cfg.seed + 1,
-                                    config=LaMOOConfig(cp_fraction=self.cfg.truth_cp_fraction,
-                                                       max_height=self.cfg.truth_max_height,
-                                                       min_leaf=self.cfg.truth_min_leaf))
+                                    config=truth_config(cp_fraction=self.cfg.truth_cp_fraction,
+                                                        max_height=self.cfg.truth_max_height,
+                                                        min_leaf=self.cfg.truth_min_leaf))
         self.true_lamoo.tell([ev.cell], [[acc, -energy]])
         self.sampler.exclude([ev.cell])
         if isinstance(self.policy, CleanHourPolicy):  # the stall rule's view of progress: the front of true results

@@ -34,7 +34,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -51,7 +51,7 @@ from jouled.scheduler.hypervolume import (
     nondominated_ranks,
     pareto_mask,
 )
-from jouled.scheduler.lamoo import TRUTH_MAX_HEIGHT, TRUTH_MIN_LEAF, LaMOO, LaMOOConfig
+from jouled.scheduler.lamoo import TRUTH_CP_FRACTION, TRUTH_MAX_HEIGHT, TRUTH_MIN_LEAF, LaMOO, LaMOOConfig, truth_config
 from jouled.scheduler.policies import (
     CLEAN_PERCENTILE,
     CLEAN_WINDOW_H,
@@ -134,7 +134,7 @@ class SimConfig:
     # truth mode's trainer: UCB's exploration weight Cp as a fraction of the max HV. CE-NAS's 10 % (vanilla
     # keeps it) dwarfs the HV differences between regions (~1 %), so its LaMOO explores almost uniformly; a
     # smaller Cp exploits the good regions and reaches the front in fewer trainings.
-    truth_cp_fraction: float = 0.005
+    truth_cp_fraction: float = TRUTH_CP_FRACTION
     truth_max_height: int = TRUTH_MAX_HEIGHT  # ... and its tree: deeper, smaller leaves than CE-NAS's 3 / 10
     truth_min_leaf: int = TRUTH_MIN_LEAF
     prior_evals: int = 20  # truth mode: trainings taken from the one-shot front before the trainer's tree exists
@@ -248,8 +248,8 @@ class _Search:
         if mode == "vanilla":
             self.trainer = self.lamoo
         elif mode == "truth":
-            tuned = replace(cfg.lamoo, cp_fraction=cfg.truth_cp_fraction, max_height=cfg.truth_max_height,
-                            min_leaf=cfg.truth_min_leaf)
+            tuned = truth_config(cfg.lamoo, cp_fraction=cfg.truth_cp_fraction, max_height=cfg.truth_max_height,
+                                 min_leaf=cfg.truth_min_leaf)
             self.trainer = LaMOO(bench.features(), cfg.ref_point, seed=seed + 7919, config=tuned)
         self.archive = ParetoArchive(cfg.ref_point)
         self.evaluated = np.zeros(bench.n, dtype=bool)
@@ -503,6 +503,7 @@ class _Alloc:
     evaluation_zone: list[int]  # the zone index of each evaluation GPU
     released: list[int]
     decided_on: float  # the intensity the decision used
+    worked_share: float = 1.0  # the share of the zones a clean-hour policy let work this period (its pace's input)
 
 
 def _allocate(
@@ -519,11 +520,12 @@ def _allocate(
     per = cfg.gpus
     known_t = t0 - cfg.intensity_latency_s
     ci_known = [tr.at(known_t) for tr in zones]
+    worked = 1.0
     if isinstance(policy, CleanHourPolicy):
         # every zone's known history pooled: the cleanest zones qualify most often
         limit = policy.threshold(known_t, [tr.upto(known_t) for tr in zones])
         working = [c <= limit for c in ci_known]
-        policy.observe_period(sum(working) / len(working), cfg.decision_period_s)  # the pace's view of the work
+        worked = sum(working) / len(working)
         g_work = per * sum(working)
         left = search.sampling_left_s()
         g_s = min(g_work, math.ceil(left / cfg.decision_period_s - 1e-9)) if left > 0 else 0
@@ -545,7 +547,7 @@ def _allocate(
         released = [0] * len(zones)
         best = decide_on.at(t0) if policy is not None and policy.name == "oracle" else decide_on.at(known_t)
     eval_zone = [i for i, z in enumerate(names) for _ in range(placed[z])]
-    return _Alloc(sampling, eval_zone, released, best)
+    return _Alloc(sampling, eval_zone, released, best, worked)
 
 
 def _decide(policy: Policy, spec: MethodSpec, t0: float, whole: Trace, cfg: SimConfig, gpus: int) -> Split:
@@ -608,6 +610,8 @@ def simulate(
         t0 = start + k * period
         search.publish_samples()
         alloc = _allocate(spec, policy, search, t0, zones, names, decide_on, cfg)
+        if isinstance(policy, CleanHourPolicy):
+            policy.observe_period(alloc.worked_share, period)  # the pace's view of the work done
         g_e = len(alloc.evaluation_zone)
         g_s = sum(alloc.sampling)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -37,6 +37,7 @@ def _threadpools() -> ThreadpoolController:
 # (666, 669), and on 20 other seeds 415 (582, 635) against 531 (674, 769) (docs/architecture.md, "Truth-fed search").
 TRUTH_MAX_HEIGHT = 5
 TRUTH_MIN_LEAF = 5
+TRUTH_CP_FRACTION = 0.005  # exploration: 0.5 % of the max HV (CE-NAS's 10 % is for the noisy one-shot estimates)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,13 @@ class LaMOOConfig:
     # k-means and the SVMs see at most this many samples (the Pareto front first, then a seeded
     # random subset); node values and counts always use every sample.
     max_train: int = 256
+
+
+def truth_config(base: LaMOOConfig | None = None, *, cp_fraction: float = TRUTH_CP_FRACTION,
+                 max_height: int = TRUTH_MAX_HEIGHT, min_leaf: int = TRUTH_MIN_LEAF) -> LaMOOConfig:
+    """The config of the LaMOO told true results (simulator and live search alike): `base`'s knobs, its tree."""
+    return replace(base if base is not None else LaMOOConfig(), cp_fraction=cp_fraction, max_height=max_height,
+                   min_leaf=min_leaf)
 
 
 class LaMOO:
