@@ -268,6 +268,7 @@ class PreparedSeries:
     device: str = ""
     counter_period_s: float = float("nan")  # of the counter field
     counter_update_s: float = float("nan")  # how often the device updates its counter (SeriesMeta); NaN: unknown
+    power_update_s: float = float("nan")  # ... and its power value
 
 
 def prepare(series: SeriesArrays) -> PreparedSeries:
@@ -298,6 +299,7 @@ def prepare(series: SeriesArrays) -> PreparedSeries:
         device=series.device,
         counter_period_s=counter_period_s,
         counter_update_s=_known(series.meta.counter_update_s) if series.meta is not None else float("nan"),
+        power_update_s=_known(series.meta.power_update_s) if series.meta is not None else float("nan"),
     )
 
 
@@ -451,7 +453,12 @@ def window_energy_many(
             need = np.minimum(SPARSE_BELOW_SAMPLES, np.floor(0.5 * (bm - am) / period))
             flags[m] |= np.where(s < need, F_SPARSE, 0)
         else:
-            flags[m] |= np.where(s < SPARSE_BELOW_SAMPLES, F_SPARSE, 0)
+            distinct = s
+            if code == _M_INTEGRAL and np.isfinite(prep.power_update_s) and prep.power_update_s > 0:
+                # reads faster than the device updates its power repeat values (NVML on an H200: every 100 ms, so
+                # 100 Hz reads each value 10 times): what counts is the distinct values the window can hold
+                distinct = np.minimum(s, np.floor((bm - am) / prep.power_update_s + 1e-9).astype(np.int64))
+            flags[m] |= np.where(distinct < SPARSE_BELOW_SAMPLES, F_SPARSE, 0)
         if np.isfinite(period):
             flags[m] |= np.where(g > GAP_PERIODS * period, F_GAP, 0)
     if prep.estimated:

@@ -107,7 +107,10 @@ def samples_findings(rows: Sequence[Mapping[str, Any]]) -> list[Finding]:
     for key in sorted(by):
         rs = by[key]
         n = [int(r["samples"]) for r in rs]
-        sparse = [r for r in rs if int(r["samples"]) < SPARSE_BELOW_SAMPLES]
+        # an integral the core flagged sparse from more reads than 10: they repeat values the device updates slower
+        # than it was read (NVML on an H200: every 100 ms) — as sparse as the few distinct values it holds
+        sparse = [r for r in rs if int(r["samples"]) < SPARSE_BELOW_SAMPLES
+                  or (r["method"] == "integral" and "sparse" in r["flags"])]
         sparse_integral = [r for r in sparse if r["method"] != "counter"]
         short_counter = [r for r in rs if r["method"] == "counter" and "sparse" in r["flags"]]
         coarse = [r for r in rs if r["method"] == "counter" and "coarse" in r["flags"]]

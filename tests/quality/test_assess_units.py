@@ -67,6 +67,14 @@ def test_sparse_epochs_verdicts() -> None:
     assert f["smi:d"].verdict == "ok"
 
 
+def test_integrals_of_repeated_values_are_sparse() -> None:
+    """50 reads at 100 Hz of a power the device updates every 100 ms: the core flags the integral sparse."""
+    rows = [_row("gpu0", 50, "integral", "nvml") for _ in range(4)]
+    rows[0]["flags"] = ["sparse"]
+    (f,) = samples_findings(rows)
+    assert f.verdict == "fail" and f.numbers["sparse_integrated_epochs"] == 1 and f.numbers["samples_min"] == 50
+
+
 def test_coarse_counter_epochs_warn_then_fail() -> None:
     """Epochs shorter than 20 of the counter's own updates (the H200's 100 ms: under 2 s) are not exact."""
     def rows(coarse: int, total: int) -> list[dict[str, object]]:

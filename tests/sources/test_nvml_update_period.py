@@ -111,3 +111,20 @@ def test_gpus_are_measured_side_by_side() -> None:
     assert time.monotonic() - t0 < 0.9  # four GPUs of ≤ 0.45 s each, in parallel
     periods = [info.series[f"gpu{i}"].counter_update_s for i in range(4)]
     assert periods == [pytest.approx(0.1, abs=0.006)] * 4, periods
+
+
+def test_integral_windows_count_the_distinct_power_values_the_device_gave() -> None:
+    """100 Hz reads of a power value the driver updates every 100 ms: a 0.5 s window has 50 reads but 5 values."""
+    t = np.arange(0, 60 * S, S // 100, dtype=np.int64)  # 100 Hz power, no counter
+    p = np.full(t.size, 300.0)
+
+    def flags(meta: SeriesMeta, length_s: float) -> tuple[str, ...]:
+        series = SeriesArrays(t, p, np.full(t.size, np.nan), "nvml", "gpu0", 0.01, meta=meta)
+        batch = window_energy_many(series, np.array([10 * S]), np.array([10 * S + int(length_s * S)]))
+        assert batch.method_name(0) == "integral"
+        return batch.flag_names(0)
+
+    h200 = SeriesMeta("gpu", "gpu0", power_period_s=0.01, power_update_s=0.1)
+    assert "sparse" in flags(h200, 0.5) and "sparse" not in flags(h200, 1.0)
+    continuous = SeriesMeta("gpu", "gpu0", power_period_s=0.01, power_update_s=0.0)
+    assert "sparse" not in flags(continuous, 0.5)  # 50 reads of 50 values
