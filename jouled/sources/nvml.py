@@ -358,6 +358,9 @@ class NvmlSource:
         return msg
 
 
+UPDATE_STEP_S = 0.005  # update periods are declared to 5 ms
+
+
 def update_periods(
     read_counter: Callable[[], float], read_power: Callable[[], float] | None, budget_s: float = 0.45, changes: int = 3
 ) -> tuple[float | None, float | None]:
@@ -365,10 +368,11 @@ def update_periods(
 
     Measured on an H200 (driver 580, bench/results/gpu_check.json): both change every 100 ms, and a counter read
     returns the value of the last update, so a window's counter difference is off by up to one update period's energy
-    at each end whatever the rate it is read at. Reads both in a tight loop until the counter changed `changes` times
-    (each change timed at the midpoint between the read that saw the old value and the one that saw the new), at most
-    `budget_s`; the period is the median interval between changes. 0.0: the value changed at every read (a continuous
-    counter: no update period to speak of); None: fewer than two intervals seen (an idle or frozen value).
+    at each end whatever the rate it is read at. Reads both in a tight loop until the counter changed `changes` + 1
+    times (each change timed at the midpoint between the read that saw the old value and the one that saw the new), at
+    most `budget_s`; the period is the median interval between changes (at least two), to UPDATE_STEP_S. 0.0: the
+    value changed at every read (a continuous counter: no update period to speak of); None: fewer than two intervals
+    seen (an idle or frozen value).
     """
     t_end = time.monotonic() + budget_s
     last_c, t_prev = read_counter(), time.monotonic()
@@ -395,7 +399,9 @@ def update_periods(
 
     def median_interval(ts: list[float]) -> float | None:
         gaps = sorted(b - a for a, b in itertools.pairwise(ts))
-        return round(gaps[len(gaps) // 2], 4) if len(gaps) >= 2 else None
+        # to 5 ms, about the probe's precision (a counter read takes ~3 ms): the same driver gives the same figure
+        # at each open, so a restart does not re-declare the series for a difference of noise
+        return round(round(gaps[len(gaps) // 2] / UPDATE_STEP_S) * UPDATE_STEP_S, 4) if len(gaps) >= 2 else None
 
     return median_interval(c_changes), median_interval(p_changes)
 
