@@ -122,10 +122,11 @@ def samples_findings(rows: Sequence[Mapping[str, Any]]) -> list[Finding]:
             "coarse_epochs": len(coarse),
         }
         coarse_why = (f"{len(coarse)} of {len(rs)} epochs shorter than {COARSE_UPDATES} updates of the device's counter: "
-                      "each end is off by up to one update's energy (over 5 %) — use longer epochs, or sum them")
+                      "each end can be off by up to one update's energy, over 5 % of such an epoch — use longer epochs, or sum "
+                      "them")
         if share_integral > SPARSE_FAIL_SHARE:
             v, why = "fail", (f"{len(sparse_integral)} of {len(rs)} epochs integrated from < {SPARSE_BELOW_SAMPLES} "
-                              "samples: sample faster or use longer epochs")
+                              "samples: sample faster (up to the device's own update rate) or use longer epochs")
         elif len(coarse) / len(rs) > SPARSE_FAIL_SHARE:
             v, why = "fail", coarse_why
         elif coarse:
