@@ -283,6 +283,7 @@ class SourceRunner:
             return False
         self.health.devices = list(self.info.devices)
         self._opened()
+        self._say_repeats()
         self.health.state = "sampling"
         self.health.reason = ""
         self.health.next_try_mono_ns = 0
@@ -350,6 +351,21 @@ class SourceRunner:
     def _opened(self) -> None:
         self.opened_ns = CLOCK.now_ns()
         self.meta_generation += 1
+
+    def _say_repeats(self) -> None:
+        """One line when this runner reads a device faster than the device updates its power (NVML on an H200:
+        every 100 ms): the extra reads cost CPU and repeat values, they add no information."""
+        declared: dict[str, SeriesMeta] = getattr(self.info, "series", None) or {}
+        slow = {dev: m.power_update_s for dev, m in declared.items() if m.power_update_s}
+        if not slow:
+            return
+        update_s = min(u for u in slow.values() if u is not None)
+        period_s = self.period_ns / 1e9
+        if period_s < 0.5 * update_s:
+            log.info("source %s: read every %g ms, but %s update%s power only every %g ms: about %d of %d reads repeat a "
+                     "value (a rate of %g Hz reads each value once)", self.source.name, period_s * 1e3,
+                     ", ".join(sorted(slow)), "s its" if len(slow) == 1 else " their", update_s * 1e3,
+                     round(update_s / period_s) - 1, round(update_s / period_s), round(1 / update_s, 3))
 
     def series_meta(self) -> dict[str, SeriesMeta]:
         """The source's declared metadata per device, TICK periods replaced by this runner's period."""

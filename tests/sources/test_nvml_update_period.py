@@ -7,6 +7,7 @@ than COARSE_UPDATES updates are flagged `coarse`. The shim's `update_s` models t
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 import time
@@ -128,3 +129,19 @@ def test_integral_windows_count_the_distinct_power_values_the_device_gave() -> N
     assert "sparse" in flags(h200, 0.5) and "sparse" not in flags(h200, 1.0)
     continuous = SeriesMeta("gpu", "gpu0", power_period_s=0.01, power_update_s=0.0)
     assert "sparse" not in flags(continuous, 0.5)  # 50 reads of 50 values
+
+
+def test_the_sampler_says_when_it_reads_faster_than_the_device_updates(caplog: pytest.LogCaptureFixture) -> None:
+    from jouled.columns import ColumnSink
+    from jouled.sampler import SourceRunner
+
+    caplog.set_level(logging.INFO, logger="jouled.sampler")
+    shim = NvmlShim([FakeGpu(power_w=_wavy, update_s=0.1)], counter_cost_s=0.003)
+    runner = SourceRunner(NvmlSource(NvmlConfig(), nvml_module=shim), 0.01, ColumnSink())
+    assert runner._open()
+    (line,) = [r.getMessage() for r in caplog.records if "repeat" in r.getMessage()]
+    assert line == ("source nvml: read every 10 ms, but gpu0 updates its power only every 100 ms: about 9 of 10 reads "
+                    "repeat a value (a rate of 10 Hz reads each value once)")
+    caplog.clear()
+    assert SourceRunner(NvmlSource(NvmlConfig(), nvml_module=shim), 0.1, ColumnSink())._open()
+    assert not [r for r in caplog.records if "repeat" in r.getMessage()]  # 10 Hz: nothing to say
