@@ -1,7 +1,7 @@
 """The device check on a real NVIDIA GPU: NVML's reads and update periods, the sampler, the daemon's own cost, and
 real trainings with markers measured from outside the training process.
 
-Run it where an NVIDIA driver is: `python bench/gpu_check.py --out bench/results/gpu_check.json` (about 4 minutes).
+Run it where an NVIDIA driver is: `python bench/gpu_check.py --out bench/results/gpu_check.json` (about 5 minutes on an H200).
 Nothing here is simulated: the NVML source talks to the driver, `jouled run` and `jouled train` are the commands a
 user runs (the daemon with its embedded MQTT broker; nvidia-smi polling on beside NVML, as the comparison source).
 
