@@ -104,6 +104,7 @@ def compare_command(
     from jouled.quality.cccorrect import align_offset_ns, shift_intervals
     from jouled.quality.codecarbon import read_emissions
     from jouled.quality.load import compare_run
+    from jouled.series import COARSE_UPDATES
 
     _check_fmt(fmt)
     cc = read_emissions(codecarbon) if codecarbon is not None else None
@@ -139,7 +140,10 @@ def compare_command(
              Column("mean |err|", 0, "right"), Column("max |err|", 0, "right"), Column("pearson", 1, "right")]
     bcells = [[b["bucket"], b["tool"], b["truth"], str(b["epochs"]), _pct(b["mean_abs_error_pct"]),
                _pct(b["max_abs_error_pct"]), "—" if b["pearson"] is None else f"{b['pearson']:.3f}"] for b in c.buckets]
-    print_table("error by epoch length", bcols, bcells, wide=wide)
+    coarse = [f"{t} is coarse in epochs under {s:.1f} s (the device updates it every {s / COARSE_UPDATES * 1e3:.0f} ms): "
+              "errors there are partly the truth's own" for t, s in c.coarse_below_s.items()
+              if t in c.truth.values() and any(b["truth"] == t and b["truth_coarse_epochs"] for b in c.buckets)]
+    print_table("error by epoch length", bcols, bcells, wide=wide, caption="; ".join(coarse) or None)
     if corr is not None:
         _print_corrected(corr, wide)
 

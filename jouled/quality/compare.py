@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from jouled.energy import F_EDGE, F_NO_SAMPLES, SeriesArrays, window_energy_many
 from jouled.quality.assess import pearson
-from jouled.series import SeriesMeta, meta_or_default
+from jouled.series import COARSE_UPDATES, SeriesMeta, meta_or_default
 
 BUCKETS: tuple[tuple[str, float, float], ...] = (
     ("< 0.5 s", 0.0, 0.5), ("0.5–1 s", 0.5, 1.0), ("1–5 s", 1.0, 5.0), ("5–30 s", 5.0, 30.0), ("30 s+", 30.0, math.inf),
@@ -71,6 +71,9 @@ class Comparison:
     buckets: list[dict[str, Any]] = field(default_factory=list)
     # tool → per window: its figure covers only part of the window (the data stops short of an edge, or none inside)
     partial: dict[str, list[bool]] = field(default_factory=dict)
+    # tool → the epoch length below which its figure is coarse (a counter the device updates only every so often:
+    # NVML on an H200 every 100 ms, so 2 s): errors against such a truth in shorter epochs are partly the truth's own
+    coarse_below_s: dict[str, float] = field(default_factory=dict)
 
     def error_pct(self, tool: str) -> list[float]:
         """Per window: 100 × (tool − truth) / truth (NaN where either is missing or the truth is 0)."""
@@ -95,6 +98,7 @@ class Comparison:
                 for i, w in enumerate(self.windows)
             ],
             "buckets": self.buckets,
+            "coarse_below_s": dict(self.coarse_below_s),
         }
 
 
@@ -213,6 +217,9 @@ def compare(
     tools = {t: got[t][0] for t in order if t in got}
     truth = {g: next(t for t in TRUTH_ORDER[g] if t in tools) for g in GROUPS if any(t in tools for t in TRUTH_ORDER[g])}
     c = Comparison(list(windows), tools, truth, partial={t: got[t][1] for t in tools})
+    updates = [metas[(s.source, s.device)].counter_update_s or 0.0 for s in nvml]
+    if "nvml-counter" in tools and max(updates, default=0.0) > 0:
+        c.coarse_below_s["nvml-counter"] = COARSE_UPDATES * max(updates)
     c.buckets = bucket_stats(c)
     return c
 
@@ -232,8 +239,11 @@ def bucket_stats(c: Comparison) -> list[dict[str, Any]]:
             err = c.error_pct(tool)
             e = [abs(err[i]) for i in idx if math.isfinite(err[i])]
             r = pearson([c.energy_j[tool][i] for i in idx], [c.energy_j[t][i] for i in idx])
+            coarse_s = c.coarse_below_s.get(t, 0.0)
             out.append({
                 "bucket": bucket, "tool": tool, "truth": t, "epochs": len(e),
+                # epochs in which the truth itself is coarse: their errors are partly the truth's
+                "truth_coarse_epochs": sum(1 for i in idx if c.windows[i].duration_s < coarse_s),
                 "mean_abs_error_pct": _num(float(np.mean(e)), 4) if e else None,
                 "max_abs_error_pct": _num(max(e), 4) if e else None,
                 "pearson": None if r is None else round(r, 4),

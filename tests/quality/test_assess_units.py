@@ -146,6 +146,22 @@ def test_compare_truths_and_errors() -> None:
     assert all(math.isnan(x) for x in c.error_pct("jouled"))
 
 
+def test_compare_says_where_its_truth_is_coarse() -> None:
+    """An NVML counter the driver updates every 100 ms is coarse in epochs under 2 s: the buckets count them."""
+    t = np.arange(0, 111, dtype=np.int64) * (S // 10)
+    nv = SeriesArrays(t, np.full(t.size, 100.0), 100.0 * t / S, "nvml", "gpu0", 0.1,
+                      meta=SeriesMeta(role="gpu", device="gpu0", counter_update_s=0.1))
+    smi = SeriesArrays(t, np.full(t.size, 120.0), np.full(t.size, np.nan), "smi", "gpu0", 0.1,
+                       meta=SeriesMeta(role="gpu", device="gpu0", comparison=True))
+    ws = [EpochWindow(0, None, 0, S), EpochWindow(1, None, S, 11 * S)]
+    c = compare(ws, {("nvml", "gpu0"): nv, ("smi", "gpu0"): smi})
+    assert c.coarse_below_s == {"nvml-counter": pytest.approx(2.0)}
+    b = {(x["bucket"], x["tool"]): x for x in c.buckets}
+    assert b[("1–5 s", "smi")]["truth_coarse_epochs"] == 1 and b[("5–30 s", "smi")]["truth_coarse_epochs"] == 0
+    nv_unknown = SeriesArrays(t, nv.power_w, nv.energy_j, "nvml", "gpu0", 0.1, meta=SeriesMeta(role="gpu", device="gpu0"))
+    assert compare(ws, {("nvml", "gpu0"): nv_unknown}).coarse_below_s == {}
+
+
 def _local(ts: str) -> int:
     return int(datetime.fromisoformat(ts).astimezone().timestamp()) * S
 

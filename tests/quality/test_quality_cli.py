@@ -332,3 +332,27 @@ def test_ticks_of_a_range_below_float_resolution_end() -> None:
 
     ticks = nice_ticks(149.99999999999991, 149.99999999999997)
     assert 2 <= len(ticks) <= 61 and ticks[0] <= 150.0 <= ticks[-1]
+
+
+def test_compare_names_a_coarse_truth(tmp_path: Path) -> None:
+    """NVML declared with a counter the driver updates every 100 ms: epochs under 2 s are coarse for the truth, and the
+    table says so under its buckets (the JSON counts them per bucket)."""
+    from jouled.series import SeriesMeta
+    from jouled.store.sqlite import SeriesKey, SqliteStore, sqlite_url
+
+    from .trace import markers, ns, samples
+
+    st = SqliteStore(tmp_path / "j.db")  # declared before the samples, as the daemon does
+    st.declare_series({SeriesKey("h", "nvml", "gpu0"): SeriesMeta(role="gpu", device="gpu0", power_period_s=0.1,
+                                                                  counter_period_s=0.1, counter_update_s=0.1)}, ns(-1.0))
+    st.write_samples(samples())
+    st.write_markers(markers(None))
+    st.close()
+    url = sqlite_url(tmp_path / "j.db")
+    out = _json(["compare", "--run", "r1", "--store", url, "--format", "json"])
+    assert out["coarse_below_s"] == {"nvml-counter": pytest.approx(2.0)}
+    b = {(x["bucket"], x["tool"]): x for x in out["buckets"]}
+    assert b[("0.5–1 s", "smi")]["truth_coarse_epochs"] == 1 and b[("5–30 s", "smi")]["truth_coarse_epochs"] == 0
+    res = runner.invoke(app, ["compare", "--run", "r1", "--store", url, "--wide"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "nvml-counter is coarse in epochs under 2.0 s (the device updates it every 100 ms)" in res.output
