@@ -355,8 +355,7 @@ class SourceRunner:
     def _say_repeats(self) -> None:
         """One line when this runner reads a device faster than the device updates its power (NVML on an H200:
         every 100 ms): the extra reads cost CPU and repeat values, they add no information."""
-        declared: dict[str, SeriesMeta] = getattr(self.info, "series", None) or {}
-        slow = {dev: m.power_update_s for dev, m in declared.items() if m.power_update_s}
+        slow = {dev: m.power_update_s for dev, m in self.series_meta().items() if m.power_update_s}
         if not slow:
             return
         update_s = min(u for u in slow.values() if u is not None)

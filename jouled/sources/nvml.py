@@ -193,11 +193,8 @@ class NvmlSource:
 
         if not gpus:
             return
-        if len(gpus) == 1:
-            periods = [one(gpus[0])]
-        else:
-            with ThreadPoolExecutor(max_workers=len(gpus), thread_name_prefix="jouled-nvml-probe") as pool:
-                periods = list(pool.map(one, gpus))
+        with ThreadPoolExecutor(max_workers=len(gpus), thread_name_prefix="jouled-nvml-probe") as pool:
+            periods = list(pool.map(one, gpus))
         for g, (counter_s, power_s) in zip(gpus, periods, strict=True):
             g.counter_update_s, g.power_update_s = counter_s, power_s
             if g.counter_update_s:

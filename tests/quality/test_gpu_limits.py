@@ -5,7 +5,6 @@ power range against them; a read-only view of a v3 log still reads."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -14,9 +13,10 @@ from jouled.cli import app
 from jouled.config import NvmlConfig
 from jouled.series import SeriesMeta
 from jouled.sources.nvml import NvmlSource
-from jouled.store.sqlite import MIGRATIONS, SeriesKey, SqliteStore, _split_sql, sqlite_url
+from jouled.store.sqlite import SeriesKey, SqliteStore, sqlite_url
 from tests.sources.nvml_shim import FakeGpu, NvmlShim
 
+from ..oldlogs import log_at_version
 from .trace import markers, ns, samples
 
 runner = CliRunner()
@@ -60,11 +60,7 @@ def test_assess_takes_the_declared_limits(tmp_path: Path) -> None:
 def test_a_v3_log_reads_without_limits(tmp_path: Path) -> None:
     """A reader does not migrate: a v3 log's declarations read back, the limits unknown."""
     path = tmp_path / "v3.db"
-    conn = sqlite3.connect(path)
-    for m in MIGRATIONS[:3]:
-        for stmt in _split_sql(m):
-            conn.execute(stmt)
-    conn.execute("PRAGMA user_version=3")
+    conn = log_at_version(path, 3)
     conn.execute("INSERT INTO series(id, host, source, device) VALUES (1, 'h', 'nvml', 'gpu0')")
     conn.execute("INSERT INTO series_meta VALUES (1, 0, 'gpu', 'gpu0', 'measured', 0, 0.1, 0.5, 0.001, 0, 'source')")
     conn.commit()

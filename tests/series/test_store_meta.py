@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,9 @@ import pytest
 from jouled.config import Config
 from jouled.query import load_series
 from jouled.series import SeriesMeta
-from jouled.store.sqlite import MIGRATIONS, SCHEMA_VERSION, ChunkBatch, SeriesKey, SqliteStore, _split_sql
+from jouled.store.sqlite import SCHEMA_VERSION, ChunkBatch, SeriesKey, SqliteStore
+
+from ..oldlogs import log_at_version
 
 S = 1_000_000_000
 NVML = SeriesMeta("gpu", "gpu0", power_period_s=0.1, counter_period_s=0.5, counter_resolution_j=1e-3, counter_update_s=0.1,
@@ -20,10 +21,7 @@ NVML = SeriesMeta("gpu", "gpu0", power_period_s=0.1, counter_period_s=0.5, count
 
 def _v1_log(path: Path) -> None:
     """A log as jouled wrote it before series metadata: the v1 migration alone, one series with 10 samples."""
-    conn = sqlite3.connect(path)
-    for stmt in _split_sql(MIGRATIONS[0]):
-        conn.execute(stmt)
-    conn.execute("PRAGMA user_version=1")
+    conn = log_at_version(path, 1)
     conn.execute("INSERT INTO series(id, host, source, device) VALUES (1, 'h', 'nvml', 'gpu0')")
     t = np.arange(10, dtype=np.int64) * S // 10
     conn.execute(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import time
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from jouled.config import NvmlConfig
 from jouled.energy import SeriesArrays, window_energy_many
 from jouled.series import COARSE_UPDATES, SeriesMeta
 from jouled.sources.nvml import NvmlSource, update_periods
-from jouled.store.sqlite import MIGRATIONS, SqliteStore, _split_sql
+from jouled.store.sqlite import SqliteStore
 
+from ..oldlogs import log_at_version
 from .nvml_shim import FakeGpu, NvmlShim, make_shim
 
 S = 1_000_000_000
@@ -86,11 +86,7 @@ def test_counter_windows_shorter_than_twenty_updates_are_coarse() -> None:
 
 def test_a_v4_log_reads_without_update_periods_and_migrates(tmp_path: Path) -> None:
     path = tmp_path / "v4.db"
-    conn = sqlite3.connect(path)
-    for m in MIGRATIONS[:4]:
-        for stmt in _split_sql(m):
-            conn.execute(stmt)
-    conn.execute("PRAGMA user_version=4")
+    conn = log_at_version(path, 4)
     conn.execute("INSERT INTO series(id, host, source, device) VALUES (1, 'h', 'nvml', 'gpu0')")
     conn.execute("INSERT INTO series_meta VALUES (1, 0, 'gpu', 'gpu0', 'measured', 0, 0.1, 0.5, 0.001, 0, 'source', 200, 700)")
     conn.commit()
