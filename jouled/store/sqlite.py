@@ -229,6 +229,12 @@ class SqliteStore:
             try:
                 if self.readonly:
                     conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+                    # Readers (`energy`, `export`, the Python API) map the log instead of a pread() per 4 KiB page:
+                    # a query of a day of ten 10 Hz series reads ~200 MB, 50,000 pages. A series read in 27.8 ms
+                    # against 32.9, compute_rows 5 % faster (one session, alternating). Not for the daemon: mapped
+                    # pages it touched would count in its RSS. jouled never shrinks the log (no VACUUM), the one
+                    # case where a mapping could fault.
+                    conn.execute(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
                 else:
                     conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                     conn.execute("PRAGMA busy_timeout=5000")
@@ -862,6 +868,9 @@ def _below_newest(conn: sqlite3.Connection, max_id: int | None) -> int:
         return 2**63 - 1
     newest = conn.execute("SELECT max(id) FROM chunks").fetchone()[0]
     return min(max_id, int(newest) - 1) if newest is not None else max_id
+
+
+READ_MMAP_BYTES = 1 << 32  # of the log a read-only connection maps (SQLite caps it at its compile-time maximum)
 
 
 def _in_time_order(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
