@@ -49,14 +49,15 @@ from tests.sources.powercap import powercap_tree  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "observer.json"
 
 
-def start_daemon(tmp: Path, rate_hz: float, gpus: int, rapl: int, code: Path = REPO) -> subprocess.Popen[bytes]:
-    """The shim daemon from `code` (this tree, or an older worktree given by --before)."""
+def start_daemon(tmp: Path, rate_hz: float, gpus: int, rapl: int, code: Path = REPO,
+                 extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """The shim daemon from `code` (this tree, or an older worktree given by --before); `extra`: more arguments."""
     root = powercap_tree(tmp / f"powercap-{rate_hz:g}", rapl)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp / "run"), XDG_DATA_HOME=str(tmp / "data"), PYTHONPATH=str(code))
     for k in ("JOULED_CONFIG", "JOULED_STORE", "RUNTIME_DIRECTORY"):
         env.pop(k, None)
     argv = [sys.executable, "-m", "tests.faults.shim_daemon", "--store", str(tmp / f"obs-{rate_hz:g}.db"),
-            "--devices", str(gpus), "--rate", str(rate_hz), "--rapl-root", str(root), "--port", str(free_port())]
+            "--devices", str(gpus), "--rate", str(rate_hz), "--rapl-root", str(root), "--port", str(free_port()), *extra]
     return subprocess.Popen(argv, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -139,6 +140,54 @@ def observer_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, ra
         finally:
             stop(p)
     return {"rate_hz": rate_hz, "devices": gpus + rapl, **r}
+
+
+SCRAPE_S = 15.0  # Prometheus's scrape interval in its example configuration (its built-in default is 1 min)
+
+
+def service_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, rapl: int) -> dict[str, Any]:
+    """The daemon as the installed service runs it: forwarding to a real InfluxDB 1.x on this machine and serving
+    /metrics, scraped every SCRAPE_S by this script as Prometheus would. InfluxDB runs on the same 2 cores."""
+    import threading
+    import urllib.request
+
+    from tests.servers import start_influxd
+
+    influx = start_influxd()
+    influx.create_database("jouled")
+    port = free_port()
+    scrapes: list[float] = []
+    stop_scrape = threading.Event()
+
+    def scrape() -> None:
+        while not stop_scrape.wait(SCRAPE_S):
+            t = time.perf_counter()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    r.read()
+                scrapes.append(time.perf_counter() - t)
+            except OSError:
+                pass
+
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            p = start_daemon(Path(d), rate_hz, gpus, rapl, extra=(
+                "--influx-url", f"influx://127.0.0.1:{influx.port}/jouled", "--prometheus-listen", f"127.0.0.1:{port}"))
+            scraper = threading.Thread(target=scrape, daemon=True)
+            scraper.start()
+            try:
+                r = steady_cost(p, seconds, warmup_s)
+            finally:
+                stop_scrape.set()
+                stop(p)
+            scraper.join(5)
+        # the forwarding was real: what InfluxDB holds
+        got = influx.influxql('SELECT count(power_w) FROM "power"', db="jouled")
+        points = int(got[0]["values"][0][1]) if got else 0
+    finally:
+        influx.close()
+    return {"rate_hz": rate_hz, "devices": gpus + rapl, "forwarding": "InfluxDB 1.x (v1 API), same machine",
+            "metrics_scrape_s": SCRAPE_S, "scrapes": len(scrapes), "power_points_in_influxdb": points, **r}
 
 
 def codecarbon_cost(interval_s: float, seconds: float) -> dict[str, Any]:
@@ -335,6 +384,8 @@ def main() -> None:
                          "beside this tree, alternating")
     ap.add_argument("--rounds", type=int, default=6, help="rounds of throughput blocks (0: skip that part)")
     ap.add_argument("--steps", type=int, default=40, help="timed SGD steps per block")
+    ap.add_argument("--service", action="store_true",
+                    help="also measure the daemon forwarding to a real InfluxDB with /metrics scraped (Debian influxdb)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args()
     try:
@@ -363,6 +414,12 @@ def main() -> None:
             b = observer_cost(rate, a.seconds, a.warmup, a.gpus, a.rapl, a.before)
             print("before", json.dumps(b), flush=True)
             res["before"]["observer"].append(b)
+    if a.service:
+        res["service"] = []
+        for rate in (10.0, 100.0):
+            r = service_cost(rate, a.seconds, a.warmup, a.gpus, a.rapl)
+            print("service", json.dumps(r), flush=True)
+            res["service"].append(r)
     if have_cc:
         res["codecarbon"] = [codecarbon_cost(i, a.seconds) for i in (1.0, 15.0)]
         print(json.dumps(res["codecarbon"]), flush=True)

@@ -240,14 +240,22 @@ def _power_track(t_s: FloatArray, power_w: FloatArray, ok: npt.NDArray[np.bool_]
 
 
 
-def _cum_at(track: _Track, x: FloatArray, method: int) -> FloatArray:
-    """Cumulative energy at times x, clamped to the covered span (no extrapolation)."""
+def _cum_at(track: _Track, x: FloatArray, method: int, last_le: IntArray | None = None) -> FloatArray:
+    """Cumulative energy at times x, clamped to the covered span (no extrapolation).
+
+    ``last_le``: the index of the last sample at or before each x (-1: none), when the caller has it already
+    (`_samples_and_gap` searched for it): no second binary search over the track."""
     t = track.t_s
     x = np.clip(x, t[0], t[-1])
     if method == _M_COUNTER:
         # linear interpolation of the counter == piecewise-constant power between reads
-        return np.interp(x, t, track.cum_j)
-    k = np.clip(np.searchsorted(t, x, side="right") - 1, 0, track.n - 2)
+        if last_le is None or track.n < 2:
+            return np.interp(x, t, track.cum_j)
+        return _interp_at(t, track.cum_j, x, last_le)
+    if last_le is not None:
+        k = np.clip(last_le, 0, track.n - 2)  # x is clipped into the span: its last sample at or before is k
+    else:
+        k = np.clip(np.searchsorted(t, x, side="right") - 1, 0, track.n - 2)
     t0 = t[k]
     dt = t[k + 1] - t0
     p0 = track.value[k]
@@ -256,6 +264,17 @@ def _cum_at(track: _Track, x: FloatArray, method: int) -> FloatArray:
     # power at x linearly interpolated; trapezoid from t[k] to x
     px = p0 + (p1 - p0) * (u / dt)
     return track.cum_j[k] + 0.5 * (p0 + px) * u
+
+
+def _interp_at(t: FloatArray, y: FloatArray, x: FloatArray, last_le: IntArray) -> FloatArray:
+    """`np.interp(x, t, y)` for x already clipped into [t[0], t[-1]], given each x's last sample at or before it
+    (`last_le`, before clipping: -1 below t[0]): numpy's own arithmetic, so the same numbers to the bit
+    (slope (y[j+1] - y[j]) / (t[j+1] - t[j]), then slope · (x - t[j]) + y[j]; y[j] where x is t[j], y[-1] at the end)."""
+    n = t.shape[0]
+    j = np.clip(last_le, 0, n - 2)
+    tj, yj = t[j], y[j]
+    v = (y[j + 1] - yj) / (t[j + 1] - tj) * (x - tj) + yj
+    return np.where(last_le >= n - 1, y[-1], np.where(x == tj, yj, v))
 
 
 @dataclass(frozen=True, eq=False)
@@ -347,8 +366,11 @@ def _coverage(t: FloatArray, a: FloatArray, b: FloatArray) -> tuple[npt.NDArray[
     return lo <= hi, np.maximum(hi - lo, 0.0)
 
 
-def _samples_and_gap(t: FloatArray, a: FloatArray, b: FloatArray) -> tuple[IntArray, FloatArray, npt.NDArray[np.bool_]]:
-    """Samples inside [a, b], the largest gap between the samples covering it, and `edge`.
+def _samples_and_gap(
+    t: FloatArray, a: FloatArray, b: FloatArray,
+) -> tuple[IntArray, FloatArray, npt.NDArray[np.bool_], tuple[IntArray, IntArray]]:
+    """Samples inside [a, b], the largest gap between the samples covering it, `edge`, and for a and for b the index
+    of the last sample at or before it (-1: none), which `_cum_at` takes instead of searching again.
 
     The covering samples are those inside plus the last one at or before a and the first one
     at or after b; where the data stops short of an edge, that edge itself stands in for the
@@ -356,7 +378,8 @@ def _samples_and_gap(t: FloatArray, a: FloatArray, b: FloatArray) -> tuple[IntAr
     """
     n = t.shape[0]
     if n == 0:
-        return np.zeros(a.shape, dtype=np.int64), b - a, np.ones(a.shape, dtype=bool)
+        none = np.full(a.shape, -1, dtype=np.int64)
+        return np.zeros(a.shape, dtype=np.int64), b - a, np.ones(a.shape, dtype=bool), (none, none)
     # two binary searches, not four: t is distinct, so the other side differs only where an edge is a sample
     # (each search over a day of samples is cache misses, the larger part of a window's cost)
     i_in = np.searchsorted(t, a, side="left")  # first sample >= a
@@ -383,7 +406,7 @@ def _samples_and_gap(t: FloatArray, a: FloatArray, b: FloatArray) -> tuple[IntAr
     left_gap = np.where(has_any, first_t - left_t, right_t - left_t)
     right_gap = np.where(has_any, right_t - last_t, 0.0)
     gap = np.maximum(np.maximum(inner, left_gap), right_gap)
-    return samples, np.maximum(gap, 0.0), edge
+    return samples, np.maximum(gap, 0.0), edge, (lo, j_in - 1)
 
 
 def _range_max_diff(t: FloatArray, first_i: IntArray, last_i: IntArray) -> FloatArray:
@@ -446,10 +469,10 @@ def window_energy_many(
             continue
         am, bm = a[m], b[m]
         if track is None:
-            s, g, edge = _samples_and_gap(prep.any_t_s, am, bm)
+            s, g, edge, _idx = _samples_and_gap(prep.any_t_s, am, bm)
         else:
-            s, g, edge = _samples_and_gap(track.t_s, am, bm)
-            energy[m] = _cum_at(track, bm, code) - _cum_at(track, am, code)
+            s, g, edge, (ia, ib) = _samples_and_gap(track.t_s, am, bm)
+            energy[m] = _cum_at(track, bm, code, ib) - _cum_at(track, am, code, ia)
             if code == _M_COUNTER:
                 flags[m] |= np.where(_resets_between(track, am, bm) > 0, F_RESET, 0)
                 if np.isfinite(prep.counter_update_s) and prep.counter_update_s > 0:

@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--flush-interval", type=float, default=None, help="[daemon] flush_interval_s (default: the config's)")
     ap.add_argument("--rapl-root", default="", help="also sample RAPL from this powercap tree (tests/sources/powercap.py)")
+    ap.add_argument("--influx-url", default="", help="[influx] url: forward the log to this InfluxDB")
+    ap.add_argument("--prometheus-listen", default="", help="[prometheus] listen: serve /metrics here")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = Config()
@@ -36,6 +38,8 @@ def main() -> None:
         cfg.daemon.flush_interval_s = a.flush_interval
     cfg.store.path = a.store
     cfg.mqtt.url = a.mqtt_url
+    cfg.influx.url = a.influx_url
+    cfg.prometheus.listen = a.prometheus_listen
     if a.port:
         cfg.mqtt.embedded_port = a.port
     srcs: list[Any] = [NvmlSource(NvmlConfig(), nvml_module=make_shim(a.devices))]
