@@ -155,3 +155,24 @@ def test_flags_follow_their_definitions(data: st.DataObject, kind: str) -> None:
         t_in = tr.t[(tr.t >= a) & (tr.t <= b)]
         assert r.max_gap_s >= float(np.max(np.diff(t_in))) * 1e-9 - 1e-12
     assert r.max_gap_s <= max(b, int(tr.t[-1])) * 1e-9 - min(a, int(tr.t[0])) * 1e-9 + 1e-9
+
+
+@FAST
+@given(st.data())
+def test_counter_edges_from_known_indices_equal_numpys_interp_to_the_bit(data: st.DataObject) -> None:
+    # window_energy_many interpolates the counter at each window edge from the index its sample count already found
+    # (energy._interp_at); it must give np.interp's numbers exactly, or a window's joules would depend on the path
+    from jouled.energy import _interp_at
+
+    n = data.draw(st.integers(2, 60))
+    gaps = data.draw(st.lists(st.floats(1e-6, 1e3), min_size=n - 1, max_size=n - 1))
+    t = np.concatenate(([0.0], np.cumsum(gaps)))
+    if not bool(np.all(np.diff(t) > 0)):
+        return  # rounding made two times equal: not a track (tracks are distinct)
+    y = np.cumsum(np.array(data.draw(st.lists(st.floats(0, 1e6), min_size=n, max_size=n))))
+    inside = data.draw(st.lists(st.floats(float(t[0]) - 10, float(t[-1]) + 10), min_size=1, max_size=30))
+    on_samples = [float(t[i]) for i in data.draw(st.lists(st.integers(0, n - 1), max_size=10))]
+    x = np.array(inside + on_samples)
+    last_le = np.searchsorted(t, x, side="right") - 1
+    xc = np.clip(x, t[0], t[-1])
+    assert np.array_equal(_interp_at(t, y, xc, last_le), np.interp(xc, t, y))
