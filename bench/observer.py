@@ -51,14 +51,16 @@ RESULTS = REPO / "bench" / "results" / "observer.json"
 
 def start_daemon(tmp: Path, rate_hz: float, gpus: int, rapl: int, code: Path = REPO,
                  extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-    """The shim daemon from `code` (this tree, or an older worktree given by --before); `extra`: more arguments."""
+    """The shim daemon from `code` (this tree, or an older worktree given by --before); `extra`: more arguments.
+    Its log goes to tmp/daemon.log."""
     root = powercap_tree(tmp / f"powercap-{rate_hz:g}", rapl)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp / "run"), XDG_DATA_HOME=str(tmp / "data"), PYTHONPATH=str(code))
     for k in ("JOULED_CONFIG", "JOULED_STORE", "RUNTIME_DIRECTORY"):
         env.pop(k, None)
     argv = [sys.executable, "-m", "tests.faults.shim_daemon", "--store", str(tmp / f"obs-{rate_hz:g}.db"),
             "--devices", str(gpus), "--rate", str(rate_hz), "--rapl-root", str(root), "--port", str(free_port()), *extra]
-    return subprocess.Popen(argv, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(tmp / "daemon.log", "wb") as log:
+        return subprocess.Popen(argv, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 
 CODECARBON_CHILD = """
@@ -172,11 +174,13 @@ def service_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, rap
     try:
         with tempfile.TemporaryDirectory() as d:
             p = start_daemon(Path(d), rate_hz, gpus, rapl, extra=(
-                "--influx-url", f"influx://127.0.0.1:{influx.port}/jouled", "--prometheus-listen", f"127.0.0.1:{port}"))
+                "--influx-url", influx.url, "--prometheus-listen", f"127.0.0.1:{port}"))
             scraper = threading.Thread(target=scrape, daemon=True)
             scraper.start()
             try:
                 r = steady_cost(p, seconds, warmup_s)
+                if p.poll() is not None:
+                    raise RuntimeError(f"the daemon exited: {(Path(d) / 'daemon.log').read_text()[-2000:]}")
             finally:
                 stop_scrape.set()
                 stop(p)
@@ -184,6 +188,8 @@ def service_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, rap
         # the forwarding was real: what InfluxDB holds
         got = influx.influxql('SELECT count(power_w) FROM "power"', db="jouled")
         points = int(got[0]["values"][0][1]) if got else 0
+        if not points or not scrapes:
+            raise RuntimeError(f"forwarding or /metrics did not work ({points} points, {len(scrapes)} scrapes)")
     finally:
         influx.close()
     return {"rate_hz": rate_hz, "devices": gpus + rapl, "forwarding": "InfluxDB 1.x (v1 API), same machine",

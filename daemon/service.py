@@ -128,6 +128,8 @@ class Daemon:
     maintain_max_id: Callable[[], int | None] | None = None
     # run after the final flush at shutdown (the forwarder's last pass: what that flush wrote reaches InfluxDB)
     after_final_flush: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # called on the store thread after each flush that wrote samples (the forwarder's nudge): cheap, never blocking
+    on_flush: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.sampler = Sampler(self.sources, share_thread=self.config.daemon.shared_sampling_thread)
@@ -208,6 +210,9 @@ class Daemon:
         if h.last_error:
             log.info("store %s: writing again", h.path)
             h.last_error = ""
+        if n:
+            for hook in self.on_flush:
+                hook()
         return n
 
     def _bound_pending(self) -> int:

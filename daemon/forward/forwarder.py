@@ -130,6 +130,9 @@ class Forwarder:
         self._pool: ThreadPoolExecutor | None = None
         self._stat_lock = threading.Lock()
         self._done = threading.Event()  # run() has returned
+        # set by `nudge` (the daemon, after each flush; its stop): run() waits on it between passes, poll_s at most
+        self._wake = threading.Event()
+        self._more = False  # the last pass stopped at a read limit: more is waiting, the next pass goes at once
 
     # -- cursors ---------------------------------------------------------------------------------------------
 
@@ -151,11 +154,19 @@ class Forwarder:
 
     # -- the loop --------------------------------------------------------------------------------------------
 
+    def nudge(self) -> None:
+        """New rows are in the log (the daemon's flush committed), or `stop` was set: the waiting pass starts now."""
+        self._wake.set()
+
     def run(self, stop: threading.Event) -> None:
-        """Forward until `stop` is set; never raises (a failure is logged once, counted and retried)."""
+        """Forward until `stop` is set; never raises (a failure is logged once, counted and retried).
+
+        A pass sends what the log holds, then waits for the next `nudge` (poll_s at most: a forwarder nobody nudges
+        still follows the log). No pass that finds nothing right after one that drained it: one pass per flush."""
         log.info("forwarding the log to InfluxDB %s", self.writer.target)
         try:
             while not stop.is_set():
+                self._wake.clear()  # before the pass: a flush committed during it nudges the next one
                 try:
                     sent = self.step()
                 except WriteError as e:
@@ -170,7 +181,8 @@ class Forwarder:
                 self._recovered()
                 if sent == 0:
                     self.stats.state = "idle"
-                    stop.wait(self.poll_s)
+                if not self._more:
+                    self._wake.wait(self.poll_s)
         finally:
             self.stats.state = "stopped"
             self.store.close()  # this thread's connection; the writer stays open for finish()
@@ -213,6 +225,7 @@ class Forwarder:
 
     def step(self, *, health: bool = True) -> int:
         """One pass: markers, allocations, carbon, then up to a read's worth of sample chunks. Points sent."""
+        self._more = False
         n = self._markers() + self._allocations() + self._carbon(force=not health) + self._chunks()
         self._update_backlog(force=n == 0)
         self._check_disk()
@@ -296,6 +309,7 @@ class Forwarder:
         rows = self.store.markers_after(self.cursor("markers"), limit=self.batch_size)
         if not rows:
             return 0
+        self._more |= len(rows) >= self.batch_size
         lines = []
         for _id, m in rows:
             try:
@@ -310,6 +324,7 @@ class Forwarder:
         rows = self.store.allocations_after(self.cursor("allocation"), limit=self.batch_size)
         if not rows:
             return 0
+        self._more |= len(rows) >= self.batch_size
         lines = []
         for _id, a in rows:
             try:
@@ -366,7 +381,9 @@ class Forwarder:
 
     def _chunks(self) -> int:
         """Sample chunks, pipelined: up to `in_flight` writes in the air while the next batch is read and encoded;
-        the cursor follows the writes that completed, in order."""
+        the cursor follows the writes that completed, in order. A batch that is all there is (a read short of its
+        limits with nothing in the air: the steady state, a flush's worth) is written on this thread, not handed to
+        the pool and waited for (two thread wake-ups less a pass)."""
         pending: deque[tuple[Future[None], int, int, int]] = deque()  # (write, last chunk id, newest t, points)
         cur = self.cursor("chunks")
         sent = 0
@@ -377,6 +394,7 @@ class Forwarder:
                 if not rows:
                     break
                 reads += 1
+                last = len(rows) < CHUNKS_PER_READ and sum(len(d) for _c, _k, d in rows) < self.batch_size
                 lines: list[str] = []
                 for _cid, key, data in rows:
                     try:
@@ -388,7 +406,7 @@ class Forwarder:
                     lines.extend(lp.encode_samples(prefix, data.time_ns, data.power_w, data.energy_j))
                 cur = rows[-1][0]
                 t1 = max((int(d.time_ns[-1]) for _c, _k, d in rows if len(d)), default=0)
-                if self.in_flight == 1:
+                if self.in_flight == 1 or (last and not pending):
                     self._send("power", lines)
                     self._chunk_done(cur, t1)
                 else:
@@ -400,6 +418,10 @@ class Forwarder:
                         fut.result()
                         self._chunk_done(cid, t)
                 sent += len(lines)
+                if last:  # the log had no more when read: a flush since then nudges the next pass
+                    break
+            else:
+                self._more = True  # stopped at the read limit: markers and health had their turn, the rest goes next
             while pending:
                 fut, cid, t, _n = pending.popleft()
                 fut.result()
