@@ -47,6 +47,9 @@ CARBON_EVERY_S = 10.0
 CHUNKS_PER_READ = 4096
 BACKLOG_EVERY_S = 1.0
 DISK_EVERY_S = 30.0
+# cursors are saved in the log at most this often (and when the forwarder stops): after a crash at most this much
+# is sent again, which overwrites itself; a save each pass was one more write transaction on the log a flush
+CURSOR_SAVE_S = 5.0
 
 
 def quarantine_path(store_path: Path) -> Path:
@@ -121,6 +124,8 @@ class Forwarder:
         self._prefixes: dict[SeriesKey, str] = {}
         self._carbon_sent: dict[tuple[str, str, bool, int], float] = {}
         self._cursors: dict[str, int] = {}
+        self._unsaved: dict[str, int] = {}  # cursors moved since the last save
+        self._saved_at = time.monotonic()
         self._last_logged = ""
         self._last_backlog = 0.0
         self._last_disk = 0.0
@@ -133,6 +138,7 @@ class Forwarder:
         # set by `nudge` (the daemon, after each flush; its stop): run() waits on it between passes, poll_s at most
         self._wake = threading.Event()
         self._more = False  # the last pass stopped at a read limit: more is waiting, the next pass goes at once
+        self._drained = False  # the last pass read every chunk there was: no backlog then, without asking the log
 
     # -- cursors ---------------------------------------------------------------------------------------------
 
@@ -149,8 +155,17 @@ class Forwarder:
         return self._cursors.get("chunks", 0)
 
     def _advance(self, stream: str, value: int) -> None:
-        self.store.set_meta(self.key_prefix + stream, str(value))
         self._cursors[stream] = value
+        self._unsaved[stream] = value
+        if time.monotonic() - self._saved_at >= CURSOR_SAVE_S:
+            self.save_cursors()
+
+    def save_cursors(self) -> None:
+        """Write the cursors that moved into the log (one transaction)."""
+        if self._unsaved:
+            self.store.set_metas({self.key_prefix + k: str(v) for k, v in self._unsaved.items()})
+            self._unsaved.clear()
+        self._saved_at = time.monotonic()
 
     # -- the loop --------------------------------------------------------------------------------------------
 
@@ -185,6 +200,10 @@ class Forwarder:
                     self._wake.wait(self.poll_s)
         finally:
             self.stats.state = "stopped"
+            try:
+                self.save_cursors()
+            except Exception as e:  # the log failing at the end: at most CURSOR_SAVE_S is sent again next time
+                log.warning("forward: cursors not saved (%s)", e)
             self.store.close()  # this thread's connection; the writer stays open for finish()
             self._done.set()
 
@@ -205,6 +224,10 @@ class Forwarder:
 
     def close(self) -> None:
         """Release the write client and this thread's store connection (run() does it when it ends)."""
+        try:
+            self.save_cursors()
+        except Exception as e:
+            log.warning("forward: cursors not saved (%s)", e)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -220,12 +243,13 @@ class Forwarder:
             total += n
             if n == 0:
                 break
+        self.save_cursors()
         self._update_backlog(force=True)
         return total
 
     def step(self, *, health: bool = True) -> int:
         """One pass: markers, allocations, carbon, then up to a read's worth of sample chunks. Points sent."""
-        self._more = False
+        self._more = self._drained = False
         n = self._markers() + self._allocations() + self._carbon(force=not health) + self._chunks()
         self._update_backlog(force=n == 0)
         self._check_disk()
@@ -237,6 +261,7 @@ class Forwarder:
 
     def _backlog_while_failing(self) -> None:
         """Keep lag and backlog current while writes fail (the status shows the outage growing)."""
+        self._drained = False  # asked of the log, whatever the failed pass got to
         try:
             self._update_backlog()
             self._check_disk()
@@ -385,6 +410,7 @@ class Forwarder:
         limits with nothing in the air: the steady state, a flush's worth) is written on this thread, not handed to
         the pool and waited for (two thread wake-ups less a pass)."""
         pending: deque[tuple[Future[None], int, int, int]] = deque()  # (write, last chunk id, newest t, points)
+        self._drained = False
         cur = self.cursor("chunks")
         sent = 0
         reads = 0
@@ -392,6 +418,7 @@ class Forwarder:
             while reads < 64:  # bounded, so markers and health get their turn during a long catch-up
                 rows = self.store.raw_chunks_after(cur, limit=CHUNKS_PER_READ, max_points=self.batch_size)
                 if not rows:
+                    self._drained = not pending
                     break
                 reads += 1
                 last = len(rows) < CHUNKS_PER_READ and sum(len(d) for _c, _k, d in rows) < self.batch_size
@@ -419,6 +446,7 @@ class Forwarder:
                         self._chunk_done(cid, t)
                 sent += len(lines)
                 if last:  # the log had no more when read: a flush since then nudges the next pass
+                    self._drained = not pending
                     break
             else:
                 self._more = True  # stopped at the read limit: markers and health had their turn, the rest goes next
@@ -445,6 +473,10 @@ class Forwarder:
         if not force and now - self._last_backlog < BACKLOG_EVERY_S:
             return
         self._last_backlog = now
+        if self._drained:  # the pass sent every chunk the log held when it read: nothing behind the cursor then
+            self.stats.backlog_chunks = self.stats.backlog_points = 0
+            self.stats.lag_s = 0.0
+            return
         chunks, points, newest = self.store.raw_backlog(self.cursor("chunks"))
         self.stats.backlog_chunks, self.stats.backlog_points = chunks, points
         done = self.stats.forwarded_until_ns

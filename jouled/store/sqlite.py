@@ -746,8 +746,12 @@ class SqliteStore:
         return default if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
+        self.set_metas({key: value})
+
+    def set_metas(self, items: Mapping[str, str]) -> None:
+        """Set several `meta` keys in one transaction."""
         with self._transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?,?)", (key, value))
+            conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?,?)", list(items.items()))
 
     # -- maintenance: compaction, downsampling, retention ------------------------------------------
 

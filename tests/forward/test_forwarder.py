@@ -359,3 +359,41 @@ def test_refused_credentials_are_one_line_then_it_catches_up(tmp_path: Path, cap
         assert n == sum(int(v[0]) for v in log_totals(Path(cfg.store.path)).values())  # every power point arrived
     finally:
         srv.close()
+
+
+def test_cursors_are_saved_every_few_seconds_and_at_stop_and_a_crash_resends_only_overwrites(
+    influx: ServerHandle, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chunk cursor reaches the log at most every CURSOR_SAVE_S (not at each pass) and when the forwarder stops;
+    a forwarder that died before saving sends that stretch again, and InfluxDB still equals the log."""
+    import jouled.daemon.forward.forwarder as fmod
+    from jouled.daemon.forward.writers import target_id
+
+    cfg = influx_config(influx.url, db, tmp_path, host="h")
+    path = Path(cfg.store.path)
+    st = fill_store(path, chunks=2)
+    key = "forward:" + target_id(influx.url, "v1", db, "") + ":chunks"
+
+    def saved() -> int:
+        return int(st.get_meta(key, "0") or 0)
+
+    fwd = build_forwarder(cfg, SqliteStore(path))
+    assert fwd.step() > 0 and fwd.cursor("chunks") > 0
+    assert saved() == 0  # moved in memory only: the next save is due CURSOR_SAVE_S after the start
+    crashed_at = fwd.cursor("chunks")
+    fwd.writer.close()  # dies here: no close(), no save
+    fill_store(path, chunks=2, t0_ns=T0_NS + 10 * 10**9)
+    again = build_forwarder(cfg, SqliteStore(path))
+    assert again.cursor("chunks") == 0  # starts from the saved cursor: the first stretch is sent again
+    again.drain()
+    assert saved() == again.cursor("chunks") > crashed_at  # a drain (the final pass) ends with a save
+    fill_store(path, chunks=1, t0_ns=T0_NS + 20 * 10**9)
+    assert again.step() > 0 and saved() < again.cursor("chunks")
+    again.close()  # stopping saves
+    assert saved() == again.cursor("chunks")
+    assert_same(log_totals(path), influx_totals(influx, db))  # re-sent points overwrote themselves
+    monkeypatch.setattr(fmod, "CURSOR_SAVE_S", 0.0)  # due at every advance: saved by the pass itself
+    fill_store(path, chunks=1, t0_ns=T0_NS + 30 * 10**9)
+    last = build_forwarder(cfg, SqliteStore(path))
+    assert last.step() > 0 and saved() == last.cursor("chunks")
+    last.close()
