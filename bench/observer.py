@@ -14,6 +14,10 @@
    that code in the same run, alternating, so the machine's state hits both alike.
    CodeCarbon's `OfflineEmissionsTracker` (with the codecarbon extra) is measured the same way at
    measure_power_secs 1 and 15 (its default): steady-state CPU, and CPU over the whole run including its start-up.
+   `--service`: the same daemon as the installed service runs it — forwarding to a real InfluxDB 1.x (Debian
+   `influxdb`, started here on the same 2 cores) and serving `/metrics`, scraped every 15 s as Prometheus's example
+   configuration does — at 10 and 100 Hz (and the --before code the same way); InfluxDB's count of power points
+   proves the forwarding ran.
 2. Training throughput: the NB201 cell of bench/train_throughput.py trained with torch on every core, with no
    observer and with each observer (jouled at 10 and 100 Hz, CodeCarbon at 1 s and 15 s), in rounds of blocks
    (off, then each observer) so drift of the machine hits all alike; the figure per observer is
@@ -147,7 +151,8 @@ def observer_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, ra
 SCRAPE_S = 15.0  # Prometheus's scrape interval in its example configuration (its built-in default is 1 min)
 
 
-def service_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, rapl: int) -> dict[str, Any]:
+def service_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, rapl: int,
+                 code: Path = REPO) -> dict[str, Any]:
     """The daemon as the installed service runs it: forwarding to a real InfluxDB 1.x on this machine and serving
     /metrics, scraped every SCRAPE_S by this script as Prometheus would. InfluxDB runs on the same 2 cores."""
     import threading
@@ -173,7 +178,7 @@ def service_cost(rate_hz: float, seconds: float, warmup_s: float, gpus: int, rap
 
     try:
         with tempfile.TemporaryDirectory() as d:
-            p = start_daemon(Path(d), rate_hz, gpus, rapl, extra=(
+            p = start_daemon(Path(d), rate_hz, gpus, rapl, code, extra=(
                 "--influx-url", influx.url, "--prometheus-listen", f"127.0.0.1:{port}"))
             scraper = threading.Thread(target=scrape, daemon=True)
             scraper.start()
@@ -422,10 +427,16 @@ def main() -> None:
             res["before"]["observer"].append(b)
     if a.service:
         res["service"] = []
+        if a.before is not None:
+            res["before"]["service"] = []
         for rate in (10.0, 100.0):
             r = service_cost(rate, a.seconds, a.warmup, a.gpus, a.rapl)
             print("service", json.dumps(r), flush=True)
             res["service"].append(r)
+            if a.before is not None:  # its tests/faults/shim_daemon.py needs --influx-url and --prometheus-listen
+                b = service_cost(rate, a.seconds, a.warmup, a.gpus, a.rapl, a.before)
+                print("before service", json.dumps(b), flush=True)
+                res["before"]["service"].append(b)
     if have_cc:
         res["codecarbon"] = [codecarbon_cost(i, a.seconds) for i in (1.0, 15.0)]
         print(json.dumps(res["codecarbon"]), flush=True)
