@@ -82,14 +82,18 @@ class V1Writer:
     def __init__(self, url: str, database: str, *, retention_policy: str = "", username: str = "",
                  password: str | None = None, timeout_s: float = 10.0) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UserError(f"[influx] url {redact_url(url)!r}: not an http:// or https:// URL of an InfluxDB — "
+        try:
+            port = parts.port
+        except ValueError:  # a port that is not a number, or out of range
+            port = -1
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+            raise UserError(f"[influx] url {redact_url(url)!r}: not an http:// or https:// URL with a host (and a port number) — "
                             "e.g. http://localhost:8086")
         self.database = database
         self.target = redact_url(url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname
-        self._port = parts.port or (443 if self._https else 80)
+        self._port = port or (443 if self._https else 80)
         self._timeout_s = timeout_s
         query = {"db": database, "precision": "ns"}
         if retention_policy:

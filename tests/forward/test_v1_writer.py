@@ -95,7 +95,8 @@ def test_a_server_down_is_a_retry_naming_the_target_never_the_password() -> None
     assert e.value.kind == "retry" and "cannot connect" in str(e.value) and "s3cret" not in str(e.value)
 
 
-@pytest.mark.parametrize("url", ["influx://127.0.0.1:8086/db", "localhost:8086", "ftp://h/"])
+@pytest.mark.parametrize("url", ["influx://127.0.0.1:8086/db", "localhost:8086", "ftp://h/", "http://h:80x86",
+                                 "http://h:99999", "http://:8086"])
 def test_a_url_that_is_not_http_is_one_line_naming_the_key(url: str) -> None:
     with pytest.raises(UserError) as e:
         V1Writer(url, "db")
