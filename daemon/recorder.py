@@ -331,6 +331,7 @@ class MarkerRecorder:
                         backoff.reset()
                         log.info("markers: subscribed to %s on %s", TOPIC_WILDCARD, ep.url)
                         self.ready.set()
+                        self.daemon.status_changed()  # readers of the file (a `nas search` child's parent) see it now
                         async for msg in client.messages:
                             try:
                                 await self.handle(str(msg.topic), bytes(msg.payload or b""))  # type: ignore[arg-type]
@@ -343,6 +344,8 @@ class MarkerRecorder:
                         failed_tries += 1
                         if failed_tries == 1 and self.stats.connects:
                             self.stats.outages += 1
+                    if self.stats.connected:
+                        self.daemon.status_changed()
                     self.stats.connected = False
                     err = f"{e}".splitlines()[0]
                     if err != self.stats.last_error:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from jouled.clock import CLOCK
 from jouled.config import Config
 from jouled.daemon import memory, sdnotify
+from jouled.daemon.statussock import serve_status
 from jouled.daemon.storethread import StoreThread
 from jouled.errors import UserError
 from jouled.sampler import Sampler
@@ -31,7 +32,7 @@ T = TypeVar("T")
 log = logging.getLogger("jouled.daemon")
 
 MAINTENANCE_PERIOD_S = 60.0
-STATUS_COPY_PERIOD_S = 10.0  # the status copy beside the log (the status file itself: every health_interval_s)
+STATUS_COPY_PERIOD_S = 30.0  # the status copy beside the log (the status file itself: every health_interval_s)
 SOURCES_OPEN_WAIT_S = 10.0  # READY waits this long for the sources to open (a meter's handshake takes a while)
 SIDE_TASKS_STOP_S = 10.0  # at shutdown, how long the marker recorder and the other side tasks get to finish
 MAX_PENDING_SAMPLES = 5_000_000  # ~10 min of 1000 Hz × 8 devices held in memory while the store is down
@@ -330,6 +331,13 @@ class Daemon:
         if primary_error is not None:
             raise primary_error
 
+    def status_changed(self) -> None:
+        """Rewrite the status file soon (on the store thread), not at the next health interval: for a change its
+        readers wait on (the marker recorder subscribed). `jouled status` asks the socket, which is always current."""
+        st = self._store_thread
+        if st is not None and st.periodic_on.is_set():
+            st.submit(self._status_tick)
+
     def _status_tick(self) -> None:
         """The status file, on the store thread's timer."""
         with contextlib.suppress(OSError):  # logged by write_status, once per distinct error
@@ -355,6 +363,7 @@ class Daemon:
                 break
             await asyncio.sleep(0.05)
         summary = sampling_summary(self.sampler.health())
+        self.status_changed()  # the file shows the sources open, not one health interval later
         sdnotify.notify(f"READY=1\nSTATUS={summary.split(';')[0]} into {self.store.path}")
         log.info("jouled %s into %s", summary, self.store.path)
         memory.trim()  # what the imports and the sources' opening freed goes back to the OS: a smaller steady RSS
@@ -380,6 +389,8 @@ class Daemon:
         self._store_thread = StoreThread([(self.config.daemon.flush_interval_s, self.flush_now),
                                           (self.config.daemon.health_interval_s, self._status_tick)])
         self._store_thread.start()
+        self.status_changed()  # a first status file now, not one health interval later
+        status_server = asyncio.create_task(serve_status(self), name="status socket")
         side = [asyncio.create_task(t(self), name=getattr(t, "__name__", "task")) for t in self.tasks]
         core = [
             asyncio.create_task(self._watchdog_loop()),
@@ -424,6 +435,9 @@ class Daemon:
                 self.write_status(final=True)
             await asyncio.to_thread(self._store_thread.stop)  # its calls are done (the final flush above)
             self._store_thread = None
+            # live until here: `jouled status` during a slow shutdown sees it happen
+            status_server.cancel()
+            await asyncio.gather(status_server, return_exceptions=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)

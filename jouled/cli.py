@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
@@ -377,15 +378,24 @@ def status(
 
     Exit code: 0 the daemon runs, 1 it does not (its last status is shown), 2 no status file (or a usage error).
     """
-    from jouled.statusfile import freshest
+    from jouled.statusfile import freshest, read_live
     from jouled.store.url import parse_store_url
 
     _check_format(fmt)
     ctx = context(config, store)
     store_path = parse_store_url(ctx.store_url)
-    # the daemon may run in another environment (the service): the freshest of the files it may have written
+    # the daemon may run in another environment (the service): the freshest of the files it may have written, and
+    # the socket beside it, where the daemon answers with its status as it is now
     path = freshest(ctx.config.status_paths(store_path)) or ctx.config.status_path(store_path)
-    st = _read_status(path)
+    live, why_not = read_live(path)
+    if live is not None:
+        live["running"] = True
+        st = live
+    else:
+        st = _read_status(path)
+        if st["running"] and why_not:  # a daemon runs but would not answer: say how old the file's figures are
+            age_s = (time.time_ns() - int(st.get("updated_ns") or 0)) / 1e9
+            typer.echo(f"{why_not}; showing the status file, written {age_s:.0f} s ago", err=True)
     if fmt == "json":
         typer.echo(json.dumps(st, indent=2))
     else:

@@ -161,7 +161,10 @@ class DaemonConfig(_Section):
     # 1 s: each flush is one SQLite transaction whose cost hardly depends on its samples (12 series: ~0.5 ms of CPU
     # hot, ~1.2 ms after a sleep on a VM); 0.5 s cost an idle daemon a sixth more CPU (bench/results/observer.json)
     flush_interval_s: float = num(1.0, gt=0)
-    health_interval_s: float = num(1.0, gt=0)
+    # the status file (and the copy beside the log, every 30 s at most); `jouled status` asks the daemon live on the
+    # socket beside it (daemon/statussock.py), so the file is for readers that cannot reach the socket and for the
+    # last status after exit. At 1 s its rewrite was about a tenth of an idle daemon's CPU.
+    health_interval_s: float = num(10.0, gt=0)
     # sources that never wait on I/O (NVML, RAPL, the estimate) share one sampling thread: one wake-up per tick
     shared_sampling_thread: bool = True
 

@@ -2,8 +2,9 @@
 
 A process boundary instead of an in-process daemon: the scheduler never imports the daemon (the import rules), the
 child runs exactly what the service runs, its sampling threads do not share the search's GIL, and a crash of either
-side cannot take the other with it. Readiness is read from the child's status file (its marker recorder says
-``connected`` once it has subscribed), so no marker a worker sends after this returns is missed.
+side cannot take the other with it. Readiness is asked of the child's status socket, else read from its status file
+(its marker recorder says ``connected`` once it has subscribed), so no marker a worker sends after this returns is
+missed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from urllib.parse import quote
 from jouled.config import Config
 from jouled.errors import UserError
 from jouled.secrets import mqtt_auth, redact_url
+from jouled.statusfile import read_live
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -159,7 +161,7 @@ def start_child(
                 f"the daemon (`jouled run --store {store_url}`) exited with {child.returncode} while starting: "
                 f"{link.log_tail() or 'no output'} — full log: {log_path}"
             )
-        st = _read_json(status_path)
+        st = read_live(status_path, timeout_s=1.0)[0] or _read_json(status_path)
         if st.get("pid") == child.pid and (st.get("markers") or {}).get("connected"):
             return link
         if time.monotonic() > deadline:

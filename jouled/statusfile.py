@@ -16,6 +16,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 RUNTIME_SUBDIR = "jouled"
 
@@ -84,3 +85,55 @@ def freshest(paths: list[Path]) -> Path | None:
         if best is None or mtime > best[0]:
             best = (mtime, p)
     return None if best is None else best[1]
+
+
+# -- the live status: a Unix socket beside the status file (daemon/statussock.py serves it) -------------------------
+
+SOCKET_MODE = 0o660  # owner and group may connect: the group that may read the status file may ask for it live
+SOCKET_PATH_MAX_BYTES = 107  # Linux's sun_path holds 108 bytes, the terminating NUL included
+LIVE_TIMEOUT_S = 2.0
+
+
+def status_socket_path(status_path: Path) -> Path:
+    """The live-status socket beside a status file: ``<name>.status.json`` → ``<name>.status.sock``."""
+    name = Path(status_path).name
+    return Path(status_path).with_name((name[:-5] if name.endswith(".json") else name) + ".sock")
+
+
+def socket_path_fits(path: Path) -> bool:
+    """Whether ``path`` is short enough to bind or connect a Unix socket to."""
+    return len(os.fsencode(path)) <= SOCKET_PATH_MAX_BYTES
+
+
+def read_live(status_path: Path, timeout_s: float = LIVE_TIMEOUT_S) -> tuple[dict[str, Any] | None, str]:
+    """The daemon's status as it is now, asked on the socket beside ``status_path``: (status, "") when it answered,
+    else (None, why not) — "" when there is simply no daemon listening there (no socket, or a socket left by one that
+    died), a reason worth telling when one is there but the answer failed (permission, a timeout)."""
+    import json
+    import socket
+
+    path = status_socket_path(status_path)
+    if not socket_path_fits(path):
+        return None, ""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(str(path))
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+        return None, ""
+    except TimeoutError:
+        return None, f"status socket {path}: no answer within {timeout_s:g} s"
+    except OSError as e:
+        return None, f"status socket {path}: {e.strerror or e}"
+    finally:
+        sock.close()
+    try:
+        data = json.loads(b"".join(chunks))
+    except ValueError as e:
+        return None, f"status socket {path}: not a status ({e})"
+    if not isinstance(data, dict):
+        return None, f"status socket {path}: not a status"
+    return data, ""

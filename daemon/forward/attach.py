@@ -23,10 +23,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jouled.forward")
 FINAL_PASS_S = 5.0  # at shutdown: how long the last pass may take (what is left then goes at the next start)
-# health points (jouled_health) every ten status intervals, 1 s at least: 10 s by default, Telegraf's default interval.
-# At every status interval (1 s) they were a second HTTP write a second beside the samples' (bench/observer.py
-# --service); `jouled status` and /metrics stay live either way.
+# health points (jouled_health) every 10 s, Telegraf's default interval, or every ten status intervals when those are
+# shorter (tests), 1 s at least. At every status interval (then 1 s) they were a second HTTP write a second beside the
+# samples' (bench/observer.py --service); `jouled status` and /metrics stay live either way.
 HEALTH_POINTS_EVERY = 10
+HEALTH_POINTS_PERIOD_S = 10.0
+
+
+def health_points_period_s(health_interval_s: float) -> float:
+    return min(HEALTH_POINTS_PERIOD_S, max(HEALTH_POINTS_EVERY * health_interval_s, 1.0))
 
 
 def build_writer(cfg: Config) -> Writer:
@@ -59,7 +64,7 @@ def build_forwarder(cfg: Config, store: SqliteStore, **kw: object) -> Forwarder:
     writer = build_writer(cfg)
     opts: dict[str, object] = {
         "batch_size": ic.batch_size, "max_retry_s": ic.max_retry_s, "poll_s": min(cfg.daemon.flush_interval_s, 1.0),
-        "health_period_s": max(HEALTH_POINTS_EVERY * cfg.daemon.health_interval_s, 1.0), "host": cfg.daemon.host,
+        "health_period_s": health_points_period_s(cfg.daemon.health_interval_s), "host": cfg.daemon.host,
         "disk_budget_mb": ic.disk_budget_mb,
     }
     opts.update(kw)
