@@ -158,9 +158,11 @@ S = TypeVar("S", bound=_Section)
 class DaemonConfig(_Section):
     host: str = field(default_factory=socket.gethostname)
     status_path: str = ""  # empty: the runtime dir, "<store stem>-<hash>.status.json" (jouled.statusfile)
-    # 1 s: each flush is one SQLite transaction whose cost hardly depends on its samples (12 series: ~0.5 ms of CPU
-    # hot, ~1.2 ms after a sleep on a VM); 0.5 s cost an idle daemon a sixth more CPU (bench/results/observer.json)
-    flush_interval_s: float = num(1.0, gt=0)
+    # 2 s: each flush is one SQLite transaction whose cost hardly depends on its samples (12 series: ~0.5 ms of CPU
+    # hot, ~1.4 ms after a sleep on a VM: at 1 s, the larger part of an idle daemon's store thread; 0.5 s cost a sixth
+    # more CPU than 1 s; bench/results/observer.json). A crash loses at most about one interval; a query right after
+    # a run waits for the flush that covers its end (jouled.query.wait_live), so the interval costs no window samples
+    flush_interval_s: float = num(2.0, gt=0)
     # the status file (and the copy beside the log, every 30 s at most); `jouled status` asks the daemon live on the
     # socket beside it (daemon/statussock.py), so the file is for readers that cannot reach the socket and for the
     # last status after exit. At 1 s its rewrite was about a tenth of an idle daemon's CPU.

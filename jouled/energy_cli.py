@@ -18,7 +18,7 @@ from jouled.energy import NO_SAMPLES
 from jouled.errors import UserError
 from jouled.jsonout import dumps_indent2
 from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
-from jouled.query import EpochRow, compute_rows, open_readonly, run_rows, run_totals
+from jouled.query import EpochRow, compute_rows, live_wait_s, open_readonly, run_rows, run_totals
 from jouled.rows import has_samples
 from jouled.rowtable import RowTable, column, csv_text, json_text
 from jouled.tables import Column, WideOpt, make_console, print_table
@@ -193,7 +193,8 @@ def epochs(
     ctx = context(config, store)
     st = open_readonly(ctx.store_url, ctx.config)  # sqlite:///, influx://, influx2://
     with progress_bar("energy per window", enabled=progress_enabled(no_progress)) as on_progress:
-        rows, problems = compute_rows(st, ctx.config, run, scopes, host_devices, on_progress=on_progress)
+        rows, problems = compute_rows(st, ctx.config, run, scopes, host_devices, on_progress=on_progress,
+                                      wait_live_s=live_wait_s(ctx.config))
     for p in problems:
         typer.echo(f"warning: {p}", err=True)
     if not rows:
@@ -278,7 +279,8 @@ def runs(
     ctx = context(config, store)
     st = open_readonly(ctx.store_url, ctx.config)  # sqlite:///, influx://, influx2://
     with progress_bar("energy per run", enabled=progress_enabled(no_progress)) as on_progress:
-        rows, problems = compute_rows(st, ctx.config, None, ("run",), on_progress=on_progress)
+        rows, problems = compute_rows(st, ctx.config, None, ("run",), on_progress=on_progress,
+                                      wait_live_s=live_wait_s(ctx.config))
     for p in problems:
         typer.echo(f"warning: {p}", err=True)
     totals = run_totals(rows, st)  # chosen by the series' stored roles (jouled.series)

@@ -181,8 +181,13 @@ def compute_rows(
     scopes: Sequence[str],
     host_devices: str = "total",
     on_progress: ProgressFn | None = None,
+    wait_live_s: float = 0.0,
 ) -> tuple[RowTable, list[str]]:
     """Rows of `energy epochs` (one per window and device) for `run` (None: every run), and marker problems.
+
+    `wait_live_s`: when a daemon is logging into this store right now and has not yet flushed past the markers'
+    last time (a run that just ended), wait up to this long for it (`wait_live`), so the last window has its samples;
+    a host still behind then is one more problem line.
 
     The rows are a `RowTable`: a read-only sequence of the row dicts, held as columns until a row is read
     (`column(key)` reads one field of every row without building them; `list(rows)` or `rows.rows()` gives a list).
@@ -199,6 +204,14 @@ def compute_rows(
     # of these scopes, unless a re-declaration splits its windows (below). When every marker pairs, that span is
     # the windows' own; otherwise (a start without an end, …) the windows' span is read again after the pairing,
     # since the span read decides which declaration applies and the median spacing of undeclared series.
+    if wait_live_s > 0:
+        last_ns: dict[str, int] = {}
+        for m in markers:
+            if m.scope in scopes and m.time_ns > last_ns.get(m.host, m.time_ns - 1):
+                last_ns[m.host] = m.time_ns
+        behind = wait_live(store, last_ns, wait_live_s)
+    else:
+        behind = []
     changes = {h: _declaration_changes(store, h) for h in {m.host for m in markers}}
     spans: dict[str, tuple[int, int]] = {}
     for m in markers:
@@ -247,8 +260,8 @@ def compute_rows(
         for unused in early.values():  # a host with markers of these scopes but no window of them
             _cancel(unused)
     if len(parts) == 1:
-        return parts[0], [str(p) for p in problems]
-    return RowTable.from_dicts([r for p in parts for r in p]), [str(p) for p in problems]
+        return parts[0], [str(p) for p in problems] + behind
+    return RowTable.from_dicts([r for p in parts for r in p]), [str(p) for p in problems] + behind
 
 
 def _cancel(pending: Mapping[tuple[str, str], PendingSeries]) -> None:
@@ -575,7 +588,9 @@ class Query:
         self, run: str | None, scopes: Sequence[str], host_devices: str, on_progress: ProgressFn | None
     ) -> tuple[RowTable, list[str]]:
         try:
-            return compute_rows(self.store, self.config, run, scopes, host_devices, on_progress)
+            # as the CLI: a run that just ended gets the samples of the daemon's last flush interval
+            return compute_rows(self.store, self.config, run, scopes, host_devices, on_progress,
+                                wait_live_s=live_wait_s(self.config))
         except sqlite3.DatabaseError as e:
             raise StoreError(f"store {self.store.path}: unreadable ({e}) — pass --store sqlite:///path/to/jouled.db") from None
 
@@ -719,6 +734,47 @@ def lagging_series(
     if not live:
         return None
     return [k for k, t in live if t < _needed_ns(k, until_ns, neighbours)]
+
+
+def live_wait_s(config: Config) -> float:
+    """How long a query waits for a running daemon to flush past a run that just ended: three of its flush
+    intervals (as configured here), 3 s at least."""
+    return max(3.0, 3 * config.daemon.flush_interval_s)
+
+
+def wait_live(store: ReadStore, until_ns_by_host: Mapping[str, int], timeout_s: float, poll_s: float = 0.05) -> list[str]:
+    """Wait, up to `timeout_s` in all, until the daemon logging into `store` right now holds every reading before each
+    host's time (and the one after it: `wait_complete`); one line per host still behind then (none: nothing to wait
+    for). Waits only where waiting can help: a SQLite log a running daemon holds (its lock), with series it has
+    flushed in the last minute (`lagging_series`); a log nobody writes, an old run or an InfluxDB store return at once.
+    Why: a query right after a run ended (`jouled train … && jouled energy epochs`) would otherwise miss the samples
+    of the run's last flush interval, and its last window would come out short."""
+    import time as _time
+
+    path = getattr(store, "path", None)
+    if timeout_s <= 0 or not until_ns_by_host or not isinstance(path, Path):
+        return []
+    from jouled.daemonproc import lock_holder
+
+    if lock_holder(path) is None:
+        return []
+    deadline = _time.monotonic() + timeout_s
+    behind: list[str] = []
+    for host, until_ns in sorted(until_ns_by_host.items()):
+        while True:
+            lagging = lagging_series(store, until_ns, host=host)
+            if not lagging:  # None: nothing of this host is being logged now; []: complete
+                break
+            if _time.monotonic() >= deadline:
+                behind.append(
+                    f"host {host}: the log is not yet complete past the last marker for "
+                    + ", ".join(f"{k.source} {k.device}" for k in lagging)
+                    + f" after waiting {timeout_s:g} s — the last window may lack samples; is the daemon flushing "
+                    "(`jouled status`)?"
+                )
+                break
+            _time.sleep(poll_s)
+    return behind
 
 
 def wait_complete(
