@@ -20,7 +20,7 @@ def test_defaults_and_file_values_with_toml_ints_as_floats(tmp_path: Path) -> No
     cfg = _load(tmp_path, "[sources.nvml]\nrate_hz = 100\ngpus = [0, 2]\n[mqtt]\nembedded_port = 1884\n")
     assert cfg.sources.nvml.rate_hz == 100.0 and isinstance(cfg.sources.nvml.rate_hz, float)
     assert cfg.sources.nvml.gpus == [0, 2] and cfg.mqtt.embedded_port == 1884
-    assert cfg.sources.rapl.rate_hz == 10.0 and cfg.daemon.flush_interval_s == 1.0  # defaults
+    assert cfg.sources.rapl.rate_hz == 10.0 and cfg.daemon.flush_interval_s == 2.0  # defaults
     assert cfg.sources.nvml.was_set("rate_hz") and not cfg.sources.nvml.was_set("counter_rate_hz")
     assert cfg.source_file == str(tmp_path / "j.toml")
 
