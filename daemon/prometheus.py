@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from jouled import __version__
 from jouled.clock import CLOCK
 from jouled.errors import UserError
+from jouled.osthread import name_os_thread
 from jouled.series import default_meta
 
 if TYPE_CHECKING:
@@ -412,9 +413,11 @@ class MetricsServer:
         return int(self.server.server_address[1])
 
     def start(self) -> None:
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.5}, name="jouled-prometheus", daemon=True
-        )
+        def serve() -> None:
+            name_os_thread()  # "jouled-prometheus" in `top -H`
+            self.server.serve_forever(poll_interval=0.5)
+
+        self.thread = threading.Thread(target=serve, name="jouled-prometheus", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:

@@ -37,6 +37,7 @@ from jouled import influxproto as lp
 from jouled.backoff import Backoff
 from jouled.clock import CLOCK
 from jouled.daemon.forward.writers import WriteError, Writer
+from jouled.osthread import name_os_thread
 from jouled.secrets import write_private_file
 from jouled.store.sqlite import SeriesKey, SqliteStore
 
@@ -179,6 +180,7 @@ class Forwarder:
         A pass sends what the log holds, then waits for the next `nudge` (poll_s at most: a forwarder nobody nudges
         still follows the log). No pass that finds nothing right after one that drained it: one pass per flush."""
         log.info("forwarding the log to InfluxDB %s", self.writer.target)
+        name_os_thread("jouled-forward")  # an executor's thread: `top -H` and the observer bench tell it apart
         try:
             while not stop.is_set():
                 self._wake.clear()  # before the pass: a flush committed during it nudges the next one
@@ -205,6 +207,7 @@ class Forwarder:
             except Exception as e:  # the log failing at the end: at most CURSOR_SAVE_S is sent again next time
                 log.warning("forward: cursors not saved (%s)", e)
             self.store.close()  # this thread's connection; the writer stays open for finish()
+            name_os_thread()  # the executor's own name again, for whatever it runs next
             self._done.set()
 
     def finish(self, timeout_s: float = 5.0) -> None:
