@@ -761,19 +761,12 @@ def wait_live(store: ReadStore, until_ns_by_host: Mapping[str, int], timeout_s: 
     deadline = _time.monotonic() + timeout_s
     behind: list[str] = []
     for host, until_ns in sorted(until_ns_by_host.items()):
-        while True:
-            lagging = lagging_series(store, until_ns, host=host)
-            if not lagging:  # None: nothing of this host is being logged now; []: complete
-                break
-            if _time.monotonic() >= deadline:
-                behind.append(
-                    f"host {host}: the log is not yet complete past the last marker for "
-                    + ", ".join(f"{k.source} {k.device}" for k in lagging)
-                    + f" after waiting {timeout_s:g} s — the last window may lack samples; is the daemon flushing "
-                    "(`jouled status`)?"
-                )
-                break
-            _time.sleep(poll_s)
+        if not lagging_series(store, until_ns, host=host):  # None: nothing of this host is being logged; []: complete
+            continue
+        try:
+            wait_complete(store, until_ns, max(0.0, deadline - _time.monotonic()), host=host, poll_s=poll_s)
+        except TimeoutError as e:
+            behind.append(f"host {host}: {e} (the last window may lack samples)")
     return behind
 
 
