@@ -126,6 +126,32 @@ def test_to_pandas_from_columns_is_the_frame_of_the_dicts(tmp_path: Path) -> Non
         EpochRow.from_dicts([q.epochs("r1").to_dicts()[0], {**q.epochs("r1").to_dicts()[0], "x": 1}])
 
 
+
+def test_rows_from_the_table_equal_rows_from_the_dicts(tmp_path: Path) -> None:
+    """`epochs()` makes each row of its table a typed row without copying its dict (`EpochRow.from_table`): the same
+    rows as the copying path, the table's contract order kept, an optional field a row lacks absent from its JSON
+    and None as an attribute; a dict in another key order comes out in the contract's order."""
+    url = fill_store(tmp_path / "s.db")
+    st = SqliteStore(parse_store_url(url), readonly=True)
+    for host_devices in ("total", "share"):
+        table, _ = compute_rows(st, Config(), "r1", ("epoch", "phase", "run"), host_devices)
+        dicts = [dict(d) for d in table]
+        typed = EpochRow.from_table(table)
+        assert typed == EpochRow.from_dicts(dicts)
+        assert [r.to_dict() for r in typed] == [{**d, "flags": list(d["flags"])} for d in dicts]
+        assert all(isinstance(r.flags, tuple) for r in typed)
+    gpu = next(r for r in typed if r.device == "gpu0")
+    assert gpu.share is None and "share" not in gpu.to_dict()
+    d = next(x for x in dicts if x["device"] == "gpu0")
+    backwards = dict(reversed(list(d.items())))
+    row = EpochRow.from_dict(backwards)
+    assert list(row.to_dict()) == list(d) and row == EpochRow.from_dict(d)
+    with pytest.raises(TypeError, match=r"field\(s\) \['run'\] missing"):
+        EpochRow.from_dict({k: v for k, v in d.items() if k != "run"})
+    # a row built by the dataclass itself has every field: its optional ones are in its JSON, as None
+    full = dataclasses.replace(row, energy_j=1.0)
+    assert full.to_dict()["share"] is None and full.energy_j == 1.0
+
 def test_store_and_config_resolve_like_the_cli(api_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOULED_STORE", api_store)
     assert [r.run for r in jouled.query.open().runs()] == ["r1", "r2"]
