@@ -90,13 +90,16 @@ def test_text_from_the_columns_is_the_text_of_the_rows(gpus: bool, policy: Any, 
     rows = _table(gpus, policy, carbon, odd).rows()
     assert json_text(_table(gpus, policy, carbon, odd)) == json.dumps(rows, indent=2)
     assert json_text(rows) == json.dumps(rows, indent=2)
-    # the CSV as the CLI wrote it row by row before (csv.DictWriter, lists space-joined)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(CSV_KEYS), extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (" ".join(r[k]) if isinstance(r.get(k), (list, tuple)) else r.get(k)) for k in CSV_KEYS})
-    assert csv_text(_table(gpus, policy, carbon, odd), CSV_KEYS) == buf.getvalue()
+    # the CSV as the CLI wrote it row by row before (csv.DictWriter, lists space-joined); also every key, one no row
+    # has (`nope`) and `share` (some series only) among them
+    for keys in (CSV_KEYS, KEYS):
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(keys), extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (" ".join(r[k]) if isinstance(r.get(k), (list, tuple)) else r.get(k)) for k in keys})
+        assert csv_text(_table(gpus, policy, carbon, odd), keys) == buf.getvalue()
+        assert csv_text(rows, keys) == buf.getvalue()
 
 
 def test_a_row_read_is_kept_as_a_list_would_keep_it() -> None:
