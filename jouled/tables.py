@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from rich.cells import cell_len
 from rich.console import Console
+from rich.control import strip_control_codes
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -48,7 +50,7 @@ def _lines(cell: Cell) -> list[str]:
 
 
 def _cell_len(s: str) -> int:
-    return Text(s).cell_len
+    return cell_len(strip_control_codes(s))  # Text(s).cell_len, without building a Text per cell
 
 
 def cell_widths(col: Column, cells: Sequence[Cell]) -> tuple[int, int]:
@@ -120,7 +122,8 @@ def print_table(
         if not k:
             continue
         if c.fit == "whole":
-            t.add_column(c.header, justify=c.justify, no_wrap=True, min_width=mn)
+            # a fixed width (its widest cell, known here): rich then measures none of its cells again
+            t.add_column(c.header, justify=c.justify, no_wrap=True, min_width=mn, width=mn)
         else:
             t.add_column(c.header, justify=c.justify, overflow="fold", min_width=mn)
     for r in rows:
