@@ -500,10 +500,11 @@ class Rows(list[R], Generic[R]):
             raise MissingModule("to_pandas()", "pandas") from None
         if not self:
             return pd.DataFrame([])
-        order: dict[str, None] = {}
-        for keys in {tuple(r.__dict__): None for r in self}:  # each distinct key set (in the contract's order)
-            for k in keys:
-                order.setdefault(k, None)
+        names, optional = type(self[0])._names(), self[0]._optional
+        # each optional field from the first row that has it; those of the first row in the contract's order
+        first = {k: next((i for i, r in enumerate(self) if k in r.__dict__), -1) for k in optional}
+        order = [k for k in names if k not in optional or first[k] == 0]
+        order += sorted((k for k in optional if first[k] > 0), key=lambda k: (first[k], names.index(k)))
         missing = float("nan")
         cols: dict[str, list[Any]] = {}
         for k in order:
