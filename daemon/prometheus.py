@@ -14,12 +14,13 @@ import errno
 import ipaddress
 import logging
 import math
+import selectors
 import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -402,29 +403,46 @@ class _Server6(WSGIServer):
 
 @dataclass
 class MetricsServer:
-    """/metrics bound at build time (a taken port fails `jouled run` at once), served from one thread while running."""
+    """/metrics bound at build time (a taken port fails `jouled run` at once), served from one thread while running.
+
+    The thread sleeps in one select on the listening socket and a wake-up pipe, without a timeout: no wake-up at
+    all between scrapes (`serve_forever` polls its stop flag, twice a second by default). `stop` writes to the pipe.
+    """
 
     server: WSGIServer
     collector: JouledCollector
     thread: threading.Thread | None = None
+    _wake: tuple[socket.socket, socket.socket] = field(default_factory=socket.socketpair)
+    _stopping: bool = False
 
     @property
     def port(self) -> int:
         return int(self.server.server_address[1])
 
     def start(self) -> None:
-        def serve() -> None:
-            name_os_thread()  # "jouled-prometheus" in `top -H`
-            self.server.serve_forever(poll_interval=0.5)
-
-        self.thread = threading.Thread(target=serve, name="jouled-prometheus", daemon=True)
+        self.thread = threading.Thread(target=self._serve, name="jouled-prometheus", daemon=True)
         self.thread.start()
 
+    def _serve(self) -> None:
+        name_os_thread()  # "jouled-prometheus" in `top -H`
+        self.server.timeout = 0  # handle_request after select said readable: take the connection, never wait
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.server, selectors.EVENT_READ)
+            sel.register(self._wake[0], selectors.EVENT_READ)
+            while not self._stopping:
+                for key, _events in sel.select():
+                    if key.fileobj is self.server and not self._stopping:
+                        self.server.handle_request()  # one scrape, answered in this thread
+
     def stop(self) -> None:
+        self._stopping = True
         if self.thread is not None:
-            self.server.shutdown()
+            with contextlib.suppress(OSError):
+                self._wake[1].send(b"x")
             self.thread.join(5.0)
         self.server.server_close()
+        for s in self._wake:
+            s.close()
         self.collector.tail.close()
 
 
@@ -466,7 +484,7 @@ def attach_prometheus(daemon: Daemon) -> MetricsServer | None:
         try:
             await asyncio.Event().wait()
         finally:
-            # shutdown() waits for serve_forever's loop to notice (<= poll_interval): off the event loop
+            # stop() joins the serving thread (a scrape in progress finishes first): off the event loop
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.to_thread(ms.stop))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -221,3 +222,35 @@ def test_ipv6_loopback(tmp_path: Path) -> None:
     finally:
         bg.stop()
     assert "jouled_build_info{" in body
+
+
+def _switches(native_id: int) -> int:
+    """How often the thread went to sleep and was woken (voluntary context switches, from /proc)."""
+    for line in Path(f"/proc/self/task/{native_id}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+def test_the_serving_thread_sleeps_between_scrapes_and_stops_at_once(tmp_path: Path) -> None:
+    """No polling: between scrapes the thread is woken not once (serve_forever polled twice a second); a scrape is
+    answered, and stop() returns at once, not after a poll interval."""
+    port = free_port()
+    cfg = shim_config(tmp_path, port)
+    src = NvmlSource(NvmlConfig(), nvml_module=NvmlShim([FakeGpu(power_w=250.0)]))
+    d = build_daemon(cfg, sqlite_url(cfg.store.path), rate_hz=5, sources=[src], markers=False)
+    bg = BackgroundDaemon(d).start()
+    try:
+        assert scrape(port)
+        thread = next(t for t in threading.enumerate() if t.name == "jouled-prometheus")
+        assert thread.native_id is not None
+        before = _switches(thread.native_id)
+        time.sleep(1.5)
+        assert _switches(thread.native_id) - before == 0
+        assert scrape(port)  # still answering
+    finally:
+        t0 = time.monotonic()
+        bg.stop()
+        assert time.monotonic() - t0 < 5.0
+    assert not thread.is_alive()
