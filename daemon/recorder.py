@@ -238,6 +238,8 @@ class MarkerRecorder:
             for b, why in bad:
                 self._reject("unstorable", "store", f"run {b.run!r} seq {b.seq}: {why}")
             stored = [m for m in batch if id(m) not in bad_ids]
+            if stored:
+                self.daemon.logged()  # the forwarder sends them now, whether or not samples are flowing
             for m in stored:
                 problem = self.tracker.ack(m)
                 if problem is not None:

@@ -129,7 +129,8 @@ class Daemon:
     maintain_max_id: Callable[[], int | None] | None = None
     # run after the final flush at shutdown (the forwarder's last pass: what that flush wrote reaches InfluxDB)
     after_final_flush: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
-    # called on the store thread after each flush that wrote samples (the forwarder's nudge): cheap, never blocking
+    # called after each commit of new rows to the log (`logged`: the store thread's flush that wrote samples, the
+    # recorder's stored markers), on whichever thread committed (the forwarder's nudge): cheap, never blocking
     on_flush: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -212,9 +213,13 @@ class Daemon:
             log.info("store %s: writing again", h.path)
             h.last_error = ""
         if n:
-            for hook in self.on_flush:
-                hook()
+            self.logged()
         return n
+
+    def logged(self) -> None:
+        """New rows are committed to the log: what follows the log (the forwarder) goes now, not at its next poll."""
+        for hook in self.on_flush:
+            hook()
 
     def _bound_pending(self) -> int:
         """Bounded memory while the store refuses writes: drop the oldest batches past MAX_PENDING_SAMPLES, and count

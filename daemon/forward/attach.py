@@ -28,10 +28,19 @@ FINAL_PASS_S = 5.0  # at shutdown: how long the last pass may take (what is left
 # samples' (bench/observer.py --service); `jouled status` and /metrics stay live either way.
 HEALTH_POINTS_EVERY = 10
 HEALTH_POINTS_PERIOD_S = 10.0
+FORWARD_POLL_FLUSHES = 5  # the forwarder's poll, in flush intervals (forward_poll_s)
 
 
 def health_points_period_s(health_interval_s: float) -> float:
     return min(HEALTH_POINTS_PERIOD_S, max(HEALTH_POINTS_EVERY * health_interval_s, 1.0))
+
+
+def forward_poll_s(flush_interval_s: float) -> float:
+    """How long the forwarder waits for a nudge before it looks at the log anyway. The daemon nudges it after every
+    commit of its own (`Daemon.logged`: each flush, each stored marker batch), so the poll only finds rows another
+    process wrote into the log (a live search's allocations): within 10 s with the default 2 s flush. At the flush
+    interval (1 s before) every other pass found nothing, after asking the log for each of its five streams."""
+    return max(FORWARD_POLL_FLUSHES * flush_interval_s, 1.0)
 
 
 def build_writer(cfg: Config) -> Writer:
@@ -63,7 +72,7 @@ def build_forwarder(cfg: Config, store: SqliteStore, **kw: object) -> Forwarder:
     ic = cfg.influx
     writer = build_writer(cfg)
     opts: dict[str, object] = {
-        "batch_size": ic.batch_size, "max_retry_s": ic.max_retry_s, "poll_s": min(cfg.daemon.flush_interval_s, 1.0),
+        "batch_size": ic.batch_size, "max_retry_s": ic.max_retry_s, "poll_s": forward_poll_s(cfg.daemon.flush_interval_s),
         "health_period_s": health_points_period_s(cfg.daemon.health_interval_s), "host": cfg.daemon.host,
         "disk_budget_mb": ic.disk_budget_mb,
     }

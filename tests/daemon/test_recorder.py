@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -82,13 +83,19 @@ def test_embedded_broker_receives_markers(tmp_path: Path) -> None:
     port = free_port()
     src = ScriptedSource()
     d = start_daemon(make_config(tmp_path, "", embedded_port=port), [src])
+    logged: list[tuple[str, int]] = []  # who said "new rows in the log" (the forwarder's nudge), and markers stored then
+    d.daemon.on_flush.append(lambda: logged.append((threading.current_thread().name, d.daemon.recorder.stats.stored)))
     try:
         assert d.daemon.recorder.stats.embedded
         _publish(port, [_marker(0), _marker(1, "end")])
         _wait(lambda: d.daemon.recorder.stats.stored == 2)
+        _wait(lambda: any(n == 2 for _t, n in logged))
     finally:
         d.stop()
     assert len(d.daemon.store.read_markers("r1")) == 2
+    # stored markers nudge what follows the log themselves (the event loop's thread), not only the sample flushes
+    # (the store thread's): the forwarder sends them even where no samples flow
+    assert {t for t, _n in logged} - {"jouled-store"}
 
 
 @pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed (make test installs it)")
