@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jouled.daemon.prometheus import SeriesEnergy, add_samples, is_loopback, parse_listen
+from jouled.daemon.prometheus import SeriesEnergy, add_chunks, add_samples, is_loopback, parse_listen
 from jouled.errors import UserError
 
 NAN = np.nan
@@ -81,3 +81,33 @@ def test_counter_never_goes_backwards() -> None:
         add_samples(s, t, p, e)
         assert s.total_j >= prev
         prev = s.total_j
+
+
+def test_a_batch_of_chunks_counts_as_the_chunks_one_by_one() -> None:
+    """A scrape takes each series' new chunks in as few calls as it can (`add_chunks`): the same samples kept and
+    the same total as chunk by chunk, with rewritten old chunks (compaction), chunks of nothing new, and the switch
+    from power to the counter among them."""
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        t0 = 0
+        for _ in range(int(rng.integers(1, 8))):
+            n = int(rng.integers(1, 12))
+            if chunks and rng.random() < 0.3:  # a rewrite of older samples under a new id
+                start = int(rng.integers(0, t0 + 1))
+            else:
+                start = t0 + int(rng.integers(1, 10**8))
+            t = start + np.cumsum(rng.integers(0 if rng.random() < 0.2 else 1, 10**8, n))  # repeats sometimes
+            t0 = max(t0, int(t[-1]))
+            p = np.where(rng.random(n) < 0.2, np.nan, rng.uniform(0, 400, n))
+            e = np.where(rng.random(n) < 0.5, np.nan, rng.uniform(0, 1e6, n)) if trial % 2 else np.full(n, np.nan)
+            chunks.append((t.astype(np.int64), p, e))
+        one, batch = SeriesEnergy(last_t_ns=-1), SeriesEnergy(last_t_ns=-1)
+        for t, p, e in chunks:
+            add_samples(one, t, p, e)
+        add_chunks(batch, chunks)
+        assert batch.total_j == pytest.approx(one.total_j, rel=1e-12, abs=1e-9), trial
+        assert (batch.last_t_ns, batch.counter) == (one.last_t_ns, one.counter), trial
+        assert batch.last_energy_j == pytest.approx(one.last_energy_j, nan_ok=True)
+        assert batch.last_power_w == pytest.approx(one.last_power_w, nan_ok=True)
+        assert batch.last_power_t_ns == one.last_power_t_ns
