@@ -507,8 +507,15 @@ class Rows(list[R], Generic[R]):
         order += sorted((k for k in optional if first[k] > 0), key=lambda k: (first[k], names.index(k)))
         missing = float("nan")
         cols: dict[str, list[Any]] = {}
+        table: RowTable | None = getattr(self, "_table", None)
+        if table is not None and (len(table) != len(self) or not all(
+                r.__dict__ is d for r, d in zip(self, table.rows(), strict=True))):
+            table = None  # rows added, removed or reordered since `epochs()` built them: read the rows themselves
         for k in order:
-            if k in self[0]._optional:
+            if table is not None:  # the rows are the table's own dicts, unchanged (frozen): read its columns
+                col = table.columns_as_built(k, missing)
+                cols[k] = [list(v) for v in col] if k in self[0]._seq_fields else col
+            elif k in self[0]._optional:
                 cols[k] = [r.__dict__.get(k, missing) for r in self]
             elif k in self[0]._seq_fields:
                 cols[k] = [list(r.__dict__[k]) for r in self]
@@ -524,7 +531,9 @@ def epoch_rows(dicts: Iterable[Mapping[str, Any]]) -> Rows[EpochRow]:
     (`_Row.from_table`)."""
     with gc_paused():  # 100,000 new objects: the cyclic collector's passes over them cost more than building them
         if isinstance(dicts, RowTable):
-            return Rows(EpochRow.from_table(dicts))
+            rows = Rows(EpochRow.from_table(dicts))
+            rows._table = dicts  # type: ignore[attr-defined]  # to_pandas reads its columns (while the rows are its own)
+            return rows
         return Rows(EpochRow.from_dicts(dicts))
 
 

@@ -190,6 +190,21 @@ class RowTable(Sequence[Row]):
                     out[i] = row.get(key)
         return out
 
+    def columns_as_built(self, key: str, absent: Any = None) -> list[Any]:
+        """Every row's `key` from the columns, whether or not rows were built (`absent` where a row lacks the key):
+        for a reader that knows the built rows were not changed (the Python API's frozen rows, which are this
+        table's dicts), since `column` reads built rows as they are now."""
+        out = self._column(key)
+        if absent is not None and key not in _ROW_KEYS:  # an optional field: which rows lack it, from the columns
+            if self._order is None:
+                have = [getattr(s, key) is not None for s in self._series]
+                return [v if have[i % len(have)] else absent for i, v in enumerate(out)]
+            # a no-samples row (series -1) has `carbon_g` when the table has carbon, as `_row` writes it, nothing else
+            no_samples_has = key == "carbon_g" and self._with_carbon
+            return [v if (getattr(self._series[s], key, None) is not None if s >= 0 else no_samples_has) else absent
+                    for v, s in zip(out, self._order[1], strict=True)]
+        return out
+
     def _column(self, key: str) -> list[Any]:
         win, series = self._win, self._series
         if self._order is None:

@@ -17,7 +17,7 @@ from jouled.errors import UserError
 from jouled.query import EpochRow, NoMarkers, QueryError, RunRow, StoreError, UnknownRun, compute_rows
 from jouled.store.sqlite import SqliteStore, parse_store_url, sqlite_url
 
-from .conftest import GPU_W, PKG_W, WALL_W, fill_store
+from .conftest import GPU_W, HOST, PKG_W, T0_NS, WALL_W, fill_store
 
 runner = CliRunner()
 
@@ -151,6 +151,35 @@ def test_rows_from_the_table_equal_rows_from_the_dicts(tmp_path: Path) -> None:
     # a row built by the dataclass itself has every field: its optional ones are in its JSON, as None
     full = dataclasses.replace(row, energy_j=1.0)
     assert full.to_dict()["share"] is None and full.energy_j == 1.0
+
+
+def test_to_pandas_from_the_table_columns_is_the_frame_of_the_rows(tmp_path: Path) -> None:
+    """`epochs()` rows keep their table, and to_pandas reads its columns while the rows are still its own: the
+    frame of the row dicts, for every table shape (some series only in some windows, a window nobody has samples
+    for, share, with and without carbon), and the rows' own path once the list was changed."""
+    pd = pytest.importorskip("pandas")
+    from jouled.model import Marker
+
+    for name, carbon in (("c.db", True), ("nc.db", False)):
+        url = fill_store(tmp_path / name, carbon=carbon)
+        st = SqliteStore(parse_store_url(url))
+        late = T0_NS + 1000 * 10**9  # long after every sample: windows without samples (carbon known, when it is)
+        st.write_markers([Marker(late, HOST, "late", "run", "start", 0), Marker(late + 1, HOST, "late", "epoch", "start", 1, 0),
+                          Marker(late + 2 * 10**9, HOST, "late", "epoch", "end", 2, 0),
+                          Marker(late + 3 * 10**9, HOST, "late", "run", "end", 3)])
+        st.close()
+        q = jouled.query.open(url, Config())
+        for run, scope, hd in (("r1", "epoch", "total"), ("r1", "all", "share"), ("late", "all", "total"),
+                               ("r2", "epoch", "exclude")):
+            rows = q.epochs(run, scope=scope, host_devices=hd)
+            assert getattr(rows, "_table", None) is not None
+            if run == "late":
+                assert all("no-samples" in r.flags for r in rows) and all(("carbon_g" in r.to_dict()) == carbon for r in rows)
+            want = pd.DataFrame(rows.to_dicts())
+            pd.testing.assert_frame_equal(rows.to_pandas(), want)
+            if len(rows) > 1:
+                del rows[0]
+                pd.testing.assert_frame_equal(rows.to_pandas(), pd.DataFrame(rows.to_dicts()))
 
 def test_store_and_config_resolve_like_the_cli(api_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOULED_STORE", api_store)
