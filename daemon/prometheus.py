@@ -442,8 +442,8 @@ class _Server6(WSGIServer):
 class MetricsServer:
     """/metrics bound at build time (a taken port fails `jouled run` at once), served from one thread while running.
 
-    The thread sleeps in one select on the listening socket and a wake-up pipe, without a timeout: no wake-up at
-    all between scrapes (`serve_forever` polls its stop flag, twice a second by default). `stop` writes to the pipe.
+    The thread sleeps in one select on the listening socket and a wake-up socket pair, without a timeout: no wake-up
+    at all between scrapes (`serve_forever` polls its stop flag, twice a second by default). `stop` writes to the pair.
     """
 
     server: WSGIServer
