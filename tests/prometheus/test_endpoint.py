@@ -245,6 +245,7 @@ def test_the_serving_thread_sleeps_between_scrapes_and_stops_at_once(tmp_path: P
         assert scrape(port)
         thread = next(t for t in threading.enumerate() if t.name == "jouled-prometheus")
         assert thread.native_id is not None
+        time.sleep(0.3)  # the scrape's answer is out before its thread is back in select: let it get there
         before = _switches(thread.native_id)
         time.sleep(1.5)
         assert _switches(thread.native_id) - before == 0
