@@ -149,9 +149,7 @@ def add_chunks(state: SeriesEnergy, chunks: list[tuple[np.ndarray, np.ndarray, n
             add_samples(state, *chunks[i])
             i += 1
     rest = chunks[i:]
-    if len(rest) == 1:
-        add_samples(state, *rest[0])
-    elif rest:
+    if rest:
         ts = [c[0] for c in rest]
         add_samples(state, np.concatenate(ts), np.concatenate([c[1] for c in rest]), np.concatenate([c[2] for c in rest]),
                     chunk_thresholds(state.last_t_ns, ts))

@@ -17,7 +17,7 @@ import bisect
 import dataclasses
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,23 +350,34 @@ class _Row:
         """``[from_dict(d) for d in dicts]``, each distinct key order checked once instead of once per row: what
         100,000 rows cost is then the objects and their copied dicts (`from_table` takes a table's own dicts)."""
         orders: dict[tuple[str, ...], tuple[str, ...] | None] = {}  # a key order → the contract's (None: the same)
+
+        def copies() -> Iterator[dict[str, Any]]:
+            for d in dicts:
+                keys = tuple(d)
+                if keys in orders:
+                    order = orders[keys]
+                else:
+                    contract = cls._order(keys)  # raises on an unknown or missing field
+                    order = orders[keys] = None if contract == keys else contract
+                yield dict(d) if order is None else {k: d[k] for k in order}
+
+        return cls._adopt(copies())
+
+    @classmethod
+    def _adopt(cls: type[R], dicts: Iterable[dict[str, Any]]) -> list[R]:
+        """Each dict (the contract's keys in its order, nobody else's) becomes a row's `__dict__`, list fields as
+        tuples."""
         seq, new = cls._seq_fields, object.__new__
         set_dict = object.__setattr__  # a frozen dataclass refuses `obj.__dict__ = …` through its own __setattr__
         out: list[R] = []
+        append = out.append
         for d in dicts:
-            keys = tuple(d)
-            if keys in orders:
-                order = orders[keys]
-            else:
-                contract = cls._order(keys)  # raises on an unknown or missing field
-                order = orders[keys] = None if contract == keys else contract
-            values = dict(d) if order is None else {k: d[k] for k in order}
             for k in seq:
-                if type(values[k]) is not tuple:
-                    values[k] = tuple(values[k])
+                if type(d[k]) is not tuple:
+                    d[k] = tuple(d[k])
             obj = new(cls)
-            set_dict(obj, "__dict__", values)
-            out.append(obj)
+            set_dict(obj, "__dict__", d)
+            append(obj)
         return out
 
     @classmethod
@@ -380,19 +391,7 @@ class _Row:
             keys = tuple(d)
             if cls._order(keys) != keys:  # raises on an unknown or missing field
                 return cls.from_dicts(table.rows())  # not in the contract's order (never, today): copies in order
-        dicts = table.rows()
-        seq, new = cls._seq_fields, object.__new__
-        set_dict = object.__setattr__  # a frozen dataclass refuses `obj.__dict__ = …` through its own __setattr__
-        out: list[R] = []
-        append = out.append
-        for d in dicts:
-            for k in seq:
-                if type(d[k]) is not tuple:
-                    d[k] = tuple(d[k])
-            obj = new(cls)
-            set_dict(obj, "__dict__", d)
-            append(obj)
-        return out
+        return cls._adopt(table.rows())
 
     @classmethod
     def conform(cls, dicts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -485,6 +484,8 @@ class RunRow(_Row):
 class Rows(list[R], Generic[R]):
     """A list of rows with `.to_dicts()` (the CLI's JSON) and `.to_pandas()` (needs pandas)."""
 
+    _table: RowTable | None = None  # the table whose own dicts the rows are (`epoch_rows`): to_pandas reads its columns
+
     def to_dicts(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self]
 
@@ -507,7 +508,7 @@ class Rows(list[R], Generic[R]):
         order += sorted((k for k in optional if first[k] > 0), key=lambda k: (first[k], names.index(k)))
         missing = float("nan")
         cols: dict[str, list[Any]] = {}
-        table: RowTable | None = getattr(self, "_table", None)
+        table = self._table
         if table is not None and (len(table) != len(self) or not all(
                 r.__dict__ is d for r, d in zip(self, table.rows(), strict=True))):
             table = None  # rows added, removed or reordered since `epochs()` built them: read the rows themselves
@@ -532,7 +533,7 @@ def epoch_rows(dicts: Iterable[Mapping[str, Any]]) -> Rows[EpochRow]:
     with gc_paused():  # 100,000 new objects: the cyclic collector's passes over them cost more than building them
         if isinstance(dicts, RowTable):
             rows = Rows(EpochRow.from_table(dicts))
-            rows._table = dicts  # type: ignore[attr-defined]  # to_pandas reads its columns (while the rows are its own)
+            rows._table = dicts
             return rows
         return Rows(EpochRow.from_dicts(dicts))
 

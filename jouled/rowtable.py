@@ -195,15 +195,15 @@ class RowTable(Sequence[Row]):
         for a reader that knows the built rows were not changed (the Python API's frozen rows, which are this
         table's dicts), since `column` reads built rows as they are now."""
         out = self._column(key)
-        if absent is not None and key not in _ROW_KEYS:  # an optional field: which rows lack it, from the columns
-            if self._order is None:
-                have = [getattr(s, key) is not None for s in self._series]
-                return [v if have[i % len(have)] else absent for i, v in enumerate(out)]
-            # a no-samples row (series -1) has `carbon_g` when the table has carbon, as `_row` writes it, nothing else
-            no_samples_has = key == "carbon_g" and self._with_carbon
-            return [v if (getattr(self._series[s], key, None) is not None if s >= 0 else no_samples_has) else absent
-                    for v, s in zip(out, self._order[1], strict=True)]
-        return out
+        if absent is None or key in _ROW_KEYS or not out:  # every row has the key
+            return out
+        # an optional field: a series' rows have it when that series has its column; the no-samples row (series -1)
+        # as `_row` writes it
+        have = [getattr(s, key, None) is not None for s in self._series]
+        if self._order is None:
+            return [v if have[i % len(have)] else absent for i, v in enumerate(out)]
+        have.append(key in self._row(0, -1, 0))  # have[-1]: series -1
+        return [v if have[s] else absent for v, s in zip(out, self._order[1], strict=True)]
 
     def _column(self, key: str) -> list[Any]:
         win, series = self._win, self._series
