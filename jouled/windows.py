@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
+from jouled.fastinit import fast_init
 from jouled.markers import PairProblem, PairProblemKind, WindowPairer, window_key
 from jouled.model import Marker
 
 
+@fast_init  # built by the ten thousand per query (jouled.fastinit)
 @dataclass(frozen=True, slots=True)
 class Window:
     """One marker pair: the span of a run, an epoch or a phase."""
