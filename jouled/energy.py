@@ -20,6 +20,10 @@ IntArray = npt.NDArray[np.int64]
 # Quality thresholds (DESIGN.md "Energy of a window").
 SPARSE_BELOW_SAMPLES = 10  # the energy-benchmark study: SMI gave < 10 samples in 39 % of epochs
 GAP_PERIODS = 5.0  # a hole longer than this many sample periods is flagged `gap`
+# A counter flat over a window in which the device's power integrates to at least this much (and to more than this
+# many of the counter's steps, where it declared its resolution) is stuck, not idle: `counter-stuck`
+STUCK_MIN_J = 1.0
+STUCK_RESOLUTIONS = 10
 
 # What a series is (role `gpu` → attributed to a run through its `gpus`; every other role is a host device;
 # `host_wide` → flagged `host-wide`) comes from its metadata (jouled.series), declared by the source and
@@ -37,8 +41,11 @@ HOST_WIDE_SOURCES: frozenset[str] = frozenset({"estimate"})
 # Flag bits of the vectorised results; names in output order.
 # `no-samples`: no sample of the device inside the window and no energy could be computed (energy_j is null);
 # `host-wide`: the row is the whole machine's (HOST_WIDE_SOURCES), not only the run's.
-_FLAG_NAMES: tuple[str, ...] = ("sparse", "gap", "edge", "estimated", "reset", "no-samples", "host-wide", "coarse")
-F_SPARSE, F_GAP, F_EDGE, F_ESTIMATED, F_RESET, F_NO_SAMPLES, F_HOST_WIDE, F_COARSE = (
+# `counter-stuck`: the counter did not move while the device's power says it drew energy (`window_energy_many`).
+_FLAG_NAMES: tuple[str, ...] = (
+    "sparse", "gap", "edge", "estimated", "reset", "no-samples", "host-wide", "coarse", "counter-stuck",
+)
+F_SPARSE, F_GAP, F_EDGE, F_ESTIMATED, F_RESET, F_NO_SAMPLES, F_HOST_WIDE, F_COARSE, F_COUNTER_STUCK = (
     1 << i for i in range(len(_FLAG_NAMES))
 )
 NO_SAMPLES = "no-samples"
@@ -292,6 +299,7 @@ class PreparedSeries:
     counter_period_s: float = float("nan")  # of the counter field
     counter_update_s: float = float("nan")  # how often the device updates its counter (SeriesMeta); NaN: unknown
     power_update_s: float = float("nan")  # ... and its power value
+    counter_resolution_j: float = 0.0  # the counter's step (SeriesMeta); 0: unknown
 
 
 def prepare(series: SeriesArrays) -> PreparedSeries:
@@ -334,7 +342,13 @@ def prepare(series: SeriesArrays) -> PreparedSeries:
         counter_period_s=counter_period_s,
         counter_update_s=_known(series.meta.counter_update_s) if series.meta is not None else float("nan"),
         power_update_s=_known(series.meta.power_update_s) if series.meta is not None else float("nan"),
+        counter_resolution_j=_resolution_j(series.meta),
     )
+
+
+def _resolution_j(meta: SeriesMeta | None) -> float:
+    r = None if meta is None else meta.counter_resolution_j
+    return float(r) if r is not None and np.isfinite(r) and r > 0 else 0.0
 
 
 def _median_spacing_s(t_ns: IntArray) -> float:
@@ -448,7 +462,12 @@ def _rel_s(prep: PreparedSeries, t_ns: npt.ArrayLike) -> FloatArray:
 def window_energy_many(
     series: SeriesArrays | PreparedSeries, starts_ns: npt.ArrayLike, ends_ns: npt.ArrayLike
 ) -> WindowEnergyBatch:
-    """Energy of many windows of one device in one vectorised pass (searchsorted over all windows)."""
+    """Energy of many windows of one device in one vectorised pass (searchsorted over all windows).
+
+    A counter that did not move in a window while the same device's power says it drew at least STUCK_MIN_J there
+    (and more than STUCK_RESOLUTIONS of the counter's steps) is not counting — a meter whose integrator stopped or
+    was never started answers its last value forever: such a window takes the power integral instead, flagged
+    `counter-stuck`, rather than a silent 0 J."""
     prep = series if isinstance(series, PreparedSeries) else prepare(series)
     starts = np.atleast_1d(np.asarray(starts_ns, dtype=np.int64))
     ends = np.atleast_1d(np.asarray(ends_ns, dtype=np.int64))
@@ -463,46 +482,79 @@ def window_energy_many(
     samples = np.zeros(a.shape, dtype=np.int64)
     gap = np.zeros(a.shape)
     flags = np.zeros(a.shape, dtype=np.int64)
-    for code, track in ((_M_COUNTER, prep.counter), (_M_INTEGRAL, prep.power), (_M_NONE, None)):
+    for code in (_M_COUNTER, _M_INTEGRAL, _M_NONE):
         m = method == code
-        if not bool(np.any(m)):
-            continue
-        am, bm = a[m], b[m]
-        if track is None:
-            s, g, edge, _idx = _samples_and_gap(prep.any_t_s, am, bm)
-        else:
-            s, g, edge, (ia, ib) = _samples_and_gap(track.t_s, am, bm)
-            energy[m] = _cum_at(track, bm, code, ib) - _cum_at(track, am, code, ia)
-            if code == _M_COUNTER:
-                flags[m] |= np.where(_resets_between(track, am, bm) > 0, F_RESET, 0)
-                if np.isfinite(prep.counter_update_s) and prep.counter_update_s > 0:
-                    # each end's read is the value of the counter's last update: off by up to one update's energy
-                    flags[m] |= np.where(bm - am < COARSE_UPDATES * prep.counter_update_s, F_COARSE, 0)
-        samples[m] = s
-        gap[m] = g
-        flags[m] |= np.where(edge, F_EDGE, 0)
-        # each method judged against the period of the field it used
-        period = prep.counter_period_s if code == _M_COUNTER else prep.period_s
-        if code == _M_NONE and not np.isfinite(period):
-            period = prep.counter_period_s
-        if code == _M_COUNTER and np.isfinite(period):
-            # a counter is exact whatever its rate (DESIGN "Energy of a window"): sparse only when it delivered
-            # fewer than half the reads its own period promises (capped at the integral's 10)
-            need = np.minimum(SPARSE_BELOW_SAMPLES, np.floor(0.5 * (bm - am) / period))
-            flags[m] |= np.where(s < need, F_SPARSE, 0)
-        else:
-            distinct = s
-            if code == _M_INTEGRAL and np.isfinite(prep.power_update_s) and prep.power_update_s > 0:
-                # reads faster than the device updates its power repeat values (NVML on an H200: every 100 ms, so
-                # 100 Hz reads each value 10 times): what counts is the distinct values the window can hold
-                distinct = np.minimum(s, np.floor((bm - am) / prep.power_update_s + 1e-9).astype(np.int64))
-            flags[m] |= np.where(distinct < SPARSE_BELOW_SAMPLES, F_SPARSE, 0)
-        if np.isfinite(period):
-            flags[m] |= np.where(g > GAP_PERIODS * period, F_GAP, 0)
+        if bool(np.any(m)):
+            energy[m], samples[m], gap[m], flags[m] = _by_method(prep, code, a[m], b[m])
+    stuck = _stuck_counter(prep, method, energy, a, b)
+    if stuck is not None:
+        method[stuck] = _M_INTEGRAL
+        energy[stuck], samples[stuck], gap[stuck], flags[stuck] = _by_method(prep, _M_INTEGRAL, a[stuck], b[stuck])
+        flags[stuck] |= F_COUNTER_STUCK
     if prep.estimated:
         flags |= F_ESTIMATED
     flags |= np.where((samples == 0) & np.isnan(energy), F_NO_SAMPLES, 0)
     return WindowEnergyBatch(energy, method, samples, gap, flags)
+
+
+def _by_method(
+    prep: PreparedSeries, code: int, am: FloatArray, bm: FloatArray,
+) -> tuple[FloatArray, IntArray, FloatArray, IntArray]:
+    """(energy, samples, largest gap, flags) of windows [am, bm] by one method, each judged against the period of
+    the field that method uses."""
+    energy = np.full(am.shape, np.nan)
+    flags = np.zeros(am.shape, dtype=np.int64)
+    track = prep.counter if code == _M_COUNTER else prep.power if code == _M_INTEGRAL else None
+    if track is None:
+        s, g, edge, _idx = _samples_and_gap(prep.any_t_s, am, bm)
+    else:
+        s, g, edge, (ia, ib) = _samples_and_gap(track.t_s, am, bm)
+        energy = _cum_at(track, bm, code, ib) - _cum_at(track, am, code, ia)
+        if code == _M_COUNTER:
+            flags |= np.where(_resets_between(track, am, bm) > 0, F_RESET, 0)
+            if np.isfinite(prep.counter_update_s) and prep.counter_update_s > 0:
+                # each end's read is the value of the counter's last update: off by up to one update's energy
+                flags |= np.where(bm - am < COARSE_UPDATES * prep.counter_update_s, F_COARSE, 0)
+    flags |= np.where(edge, F_EDGE, 0)
+    period = prep.counter_period_s if code == _M_COUNTER else prep.period_s
+    if code == _M_NONE and not np.isfinite(period):
+        period = prep.counter_period_s
+    if code == _M_COUNTER and np.isfinite(period):
+        # a counter is exact whatever its rate (DESIGN "Energy of a window"): sparse only when it delivered
+        # fewer than half the reads its own period promises (capped at the integral's 10)
+        need = np.minimum(SPARSE_BELOW_SAMPLES, np.floor(0.5 * (bm - am) / period))
+        flags |= np.where(s < need, F_SPARSE, 0)
+    else:
+        distinct = s
+        if code == _M_INTEGRAL and np.isfinite(prep.power_update_s) and prep.power_update_s > 0:
+            # reads faster than the device updates its power repeat values (NVML on an H200: every 100 ms, so
+            # 100 Hz reads each value 10 times): what counts is the distinct values the window can hold
+            distinct = np.minimum(s, np.floor((bm - am) / prep.power_update_s + 1e-9).astype(np.int64))
+        flags |= np.where(distinct < SPARSE_BELOW_SAMPLES, F_SPARSE, 0)
+    if np.isfinite(period):
+        flags |= np.where(g > GAP_PERIODS * period, F_GAP, 0)
+    return energy, s, g, flags
+
+
+def _stuck_counter(
+    prep: PreparedSeries, method: npt.NDArray[np.int8], energy: FloatArray, a: FloatArray, b: FloatArray,
+) -> npt.NDArray[np.bool_] | None:
+    """Counter windows whose counter did not move while the power integral over the whole window is at least
+    STUCK_MIN_J and STUCK_RESOLUTIONS counter steps (`window_energy_many`); None when there are none (the usual
+    case: one comparison over the windows)."""
+    flat = (method == _M_COUNTER) & (energy == 0.0)
+    if not bool(flat.any()) or prep.power.n < 2:
+        return None
+    idx = np.flatnonzero(flat)
+    covered, length = _coverage(prep.power.t_s, a[idx], b[idx])
+    idx = idx[covered & (length >= (b[idx] - a[idx]) - 1e-9)]  # the power covers the whole window
+    if idx.size == 0:
+        return None
+    drawn_j = _cum_at(prep.power, b[idx], _M_INTEGRAL) - _cum_at(prep.power, a[idx], _M_INTEGRAL)
+    floor_j = max(STUCK_MIN_J, STUCK_RESOLUTIONS * prep.counter_resolution_j)
+    stuck = np.zeros(a.shape, dtype=bool)
+    stuck[idx[drawn_j >= floor_j]] = True
+    return stuck if bool(stuck.any()) else None
 
 
 def _resets_between(track: _Track, a: FloatArray, b: FloatArray) -> IntArray:

@@ -18,7 +18,7 @@ from jouled.energy import NO_SAMPLES
 from jouled.errors import UserError
 from jouled.jsonout import dumps_indent2
 from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
-from jouled.query import EpochRow, compute_rows, live_wait_s, open_readonly, run_rows, run_totals
+from jouled.query import EpochRow, compute_rows, compute_run_rows, live_wait_s, open_readonly, run_rows, run_totals
 from jouled.rows import has_samples
 from jouled.rowtable import RowTable, column, csv_text, json_text
 from jouled.tables import Column, WideOpt, make_console, print_table
@@ -279,11 +279,16 @@ def runs(
     ctx = context(config, store)
     st = open_readonly(ctx.store_url, ctx.config)  # sqlite:///, influx://, influx2://
     with progress_bar("energy per run", enabled=progress_enabled(no_progress)) as on_progress:
-        rows, problems = compute_rows(st, ctx.config, None, ("run",), on_progress=on_progress,
-                                      wait_live_s=live_wait_s(ctx.config))
+        # a run without a run window (epoch markers only, or not ended yet) is totalled from its epochs
+        rows, problems = compute_run_rows(st, ctx.config, on_progress=on_progress, wait_live_s=live_wait_s(ctx.config))
     for p in problems:
         typer.echo(f"warning: {p}", err=True)
     totals = run_totals(rows, st)  # chosen by the series' stored roles (jouled.series)
+    if not totals:  # markers, but not one finished window: "found nothing" (exit 1), not an empty table
+        open_runs = ", ".join(st.runs()[:5])
+        typer.echo(f"no run in {st.path} has a finished window yet (runs with markers: {open_runs}) — a run is "
+                   "listed once it ends, or once one of its epochs ends", err=True)
+        raise typer.Exit(1)
     if fmt == "json":
         _emit(run_rows(totals).to_dicts(), fmt, [])  # the Python API's rows: one contract (jouled.query)
         _say_runs_without_samples(totals, st.path)

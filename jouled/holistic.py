@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from jouled.config import Config
+from jouled.energy import NO_SAMPLES
 from jouled.errors import UserError
 from jouled.quality.calibfit import Fit, holistic_window
 from jouled.quality.calibstore import Calibration, calibration_path, pick
@@ -46,6 +47,7 @@ class WindowParts:
     dram_j: float = 0.0
     wall_j: float | None = None
     missing: list[str] = field(default_factory=list)  # devices in the total without samples in the window
+    flags: set[str] = field(default_factory=set)  # the quality flags of the rows counted (total and wall)
     devices: list[str] = field(default_factory=list)
 
     @property
@@ -63,6 +65,8 @@ def window_parts(rows: Sequence[Mapping[str, Any]], metas: Mapping[tuple[str, st
         by_key = {f"{r['source']}:{r['device']}": r for r in rs if r["source"]}
         choice = choose_totals(by_key, metas)
         wp = WindowParts(run, scope, epoch, phase, host, s, e, devices=list(choice.total))
+        for key in (*choice.total, *choice.wall):
+            wp.flags.update(f for f in by_key[key].get("flags", ()) if f != NO_SAMPLES)  # no-samples: by device below
         for key in choice.total:
             src, dev = key.split(":", 1)
             role = meta_or_default(metas.get((src, dev)), src, dev).role
@@ -150,7 +154,7 @@ def holistic_rows(
             u = mean_util(util, p.start_ns, p.end_ns)
             h = holistic_window(fit, p.duration_s, p.gpu_j, p.cpu_j, p.dram_j, u, pue,
                                 correction if calibrated else "time-varying")
-            flags = [f"no-samples:{k}" for k in p.missing]
+            flags = sorted(p.flags) + [f"no-samples:{k}" for k in p.missing]
             if calibration is not None and calibration.host and calibration.host != host:
                 flags.append(f"calibrated-on:{calibration.host}")
             err = None if p.wall_j is None or not p.wall_j else (h.it_j - p.wall_j) / p.wall_j * 100.0

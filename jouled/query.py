@@ -278,6 +278,29 @@ def _compute_rows(
     return RowTable.from_dicts([r for p in parts for r in p]), [str(p) for p in problems] + behind
 
 
+def compute_run_rows(
+    store: ReadStore,
+    config: Config,
+    on_progress: ProgressFn | None = None,
+    wait_live_s: float = 0.0,
+) -> tuple[RowTable, list[str]]:
+    """The rows `energy runs` totals (`run_totals`): each run's `run` window; a run without one — its markers are
+    epochs only (an import, a loop that never sent run markers), or it has not ended yet — its epoch and phase
+    windows, from which `run_totals` takes the epochs, else the phases (its `basis`). Marker problems as
+    `compute_rows` gives them, each once."""
+    rows, problems = compute_rows(store, config, None, ("run",), on_progress=on_progress, wait_live_s=wait_live_s)
+    have = set(rows.column("run")) if len(rows) else set()
+    missing = [r for r in store.runs() if r not in have]
+    if not missing:
+        return rows, problems
+    more: list[dict[str, Any]] = list(rows)
+    for run in missing:
+        # its problems were in the first call's already (it paired every run's markers)
+        got, _same_problems = compute_rows(store, config, run, ("epoch", "phase"))
+        more.extend(got)
+    return RowTable.from_dicts(more), problems
+
+
 def _cancel(pending: Mapping[tuple[str, str], PendingSeries]) -> None:
     """Reads not wanted after all: those not started yet never run (a running one finishes, unused)."""
     for p in pending.values():
@@ -603,7 +626,10 @@ class Query:
 
     def runs(self, on_progress: ProgressFn | None = None) -> Rows[RunRow]:
         """One row per run (the fields of `jouled energy runs --format json`)."""
-        rows, _problems = self._rows(None, ("run",), "total", on_progress)
+        try:
+            rows, _problems = compute_run_rows(self.store, self.config, on_progress, wait_live_s=live_wait_s(self.config))
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"store {self.store.path}: unreadable ({e}) — pass --store sqlite:///path/to/jouled.db") from None
         return run_rows(run_totals(rows, self.store))
 
     def epochs(

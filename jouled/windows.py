@@ -40,6 +40,9 @@ class MarkerProblem:
     marker: Marker
     message: str
 
+    def __str__(self) -> str:  # what the CLI prints after "warning: " (the dataclass repr is the whole marker)
+        return self.message
+
 
 def _problem(p: PairProblem[Marker]) -> MarkerProblem:
     mk, other = p.marker, p.other
@@ -121,10 +124,12 @@ def _window_order(w: Window) -> tuple[str, str, int, int, int]:
 
 
 def _describe(mk: Marker) -> str:
-    parts = [f"run {mk.run}", mk.scope]
+    parts = [f"run {mk.run}"]
     if mk.epoch is not None:
         parts.append(f"epoch {mk.epoch}")
     if mk.phase:
         parts.append(f"phase {mk.phase}")
+    if mk.scope not in ("run", "epoch", "phase") or (mk.scope != "run" and len(parts) == 1):
+        parts.append(mk.scope)  # "run r start", "run r epoch 2 end"; a scope without epoch or phase says itself
     return " ".join(parts) + f" {mk.event} (seq {mk.seq})"
 

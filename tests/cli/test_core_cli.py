@@ -153,3 +153,61 @@ def test_service_install_into_root(tmp_path: Path) -> None:
     assert cfg.read_text() == "# mine\n"  # an existing config is kept
     res = runner.invoke(app, ["service", "uninstall", "--root", str(tmp_path)])
     assert res.exit_code == 0 and not (tmp_path / "etc/systemd/system/jouled.service").exists()
+
+
+def _runs_store(tmp_path: Path) -> str:
+    """Samples of one RAPL package at 1 Hz (10 W by its counter) for 100 s, and three runs: `done` with run
+    markers, `imported` with epoch markers only, `going` started and not ended (one epoch done)."""
+    import numpy as np
+
+    from jouled.model import Marker
+    from jouled.store.sqlite import ChunkBatch
+
+    st = SqliteStore(tmp_path / "r.db")
+    s = 1_000_000_000
+    t0 = 1_700_000_000 * s
+    t = t0 + np.arange(101, dtype=np.int64) * s
+    st.write_batches([ChunkBatch(SeriesKey("h", "rapl", "package-0"), t, np.full(101, 10.0), 10.0 * np.arange(101.0))])
+    st.write_markers([
+        Marker(t0 + 10 * s, "h", "done", "run", "start", 0), Marker(t0 + 20 * s, "h", "done", "run", "end", 1),
+        Marker(t0 + 30 * s, "h", "imported", "epoch", "start", 0, epoch=0),
+        Marker(t0 + 35 * s, "h", "imported", "epoch", "end", 1, epoch=0),
+        Marker(t0 + 35 * s + 1, "h", "imported", "epoch", "start", 2, epoch=1),
+        Marker(t0 + 40 * s, "h", "imported", "epoch", "end", 3, epoch=1),
+        Marker(t0 + 50 * s, "h", "going", "run", "start", 0),
+        Marker(t0 + 50 * s + 1, "h", "going", "epoch", "start", 1, epoch=0),
+        Marker(t0 + 60 * s, "h", "going", "epoch", "end", 2, epoch=0),
+    ])
+    st.close()
+    return sqlite_url(tmp_path / "r.db")
+
+
+def test_energy_runs_lists_runs_without_a_run_window_from_their_epochs(tmp_path: Path) -> None:
+    """A new user imported epoch markers, and had a run still going: `energy runs` listed neither (an empty table,
+    exit 0) and printed the dataclass repr of the unpaired start."""
+    db = _runs_store(tmp_path)
+    res = runner.invoke(app, ["energy", "runs", "--format", "json", "--store", db])
+    assert res.exit_code == 0, res.output
+    runs = {r["run"]: r for r in json.loads(res.stdout)}
+    assert {k: (r["basis"], r["energy_j"]) for k, r in runs.items()} == {
+        "done": ("run", pytest.approx(100.0)), "imported": ("epoch", pytest.approx(100.0)),
+        "going": ("epoch", pytest.approx(100.0)),
+    }
+    assert "warning: run going start (seq 0): no end" in res.stderr
+    assert "Marker(" not in res.stderr and "MarkerProblem(" not in res.stderr
+    from jouled.query import open as open_query
+
+    with open_query(db) as q:  # the Python API lists the same runs
+        assert sorted(r.run for r in q.runs()) == ["done", "going", "imported"]
+
+
+def test_energy_runs_with_nothing_finished_says_so_and_exits_1(tmp_path: Path) -> None:
+    from jouled.model import Marker
+
+    st = SqliteStore(tmp_path / "o.db")
+    st.write_markers([Marker(1_700_000_000_000_000_000, "h", "r2", "run", "start", 0)])
+    st.close()
+    res = runner.invoke(app, ["energy", "runs", "--store", sqlite_url(tmp_path / "o.db")])
+    assert res.exit_code == 1, res.output
+    assert "no run in" in res.stderr and "r2" in res.stderr and "once it ends" in res.stderr
+    assert "warning: run r2 start (seq 0): no end" in res.stderr

@@ -242,3 +242,45 @@ def test_averaged_duplicate_counter_is_not_a_reset() -> None:
     r = window_energy(t, None, e, 0, 2 * S, period_s=1.0)
     assert "reset" not in r.flags
     assert r.energy_j == pytest.approx(0.1)
+
+
+# -- a counter that does not count ----------------------------------------------------------------
+
+
+def test_flat_counter_under_power_is_stuck_and_takes_the_integral() -> None:
+    """A meter whose integrator stopped answers its last value forever (the simulated WT310 of `make run-sim` did):
+    the window takes the power integral, flagged `counter-stuck`, not a silent 0 J."""
+    r = window_energy(T11, np.full(11, 123.45), np.full(11, 90.0), 2 * S, 4 * S, period_s=1.0)
+    assert r.method == "integral"
+    assert r.energy_j == pytest.approx(246.9)
+    assert "counter-stuck" in r.flags and "sparse" in r.flags  # judged as the integral it now is: 3 samples
+
+
+def test_flat_counter_of_an_idle_device_stays_the_counter() -> None:
+    r = window_energy(T11, np.full(11, 0.2), np.full(11, 90.0), 2 * S, 4 * S, period_s=1.0)  # 0.4 J < 1 J
+    assert (r.method, r.energy_j, r.flags) == ("counter", 0.0, ())
+
+
+def test_flat_counter_within_its_resolution_is_not_stuck() -> None:
+    """A counter with coarse steps may stay on one step for a short window: 10 steps of 1 Wh (3600 J) is the floor."""
+    from jouled.series import SeriesMeta
+
+    meta = SeriesMeta(role="wall", device="wall", counter_resolution_j=3600.0)
+    s = SeriesArrays(T11, np.full(11, 123.45), np.full(11, 90.0), "visa", "wall", 1.0, False, meta=meta)
+    b = window_energy_many(s, [2 * S], [4 * S])
+    assert (b.method_name(0), float(b.energy_j[0]), b.flag_names(0)) == ("counter", 0.0, ())
+
+
+def test_moving_counter_is_never_second_guessed() -> None:
+    e = np.cumsum(np.full(11, 50.0))  # 50 J a second, while power says 123 W: the counter wins, unflagged
+    r = window_energy(T11, np.full(11, 123.45), e, 2 * S, 4 * S, period_s=1.0)
+    assert (r.method, r.energy_j, r.flags) == ("counter", pytest.approx(100.0), ())
+
+
+def test_stuck_only_where_the_counter_stopped() -> None:
+    e = np.concatenate([np.arange(6) * 100.0, np.full(5, 500.0)])  # counts 100 J/s until 5 s, then stops
+    s = SeriesArrays(T11, np.full(11, 100.0), e, "visa", "wall", 1.0, False)
+    b = window_energy_many(s, secs(0, 6), secs(5, 10))
+    assert [b.method_name(i) for i in range(2)] == ["counter", "integral"]
+    assert b.energy_j.tolist() == pytest.approx([500.0, 400.0])
+    assert [("counter-stuck" in b.flag_names(i)) for i in range(2)] == [False, True]
