@@ -319,11 +319,13 @@ def _print_status_table(st: dict[str, Any], wide: bool = False) -> None:
     title = f"jouled on {st.get('host', '?')} — uptime {st.get('uptime_s', 0):.0f} s"
     print_table(title, _status_columns(), cells, wide=wide, console=console)
     # an error message is a sentence: whole, under the table, not squeezed into a cell
+    running = bool(st.get("running"))  # a stopped daemon's last status: nothing tries again
     for s in st.get("sources", []):
         if s.get("last_error") and s["state"] == "retrying":
-            console.print(f"[yellow]{s['name']} retrying:[/] {escape(s['last_error'])}{_next_try(s)}", highlight=False)
+            console.print(f"[yellow]{s['name']} retrying:[/] {escape(s['last_error'])}{_next_try(s, running)}",
+                          highlight=False)
     for s in off:
-        console.print(f"[dim]{s['name']} unavailable: {escape(s['reason'])}{_next_try(s)}[/]", highlight=False)
+        console.print(f"[dim]{s['name']} unavailable: {escape(s['reason'])}{_next_try(s, running)}[/]", highlight=False)
     sto = st.get("store", {})
     console.print(
         f"store {sto.get('path')}: {sto.get('written', 0)} samples written, {sto.get('pending', 0)} pending, "
@@ -362,9 +364,9 @@ SESSION_WORDS = {
 }
 
 
-def _next_try(s: dict[str, Any]) -> str:
+def _next_try(s: dict[str, Any], running: bool) -> str:
     nxt = s.get("next_try_s")
-    return "" if nxt is None else f" — next try in {nxt:.0f} s"
+    return "" if nxt is None or not running else f" — next try in {nxt:.0f} s"
 
 
 @app.command()

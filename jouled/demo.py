@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import tempfile
 import time
@@ -72,6 +73,10 @@ def demo_command(
         data = load_data(dataset, None, 64, seed=0)
     except ValueError as e:
         raise UserError(f"--dataset {dataset}: {e}") from None
+    # each source's state is printed once below, under the demo's own line: not also as the sampler's log warning
+    from jouled.sampler import UNAVAILABLE_LOG
+
+    logging.getLogger("jouled.sampler").addFilter(_Drop(UNAVAILABLE_LOG))
     daemon = build_daemon(cfg, store_url, rate_hz=rate)
     console.print(f"[bold]jouled demo[/]: daemon logging to {store_url}, broker mqtt://127.0.0.1:{cfg.mqtt.embedded_port}")
     bg = BackgroundDaemon(daemon).start()
@@ -102,7 +107,19 @@ def demo_command(
     for p in problems:
         console.print(f"[yellow]warning:[/] {p}")
     print_rows(rows, f"energy per epoch and phase — run {result.run_id}", wide=wide)
-    console.print(
-        f"\nThe log stays at {store_url}. Try: jouled energy epochs --run {result.run_id} "
-        f"--store {store_url} --format json"
-    )
+    console.print(f"\nThe log stays at {escape(store_url)}. Try:")
+    # soft_wrap: one line however narrow the terminal, so the command pastes whole into a shell
+    console.print(f"  jouled energy epochs --run {escape(result.run_id)} --store {escape(store_url)} --format json",
+                  soft_wrap=True, highlight=False)
+
+
+class _Drop(logging.Filter):
+    """Drops the log records of one message format (the sampler's "source … unavailable": the demo prints every
+    source's state itself)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__()
+        self.msg = msg
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != self.msg

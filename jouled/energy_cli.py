@@ -24,8 +24,9 @@ from jouled.rowtable import RowTable, column, csv_text, json_text
 from jouled.tables import Column, WideOpt, make_console, print_table
 
 energy_app = make_app(help="Energy and carbon per epoch, phase and run, from the markers in the store.")
+# `role` last: added after the first release, so every earlier column keeps its position
 CSV_KEYS = ("run", "scope", "epoch", "phase", "arch", "host", "source", "device", "start", "end", "duration_s",
-            "energy_j", "method", "samples", "max_gap_s", "flags", "carbon_g")
+            "energy_j", "method", "samples", "max_gap_s", "flags", "carbon_g", "role")
 
 
 def _emit_rows(rows: Sequence[dict[str, Any]], fmt: str) -> None:
@@ -188,7 +189,8 @@ def epochs(
         raise UserError(f"--limit {limit}: give a number of rows >= 0 (0: all of them)")
     scopes = ("epoch", "phase", "run") if scope == "all" else (scope,)
     if holistic:
-        _holistic(run, scopes, fmt, f"holistic energy per {scope} — run {run}", wide, calibration, config, store)
+        _holistic(run, scopes, fmt, f"holistic energy per {'window' if scope == 'all' else scope} — run {run}", wide,
+                  calibration, config, store)
         return
     ctx = context(config, store)
     st = open_readonly(ctx.store_url, ctx.config)  # sqlite:///, influx://, influx2://
@@ -202,7 +204,7 @@ def epochs(
     if fmt != "table":
         _emit_rows(rows, fmt)  # the Python API's rows: one contract (jouled.query)
     else:
-        print_rows(rows, f"energy per {scope} — run {run}", wide=wide, limit=limit)
+        print_rows(rows, f"energy per {'window' if scope == 'all' else scope} — run {run}", wide=wide, limit=limit)
         if by:
             _print_by(rows, by, wide=wide, limit=limit)
     _say_no_samples(rows, st.path, f"run {run}")
@@ -294,15 +296,18 @@ def runs(
         _say_runs_without_samples(totals, st.path)
         return
     if fmt == "csv":
-        keys = sorted({k for r in totals for k in r if not isinstance(r[k], dict)})
-        _emit(totals, fmt, keys)
+        # the JSON's fields in its order, and its per-device energies as one column each (`energy_j:source:device`)
+        devices = sorted({d for r in totals for d in r["energy_j_by_device"]})
+        flat = [{**r, **{f"energy_j:{d}": v for d, v in r["energy_j_by_device"].items()}} for r in totals]
+        keys = [k for k in totals[0] if not isinstance(totals[0][k], dict)] + [f"energy_j:{d}" for d in devices]
+        _emit(flat, fmt, keys)
         _say_runs_without_samples(totals, st.path)
         return
     # like the epochs table: no column of dashes for a quantity no run has (no meter, no carbon intensity)
     has_wall = any(r.get("wall_j") is not None for r in totals)
     has_carbon = any(r.get("carbon_g") is not None for r in totals)
     cols = [
-        Column("run"), Column("start", 4), Column("duration", 3, "right"), Column("total", 0, "right"),
+        Column("run"), Column("start (UTC)", 4), Column("duration", 3, "right"), Column("total", 0, "right"),
         Column("wall", 2, "right"), Column("carbon", 2, "right"), Column("per device", 1),
     ]
     cells = [

@@ -48,12 +48,14 @@ def _import(
     # one transaction (all or nothing), so no count to report: the bar only says it is still working
     with progress_bar(f"writing {len(parsed.items)} {kind}", enabled=show and len(parsed.items) > 100_000):
         if kind == "samples":
-            n = st.write_samples(parsed.items)  # type: ignore[arg-type]
+            n = st.write_samples(parsed.items, skip_stored=True)  # type: ignore[arg-type]
         else:
             n = st.write_markers(parsed.items)  # type: ignore[arg-type]
     for bad in parsed.errors:
         typer.echo(f"{file}: skipped line {bad.line}: {bad.message}", err=True)
-    typer.echo(f"imported {n} {kind} from {file} ({len(parsed.errors)} bad rows skipped) into {st.path}")
+    # a sample (series and timestamp) or a marker (run and seq) already in the log is not stored twice
+    known = f", {len(parsed.items) - n} already in the log" if n < len(parsed.items) else ""
+    typer.echo(f"imported {n} {kind} from {file} ({len(parsed.errors)} bad rows skipped{known}) into {st.path}")
 
 
 @import_app.command("samples")

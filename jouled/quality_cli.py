@@ -114,6 +114,10 @@ def compare_command(
         shift_ns = align_offset_ns(cc["total"], [t for w in data.windows for t in (w.start_ns, w.end_ns)])
         cc = shift_intervals(cc, shift_ns)
     c = compare_run(data, cc)
+    if not c.energy_j:  # found nothing to compare: one line and exit 1 (the README's rule), not two empty tables
+        typer.echo(f"compare: run {run} has no measuring tool's energy to compare (NVML, nvidia-smi, RAPL or a wall "
+                   "meter; the CPU estimate is not one) — `jouled sources` shows what this machine can read", err=True)
+        raise typer.Exit(1)
     corr = _codecarbon_corrected(data, c, shift_ns, calibration, config, store) if cc is not None else None
     if fmt == "json":
         extra = {"codecarbon_corrected": corr.to_dict()} if corr is not None else {}

@@ -31,6 +31,7 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 2.0  # a meter that answers again is read within this (plus its open); the goal is 5 s
 ABSENT_RETRY_S = 30.0  # a source absent at start (no driver, no device) is re-probed this often
 REOPEN_AFTER_FAILURES = 3
+UNAVAILABLE_LOG = "source %s unavailable: %s"  # the warning when a source cannot open (`jouled demo` prints its own)
 JITTER_WINDOW = 4096  # recent ticks kept for the p50/p99 jitter in status
 
 
@@ -277,7 +278,7 @@ class SourceRunner:
         except Exception as e:  # SourceUnavailable, or a driver error: either way the source is off until a re-probe
             reason = str(e) if isinstance(e, SourceUnavailable) else f"{type(e).__name__}: {e}".splitlines()[0]
             if reason != self.health.reason:  # once per distinct reason, not at every re-probe
-                log.warning("source %s unavailable: %s", self.source.name, reason)
+                log.warning(UNAVAILABLE_LOG, self.source.name, reason)
             self.health.state = "unavailable"
             self.health.reason = reason
             return False

@@ -432,19 +432,48 @@ class SqliteStore:
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def write_samples(self, samples: Iterable[Sample], *, declare_defaults: bool = True) -> int:
+    def write_samples(
+        self, samples: Iterable[Sample], *, declare_defaults: bool = True, skip_stored: bool = False,
+    ) -> int:
         """Store row samples (imports, tests). A series nobody has declared yet gets the documented default for its
         source name (`jouled.series.default_meta`: periods unknown, judged against each field's median spacing)
-        from its first sample on; a series already declared keeps its declaration."""
+        from its first sample on; a series already declared keeps its declaration. Returns the samples written.
+
+        `skip_stored` (`jouled import`): a sample whose series already has one at its very timestamp is not written
+        again, checked in the same transaction — importing one file twice adds nothing the second time."""
         batches = batches_from_samples(samples)
-        if not declare_defaults:
+        if not declare_defaults and not skip_stored:
             return self.write_batches(batches)
         with self._transaction() as conn:
+            if skip_stored:
+                batches = self._not_stored(batches)
+            if not declare_defaults:
+                return self._insert_batches(conn, batches, 0.0)
             declared = {int(r[0]) for r in conn.execute("SELECT DISTINCT series_id FROM series_meta")}
             for b in batches:
                 if len(b) and self._series_id(conn, b.key) not in declared:
                     self._declare(conn, {b.key: default_meta(b.key.source, b.key.device)}, int(min(b.time_ns)))
             return self._insert_batches(conn, batches, 0.0)
+
+    def _not_stored(self, batches: list[ChunkBatch]) -> list[ChunkBatch]:
+        """Each batch without the samples whose timestamps its series already has (read on this thread's connection:
+        inside the caller's transaction)."""
+        import numpy as np  # imports only: the daemon's write path never loads numpy
+
+        out: list[ChunkBatch] = []
+        for b in batches:
+            if not len(b):
+                continue
+            t = np.asarray(b.time_ns, dtype=np.int64)
+            have = self.read_series(b.key, int(t.min()), int(t.max())).time_ns
+            keep = ~np.isin(t, have) if have.size else np.ones(t.size, dtype=bool)
+            if bool(keep.all()):
+                out.append(b)
+            elif bool(keep.any()):
+                out.append(ChunkBatch(b.key, t[keep], np.asarray(b.power_w, dtype=np.float64)[keep],
+                                      np.asarray(b.energy_j, dtype=np.float64)[keep],
+                                      {k: np.asarray(v, dtype=np.float64)[keep] for k, v in b.extras.items()}))
+        return out
 
     def write_batches(
         self, batches: Sequence[ChunkBatch], *, res_s: float = 0.0,

@@ -86,12 +86,20 @@ def test_import_line_protocol_and_markers(tmp_path: Path) -> None:
     lp.write_text("power,host=h,source=rapl,device=package-0 energy_j=10.5,power_w=30 1000\n"
                   "power,host=h,source=rapl,device=package-0 energy_j=13.5,power_w=30 2000\n")
     assert runner.invoke(app, ["import", "samples", str(lp), "--store", db]).exit_code == 0
+    # the same file again (a new user did): nothing is stored twice, and the line says why
+    lp2 = tmp_path / "s2.lp"
+    lp2.write_text(lp.read_text() + "power,host=h,source=rapl,device=package-0 energy_j=16.5,power_w=30 3000\n")
+    res = runner.invoke(app, ["import", "samples", str(lp2), "--store", db])
+    assert res.exit_code == 0 and "imported 1 samples" in res.output and "2 already in the log" in res.output, res.output
+    assert SqliteStore(tmp_path / "s.db").count_samples() == 3
     mk = tmp_path / "m.csv"
     mk.write_text("time,host,run,scope,event,epoch,phase,arch,gpus\n"
                   "1000,h,r1,epoch,start,0,,,gpu0 gpu1\n"
                   "2000,h,r1,epoch,end,0,,,gpu0 gpu1\n")
     res = runner.invoke(app, ["import", "markers", str(mk), "--store", db])
     assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["import", "markers", str(mk), "--store", db])
+    assert "imported 0 markers" in res.output and "2 already in the log" in res.output, res.output
     ms = SqliteStore(tmp_path / "s.db").read_markers("r1")
     assert [(m.seq, m.event, m.gpus) for m in ms] == [(0, "start", ("gpu0", "gpu1")), (1, "end", ("gpu0", "gpu1"))]
     res = runner.invoke(app, ["energy", "epochs", "--run", "r1", "--format", "json", "--store", db])
@@ -195,6 +203,10 @@ def test_energy_runs_lists_runs_without_a_run_window_from_their_epochs(tmp_path:
     }
     assert "warning: run going start (seq 0): no end" in res.stderr
     assert "Marker(" not in res.stderr and "MarkerProblem(" not in res.stderr
+    res = runner.invoke(app, ["energy", "runs", "--format", "csv", "--store", db])
+    header, *lines = res.stdout.splitlines()  # the JSON's fields in its order, a column per device (not sorted, none lost)
+    assert header.split(",")[:3] == ["run", "basis", "start"] and header.endswith(",energy_j:rapl:package-0")
+    assert len(lines) == 3
     from jouled.query import open as open_query
 
     with open_query(db) as q:  # the Python API lists the same runs

@@ -97,7 +97,8 @@ def test_status_exit_codes(tmp_path: Path) -> None:
     _one_line(runner.invoke(app, ["status", "--store", sqlite_url(db)]), 2, "is the daemon running")
     # a status file left by a daemon that is gone: its last status, then one line, exit 1
     dead = 2**22 + 12345  # above the default pid_max of 4194304: no such process
-    status = {"pid": dead, "host": "h", "uptime_s": 3.0, "sources": [], "store": {"path": str(db), "written": 7}}
+    nvml = {"name": "nvml", "state": "unavailable", "reason": "no NVIDIA driver", "next_try_s": 30.0}
+    status = {"pid": dead, "host": "h", "uptime_s": 3.0, "sources": [nvml], "store": {"path": str(db), "written": 7}}
     (tmp_path / "s.status.json").write_text(json.dumps(status))
     for fmt in ("table", "json"):
         res = runner.invoke(app, ["status", "--format", fmt, "--store", sqlite_url(db)])
@@ -105,10 +106,13 @@ def test_status_exit_codes(tmp_path: Path) -> None:
         text = " ".join(res.output.split())  # rich wraps long paths
         assert "daemon not running" in text and str(dead) in text and "Traceback" not in text
         assert "7 samples written" in text or '"written": 7' in text  # the last status is shown
+        if fmt == "table":  # and a stopped daemon tries nothing again
+            assert "nvml unavailable: no NVIDIA driver" in text and "next try" not in text
     # a live pid (ours): 0
     (tmp_path / "s.status.json").write_text(json.dumps({**status, "pid": os.getpid()}))
     res = runner.invoke(app, ["status", "--store", sqlite_url(db)])
     assert res.exit_code == 0 and "not running" not in res.output, res.output
+    assert "next try in 30 s" in " ".join(res.output.split())
 
 
 def test_unknown_key_in_environment_is_an_error(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from jouled.windows import Window, windows_from_markers
 
 S = 1_000_000_000
 CSV_KEYS = ("run", "scope", "epoch", "phase", "arch", "host", "source", "device", "start", "end", "duration_s",
-            "energy_j", "method", "samples", "max_gap_s", "flags", "carbon_g")
+            "energy_j", "method", "samples", "max_gap_s", "flags", "carbon_g", "role")
 KEYS = ("run", "scope", "epoch", "phase", "arch", "host", "source", "device", "role", "start", "end", "start_ns",
         "end_ns", "duration_s", "energy_j", "method", "samples", "max_gap_s", "flags", "share", "carbon_g", "nope")
 

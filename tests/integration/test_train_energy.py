@@ -79,6 +79,11 @@ def test_demo_command_end_to_end(tmp_path: Path) -> None:
     assert res.exit_code == 0
     run = json.loads(res.output)[0]
     assert run["energy_j"] > 0
+    lines = p.stderr.splitlines()
+    # the closing hint is one line at any width (rich wrapped it mid-command at 80 columns), so it pastes whole
+    assert f"  jouled energy epochs --run {run['run']} --store sqlite:///{tmp_path}/demo.db --format json" in lines
+    # each source's state once, as the demo's own "  source …" line, not also as the sampler's log warning
+    assert not [ln for ln in lines if ln.startswith("source ") and " unavailable: " in ln]
     # the estimate source runs beside whatever this machine measures (here: nothing else)
     assert any(k.startswith("estimate:") for k in run["energy_j_by_device"])
     ep = CliRunner().invoke(app, ["energy", "epochs", "--run", run["run"], "--format", "json",

@@ -323,6 +323,10 @@ def test_report_of_a_run_with_no_compared_tool_shows_its_series_energy(tmp_path:
     html = out.read_text()
     energy = html[html.index("Energy per epoch, by series"):html.index("Tools against the truth")]
     assert "estimate:cpu" in energy and "no data" not in energy  # 150 J per epoch, drawn
+    # `compare` has nothing to put side by side: one line naming what it needs, exit 1 (it printed two empty tables)
+    for fmt in ("table", "json"):
+        res = runner.invoke(app, ["compare", "--run", "cpu-run", "--format", fmt, "--store", sqlite_url(tmp_path / "e.db")])
+        assert res.exit_code == 1 and "no measuring tool" in res.stderr and res.stdout == "", res.output
 
 
 def test_ticks_of_a_range_below_float_resolution_end() -> None:
