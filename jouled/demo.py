@@ -73,11 +73,9 @@ def demo_command(
         data = load_data(dataset, None, 64, seed=0)
     except ValueError as e:
         raise UserError(f"--dataset {dataset}: {e}") from None
-    # each source's state is printed once below, under the demo's own line: not also as the sampler's log warning
-    from jouled.sampler import UNAVAILABLE_LOG
-
-    logging.getLogger("jouled.sampler").addFilter(_Drop(UNAVAILABLE_LOG))
     daemon = build_daemon(cfg, store_url, rate_hz=rate)
+    for runner in daemon.sampler.runners:  # each source's state is printed below: not also as a log warning
+        runner.absent_level = logging.DEBUG
     console.print(f"[bold]jouled demo[/]: daemon logging to {store_url}, broker mqtt://127.0.0.1:{cfg.mqtt.embedded_port}")
     bg = BackgroundDaemon(daemon).start()
     try:
@@ -112,14 +110,3 @@ def demo_command(
     console.print(f"  jouled energy epochs --run {escape(result.run_id)} --store {escape(store_url)} --format json",
                   soft_wrap=True, highlight=False)
 
-
-class _Drop(logging.Filter):
-    """Drops the log records of one message format (the sampler's "source … unavailable": the demo prints every
-    source's state itself)."""
-
-    def __init__(self, msg: str) -> None:
-        super().__init__()
-        self.msg = msg
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != self.msg

@@ -33,8 +33,10 @@ def _time(value: str | None, option: str) -> int | None:
 @export_app.command("samples")
 def samples(
     run: Annotated[str | None, typer.Option("--run", metavar="RUN", help="the span of this run's markers")] = None,
-    start: Annotated[str | None, typer.Option("--from", metavar="TIME", help="RFC 3339 or ns (default: the log's start)")] = None,
-    end: Annotated[str | None, typer.Option("--to", metavar="TIME", help="RFC 3339 or ns, inclusive (default: log end)")] = None,
+    start: Annotated[str | None, typer.Option(
+        "--from", metavar="TIME", help="RFC 3339 or ns (with --to alone: the log's start)")] = None,
+    end: Annotated[str | None, typer.Option(
+        "--to", metavar="TIME", help="RFC 3339 or ns, inclusive (with --from alone: the log's end)")] = None,
     host: Annotated[list[str] | None, typer.Option("--host", metavar="HOST", help="only this host (repeat)")] = None,
     fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="csv | line-protocol | parquet")] = "csv",
     time_fmt: Annotated[str, typer.Option("--time", metavar="ns|rfc3339", help="CSV time column")] = "ns",

@@ -22,6 +22,7 @@ once, RAPL sub-zones never added to their package, a wall meter reported beside 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from array import array
@@ -65,7 +66,8 @@ class _Session:
         self.sync = sync
         self.explicit = explicit
         self.period_s = 1.0 / rate_hz
-        self.sampler: Sampler = Sampler([(s, self.period_s) for s in sources])
+        # a source this machine lacks is in the result (`Measurement.unavailable`), not a warning at every call
+        self.sampler: Sampler = Sampler([(s, self.period_s) for s in sources], absent_level=logging.DEBUG)
         self.kinds = {s.name: s.kind for s in sources}
         self.cols: dict[tuple[str, str], _Columns] = {}
         self.lock = threading.Lock()

@@ -31,7 +31,7 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 2.0  # a meter that answers again is read within this (plus its open); the issue's goal is 5 s
 ABSENT_RETRY_S = 30.0  # a source absent at start (no driver, no device) is re-probed this often
 REOPEN_AFTER_FAILURES = 3
-UNAVAILABLE_LOG = "source %s unavailable: %s"  # the warning when a source cannot open (`jouled demo` prints its own)
+UNAVAILABLE_LOG = "source %s unavailable: %s"  # logged when a source cannot open (at the runner's absent_level)
 JITTER_WINDOW = 4096  # recent ticks kept for the p50/p99 jitter in status
 
 
@@ -134,8 +134,9 @@ class SourceRunner:
     sets `snapshot_pending` and wakes the thread, which reads the energy counters at once.
     """
 
-    def __init__(self, source: Source, period_s: float, sink: ColumnSink) -> None:
+    def __init__(self, source: Source, period_s: float, sink: ColumnSink, *, absent_level: int = logging.WARNING) -> None:
         self.source = source
+        self.absent_level = absent_level  # of the log line when the source cannot open (its health says it anyway)
         self.period_ns = max(int(period_s * 1e9), 1)
         self.sink = sink
         self.health = SourceHealth(name=source.name, kind=source.kind, period_s=period_s)
@@ -278,7 +279,7 @@ class SourceRunner:
         except Exception as e:  # SourceUnavailable, or a driver error: either way the source is off until a re-probe
             reason = str(e) if isinstance(e, SourceUnavailable) else f"{type(e).__name__}: {e}".splitlines()[0]
             if reason != self.health.reason:  # once per distinct reason, not at every re-probe
-                log.warning(UNAVAILABLE_LOG, self.source.name, reason)
+                log.log(self.absent_level, UNAVAILABLE_LOG, self.source.name, reason)
             self.health.state = "unavailable"
             self.health.reason = reason
             return False
@@ -454,9 +455,12 @@ class SamplingThread(threading.Thread):
 class Sampler:
     """All source runners, the threads that step them, and the column sink the daemon drains."""
 
-    def __init__(self, sources: list[tuple[Source, float]], *, share_thread: bool = True) -> None:
+    def __init__(
+        self, sources: list[tuple[Source, float]], *, share_thread: bool = True, absent_level: int = logging.WARNING,
+    ) -> None:
+        """`absent_level`: the log level of "source … unavailable" (`jouled.measure` says it in its result instead)."""
         self.sink = ColumnSink()  # the one carrier from the sources' threads to the store (jouled/columns.py)
-        self.runners = [SourceRunner(src, period_s, self.sink) for src, period_s in sources]
+        self.runners = [SourceRunner(src, period_s, self.sink, absent_level=absent_level) for src, period_s in sources]
         # a source says it never waits on I/O with `blocking = False`; one not saying so may (a third-party one)
         shared = [r for r in self.runners if share_thread and not getattr(r.source, "blocking", True)]
         own = [r for r in self.runners if r not in shared]

@@ -18,7 +18,11 @@ def parse_store_url(url: str) -> Path:
         return Path(url)
     scheme = url.split("://", 1)[0]
     shown = redact_url(url)  # an influx://user:password@host URL: the message is printed, never the password
-    raise UserError(f"store URL {shown!r}: scheme '{scheme}' cannot be read here — use sqlite:///path.db")
+    if scheme.lower() in ("influx", "influx2"):  # a reader opens these before this; here is a writer (or status)
+        raise UserError(f"store URL {shown!r}: the daemon logs to SQLite, not to InfluxDB — use sqlite:///path.db and "
+                        "set [influx] url to forward to it (energy, export and the Python API read influx:// directly)")
+    raise UserError(f"store URL {shown!r}: scheme '{scheme}' is not a store — use sqlite:///path.db (the daemon's "
+                    "log), or influx://host:8086/db or influx2://host:8086?org=O&bucket=B to read from InfluxDB")
 
 
 def is_influx_url(url: str) -> bool:
