@@ -43,12 +43,12 @@ $(VENV)/.run-installed: pyproject.toml | $(VENV)/.created
 	@touch $@
 
 run: $(VENV)/.run-installed
-	@echo "==> starting the daemon"
-	$(JOULED) run $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+	@echo "==> starting the daemon: $(JOULED) run $(if $(CONFIG),--config $(CONFIG)) $(ARGS)"
+	@$(JOULED) run $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 run-sim: $(VENV)/.run-installed
-	@echo "==> starting the daemon with a simulated WT310 meter"
-	$(JOULED) run --config systemd/jouled-wt310-sim.toml $(ARGS)
+	@echo "==> starting the daemon with a simulated WT310 meter: $(JOULED) run --config systemd/jouled-wt310-sim.toml $(ARGS)"
+	@$(JOULED) run --config systemd/jouled-wt310-sim.toml $(ARGS)
 
 $(VENV)/.trainer-installed: pyproject.toml | $(VENV)/.run-installed
 	@echo "==> installing $(TORCH_PINS) (CPU) and jouled[visa,trainer] (log: $(LOG))"

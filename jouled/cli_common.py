@@ -50,7 +50,9 @@ HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
 
 class JouledGroup(TyperGroup):
-    """A command group that turns a UserError raised anywhere below it into one line on stderr and exit 2."""
+    """A command group that turns a UserError raised anywhere below it into one line on stderr and exit 2, and
+    click's own usage errors (a value that is not a number, an unknown option, a missing one) too: one line naming
+    the option and where its help is, instead of click's usage block."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -58,6 +60,18 @@ class JouledGroup(TyperGroup):
         except UserError as e:
             print_user_error(e)
             raise typer.Exit(e.exit_code) from None
+        except _USAGE_ERROR as e:
+            if type(e).__name__ == "NoArgsIsHelpError":
+                raise  # a group given no command: its help, as click shows it
+            err: Any = e
+            where = err.ctx.command_path if err.ctx is not None else ctx.command_path
+            print(f"Error: {err.format_message().rstrip('.')} — see `{where} -h`", file=sys.stderr)
+            raise typer.Exit(err.exit_code) from None
+
+
+# click's UsageError as typer raises it: typer 0.29 carries its own copy of click (typer._click, private), whose one
+# public class here is BadParameter; its base is the UsageError that a missing option or an unknown one raises too
+_USAGE_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 def make_app(**kwargs: Any) -> typer.Typer:

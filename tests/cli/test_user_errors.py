@@ -291,3 +291,22 @@ def test_demo_prints_section_names_of_disabled_sources(tmp_path: Path) -> None:
     assert all("disable with  enabled" not in ln for ln in unavailable)
     assert any("[sources." in ln for ln in unavailable), unavailable
     assert time.monotonic() - t0 < 120
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["energy", "epochs", "--run", "r1", "--limit", "abc"], ("'--limit'", "valid integer", "`jouled energy epochs -h`")),
+    (["markers", "send", "--run", "r", "--scope", "epoch", "--event", "start", "--epoch", "x"], ("'--epoch'",)),
+    (["nas", "simulate", "--seeds", "abc"], ("'--seeds'", "`jouled nas simulate -h`")),
+    (["energy", "epochs", "--limit", "3"], ("Missing option '--run' —",)),
+    (["energy", "epochs", "--bogus"], ("No such option: --bogus",)),
+    (["energy", "bogus"], ("No such command 'bogus'", "`jouled energy -h`")),
+])
+def test_click_usage_errors_are_one_line_too(args: list[str], needles: tuple[str, ...]) -> None:
+    """A new user typed a word where a number goes: click's usage block (three lines) became one, as every other
+    error of the CLI, still naming the option; a group given nothing still shows its help."""
+    _one_line(runner.invoke(app, args), 2, *needles, absent=("Usage:",))
+
+
+def test_a_group_given_nothing_still_shows_its_help() -> None:
+    res = runner.invoke(app, ["energy"])
+    assert "Usage: " in res.output and "epochs" in res.output
