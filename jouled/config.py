@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import logging
 import math
 import os
@@ -129,7 +130,9 @@ class _Section:
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known or known[key][1].metadata.get("internal"):
-                raise ConfigError((*loc, key), "unknown key", unknown=True)
+                public = [k for k, (_a, f) in known.items() if not f.metadata.get("internal")]
+                close = difflib.get_close_matches(key, public, n=1)
+                raise ConfigError((*loc, key), f"did you mean '{close[0]}'?" if close else "unknown key", unknown=True)
             ann, f = known[key]
             v = _coerce(value, ann, (*loc, key))
             _check_bounds(v, f.metadata, (*loc, key), value)
@@ -432,10 +435,22 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def example_config() -> str:
+    """Where the commented example config is on this machine: the installed package's copy (a wheel has no
+    systemd/ folder of the source tree)."""
+    try:
+        from importlib.resources import files
+
+        return str(files("jouled.systemd") / "jouled.toml")
+    except (ImportError, TypeError):  # a bare checkout without the package mapping
+        return "systemd/jouled.toml"
+
+
 def _format_error(err: ConfigError, origin: str) -> str:
     key = ".".join(err.loc)
     if err.unknown:
-        return f"{origin}: unknown key '{key}' — remove it or check its spelling against systemd/jouled.toml"
+        hint = f" ({err.message})" if err.message.startswith("did you mean") else ""
+        return f"{origin}: unknown key '{key}'{hint} — remove it or check its spelling against {example_config()}"
     return f"{origin}: key '{key}' = {err.value!r} is invalid: it {err.message}"
 
 
@@ -456,7 +471,7 @@ def _read_toml(cfg_path: Path) -> dict[str, Any]:
         cfg_path, encoding="utf-8",
         missing=f"config {cfg_path}: file not found — pass an existing --config or unset JOULED_CONFIG",
         folder=f"config {cfg_path}: is a folder — pass the TOML file itself (e.g. {cfg_path}/jouled.toml)",
-        not_utf8=f"config {cfg_path}: not UTF-8 text (byte {{byte}}) — save it as UTF-8 TOML (see systemd/jouled.toml)",
+        not_utf8=f"config {cfg_path}: not UTF-8 text (byte {{byte}}) — save it as UTF-8 TOML (see {example_config()})",
         unreadable=f"config {cfg_path}: cannot read ({{strerror}}) — check its permissions",
     )
     try:

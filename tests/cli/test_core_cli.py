@@ -31,6 +31,13 @@ def test_config_unknown_key_names_file_and_key(tmp_path: Path) -> None:
         load_config(cfg)
     msg = str(e.value)
     assert str(cfg) in msg and "sources.nvml.rat_hz" in msg and "\n" not in msg
+    # the nearest key, and the example config where this install has it (a wheel has no systemd/ folder)
+    from jouled.config import example_config
+
+    assert "did you mean 'rate_hz'?" in msg and example_config() in msg and Path(example_config()).is_file()
+    cfg.write_text("[sources.nvml]\nzzz = 5\n")
+    with pytest.raises(UserError, match="unknown key 'sources.nvml.zzz' — remove it"):
+        load_config(cfg)
 
 
 def test_config_bad_value_and_bad_toml(tmp_path: Path) -> None:
