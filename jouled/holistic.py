@@ -195,7 +195,8 @@ def print_holistic(rows: Sequence[Mapping[str, Any]], title: str, *, wide: bool 
     # phase windows are told apart by their phase: never hide it then; a GPU column of zeros goes before anything else
     has_phase = any(r["phase"] for r in rows)
     no_gpu = all(not r["gpu_j"] for r in rows)
-    cols = [Column("run" if is_run else "epoch", 0, "right"), Column("phase", 0 if has_phase else 3),
+    # run ids read left to right (as in `energy runs`), epoch numbers line up on the right
+    cols = [Column("run", 0) if is_run else Column("epoch", 0, "right"), Column("phase", 0),
             Column("duration", 4, "right"), Column("GPU", 6 if no_gpu else 0, "right"), Column("CPU", 0, "right"),
             Column("DRAM", 1, "right"), Column("uncaptured", 0, "right")]
     if has_pue:
@@ -216,6 +217,9 @@ def print_holistic(rows: Sequence[Mapping[str, Any]], title: str, *, wide: bool 
             line += [j(r["wall_j"]), "—" if e is None else f"{e:+.1f} %"]
         line.append(" ".join(r["flags"]))
         cells.append(line)
+    if not has_phase:  # no window of these is a phase (epochs, runs): no column that is empty on every row
+        cols.pop(1)
+        cells = [line[:1] + line[2:] for line in cells]
     cal = rows[0]["calibration"] if rows else ""
     corr = rows[0]["correction"] if rows else ""
     util = {r["util_from"] for r in rows if r["util_from"]}
