@@ -36,7 +36,7 @@ def test_config_unknown_key_names_file_and_key(tmp_path: Path) -> None:
 
     assert "did you mean 'rate_hz'?" in msg and example_config() in msg and Path(example_config()).is_file()
     cfg.write_text("[sources.nvml]\nzzz = 5\n")
-    with pytest.raises(UserError, match="unknown key 'sources.nvml.zzz' — remove it"):
+    with pytest.raises(UserError, match=r"unknown key 'sources\.nvml\.zzz' — remove it"):
         load_config(cfg)
 
 

@@ -145,9 +145,9 @@ def test_open_store_urls(tmp_path: Path) -> None:
         open_store("sqlite://rel.db")
     with pytest.raises(UserError, match="no such log"):
         open_store(f"sqlite:///{tmp_path}/missing.db", readonly=True)
-    with pytest.raises(UserError, match="logs to SQLite, not to InfluxDB.*set \\[influx\\] url"):
+    with pytest.raises(UserError, match=r"logs to SQLite, not to InfluxDB.*set \[influx\] url"):
         open_store("influx://h:8086/db")
-    with pytest.raises(UserError, match="scheme 'foo' is not a store.*sqlite:///.*influx://.*influx2://"):
+    with pytest.raises(UserError, match=r"scheme 'foo' is not a store.*sqlite:///.*influx://.*influx2://"):
         open_store("foo://x")
     st = open_store(f"sqlite:///{tmp_path}/x.db")
     assert os.path.exists(st.path)
