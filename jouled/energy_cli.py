@@ -18,7 +18,16 @@ from jouled.energy import NO_SAMPLES
 from jouled.errors import UserError
 from jouled.jsonout import dumps_indent2
 from jouled.progress import NoProgressOpt, progress_bar, progress_enabled
-from jouled.query import EpochRow, compute_rows, compute_run_rows, live_wait_s, open_readonly, run_rows, run_totals
+from jouled.query import (
+    OPEN,
+    EpochRow,
+    compute_rows,
+    compute_run_rows,
+    live_wait_s,
+    open_readonly,
+    run_rows,
+    run_totals,
+)
 from jouled.rows import has_samples
 from jouled.rowtable import RowTable, column, csv_text, json_text
 from jouled.tables import Column, WideOpt, make_console, print_table
@@ -312,7 +321,8 @@ def runs(
     ]
     cells = [
         [
-            str(r.get("run")), str(r.get("start", ""))[:19], f"{r.get('duration_s', 0):.1f} s",
+            str(r.get("run")) + (" (not ended)" if OPEN in r.get("flags", ()) else ""), str(r.get("start", ""))[:19],
+            f"{r.get('duration_s', 0):.1f} s",
             _j(r.get("energy_j")), _j(r.get("wall_j")),
             "—" if r.get("carbon_g") is None else f"{r['carbon_g']:.2f} g",
             # one device per line: a device name and its energy stay together and whole

@@ -297,8 +297,20 @@ def compute_run_rows(
     for run in missing:
         # its problems were in the first call's already (it paired every run's markers)
         got, _same_problems = compute_rows(store, config, run, ("epoch", "phase"))
-        more.extend(got)
+        if _started_not_ended(store.read_markers(run)):  # `open` in the run's flags: its finished windows so far
+            more.extend({**r, "flags": (*r["flags"], OPEN)} for r in got)
+        else:
+            more.extend(got)
     return RowTable.from_dicts(more), problems
+
+
+OPEN = "open"  # a run's flag in `energy runs`: it started and has not ended (yet): the figures are its finished windows'
+
+
+def _started_not_ended(markers: Sequence[Any]) -> bool:
+    starts = {m.host for m in markers if m.scope == "run" and m.event == "start"}
+    ends = {m.host for m in markers if m.scope == "run" and m.event == "end"}
+    return bool(starts - ends)
 
 
 def _cancel(pending: Mapping[tuple[str, str], PendingSeries]) -> None:

@@ -210,6 +210,10 @@ def test_energy_runs_lists_runs_without_a_run_window_from_their_epochs(tmp_path:
     }
     assert "warning: run going start (seq 0): no end" in res.stderr
     assert "Marker(" not in res.stderr and "MarkerProblem(" not in res.stderr
+    # the run still going says so: `open` in its flags, "(not ended)" in the table; the imported one is complete
+    assert "open" in runs["going"]["flags"] and "open" not in runs["imported"]["flags"]
+    table = runner.invoke(app, ["energy", "runs", "--store", db], env={"COLUMNS": "100"}).stdout
+    assert "going (not ended)" in table and "imported (not ended)" not in table
     res = runner.invoke(app, ["energy", "runs", "--format", "csv", "--store", db])
     header, *lines = res.stdout.splitlines()  # the JSON's fields in its order, a column per device (not sorted, none lost)
     assert header.split(",")[:3] == ["run", "basis", "start"] and header.endswith(",energy_j:rapl:package-0")
