@@ -209,7 +209,7 @@ def _compute_rows(
     on_progress: ProgressFn | None,
     wait_live_s: float,
 ) -> tuple[RowTable, list[str]]:
-    markers = store.read_markers(run)
+    markers = store.read_markers(run, attrs=False)  # pairing and energy read none: 20,000 JSON parses saved
     if not markers:
         if run is None:
             raise NoMarkers(f"store {store.path}: no markers yet — publish some (jouled markers send, jouled train)")

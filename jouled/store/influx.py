@@ -158,15 +158,16 @@ def series_from_first_points(rows: Iterable[tuple[Mapping[str, Any], int]]) -> d
     return out
 
 
-def marker_from_row(row: Mapping[str, Any], time_ns: int) -> Marker:
-    """A `marker` point (tags and fields by name) as a Marker; a missing seq is 0, missing strings are ''/None."""
+def marker_from_row(row: Mapping[str, Any], time_ns: int, *, attrs: bool = True) -> Marker:
+    """A `marker` point (tags and fields by name) as a Marker; a missing seq is 0, missing strings are ''/None;
+    `attrs=False`: empty attrs (not parsed)."""
     epoch = row.get("epoch")
     gpus = row.get("gpus") or ""
-    attrs_text = row.get("attrs") or "{}"
+    attrs_text = (row.get("attrs") or "{}") if attrs else "{}"
     try:
-        attrs = json.loads(attrs_text)
+        parsed = json.loads(attrs_text)
     except ValueError:
-        attrs = {"attrs": attrs_text}  # not JSON (another writer): kept as text rather than lost
+        parsed = {"attrs": attrs_text}  # not JSON (another writer): kept as text rather than lost
     seq = row.get("seq")
     try:
         seq_i = int(seq) if seq not in (None, "") else 0
@@ -176,7 +177,7 @@ def marker_from_row(row: Mapping[str, Any], time_ns: int) -> Marker:
         time_ns=int(time_ns), host=str(row.get("host") or ""), run=str(row.get("run") or ""),
         scope=str(row.get("scope") or ""), event=str(row.get("event") or ""), seq=seq_i,
         epoch=None if epoch is None else int(epoch), phase=row.get("phase"), arch=row.get("arch"),
-        gpus=tuple(str(gpus).split()), attrs=attrs if isinstance(attrs, dict) else {"attrs": attrs},
+        gpus=tuple(str(gpus).split()), attrs=parsed if isinstance(parsed, dict) else {"attrs": parsed},
     )
 
 
@@ -426,14 +427,14 @@ class InfluxV1Store(_InfluxReader):
             return None
         return min(firsts), max(lasts)
 
-    def read_markers(self, run: str | None = None, host: str | None = None) -> list[Marker]:
+    def read_markers(self, run: str | None = None, host: str | None = None, *, attrs: bool = True) -> list[Marker]:
         q, params = markers_influxql(run, host)
         out = []
         for s in self._series_rows(q, params):
             cols = s["columns"]
             for v in s.get("values", []):
                 row = dict(zip(cols, v, strict=True))
-                out.append(marker_from_row(row, int(row["time"])))
+                out.append(marker_from_row(row, int(row["time"]), attrs=attrs))
         return sort_markers(out)
 
     def runs(self) -> list[str]:
@@ -545,9 +546,9 @@ class InfluxV2Store(_InfluxReader):
             return None
         return int(lo[0]["t_ns"]), int(hi[0]["t_ns"])
 
-    def read_markers(self, run: str | None = None, host: str | None = None) -> list[Marker]:
+    def read_markers(self, run: str | None = None, host: str | None = None, *, attrs: bool = True) -> list[Marker]:
         rows = self._rows(flux.markers_query(self.url.bucket, run, host))
-        return sort_markers([marker_from_row(r, int(r["t_ns"])) for r in rows])
+        return sort_markers([marker_from_row(r, int(r["t_ns"]), attrs=attrs) for r in rows])
 
     def runs(self) -> list[str]:
         return sorted({str(r["_value"]) for r in self._rows(flux.runs_query(self.url.bucket)) if r.get("_value")})

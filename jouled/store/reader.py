@@ -44,8 +44,9 @@ class ReadStore(Protocol):
         """(first, last) sample time over all series; None when there is no sample."""
         ...
 
-    def read_markers(self, run: str | None = None, host: str | None = None) -> list[Marker]:
-        """Markers of `run` (None: all) on `host` (None: any), ordered by run, then seq."""
+    def read_markers(self, run: str | None = None, host: str | None = None, *, attrs: bool = True) -> list[Marker]:
+        """Markers of `run` (None: all) on `host` (None: any), ordered by run, then seq; `attrs=False`: each with
+        empty attrs (what pairing and energy read; the attrs of 20,000 markers are 20,000 JSON parses)."""
         ...
 
     def runs(self) -> list[str]:

@@ -638,8 +638,9 @@ class SqliteStore:
     def count_samples(self) -> int:
         return int(self._conn().execute("SELECT coalesce(sum(n), 0) FROM chunks").fetchone()[0])
 
-    def read_markers(self, run: str | None = None, host: str | None = None) -> list[Marker]:
-        q = "SELECT time_ns, host, run, scope, event, seq, epoch, phase, arch, gpus, attrs FROM markers"
+    def read_markers(self, run: str | None = None, host: str | None = None, *, attrs: bool = True) -> list[Marker]:
+        cols = "time_ns, host, run, scope, event, seq, epoch, phase, arch, gpus" + (", attrs" if attrs else "")
+        q = f"SELECT {cols} FROM markers"
         cond, args = [], []
         if run is not None:
             cond.append("run=?")
@@ -650,13 +651,17 @@ class SqliteStore:
         if cond:
             q += " WHERE " + " AND ".join(cond)
         q += " ORDER BY run, seq"
+        rows = self._conn().execute(q, args)
         # positional: the columns are selected in Marker's field order (time_ns … arch), then gpus and attrs
+        if not attrs:  # pairing and energy read no attrs: no column, no parser (a mapped marker's client_time_ns)
+            return [Marker(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], tuple(r[9].split()) if r[9] else ())
+                    for r in rows]
         return [
             Marker(
                 r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], tuple(r[9].split()) if r[9] else (),
-                {} if r[10] == "{}" else json.loads(r[10]),  # most markers carry none: skip the parser
+                {} if r[10] == "{}" else json.loads(r[10]),  # a marker with none: skip the parser
             )
-            for r in self._conn().execute(q, args)
+            for r in rows
         ]
 
     def runs(self) -> list[str]:

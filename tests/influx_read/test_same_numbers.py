@@ -79,6 +79,7 @@ def test_store_reads_match(stores: tuple[str, str, Path]) -> None:
             assert np.array_equal(a.power_w, b.power_w, equal_nan=True)  # bit-identical through line protocol
             assert np.array_equal(a.energy_j, b.energy_j, equal_nan=True)
         assert ix.read_markers() == sq.read_markers()
+        assert ix.read_markers(attrs=False) == sq.read_markers(attrs=False)  # a query's markers: no attrs
         assert ix.read_markers("r2", "h1") == sq.read_markers("r2", "h1")
         assert ix.read_markers("r2", "h2") == []
         assert ix.runs() == sq.runs() == ["r1", "r2", "r3"]

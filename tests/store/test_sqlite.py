@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 from pathlib import Path
@@ -79,6 +80,8 @@ def test_markers_read_back_every_stored_field(tmp_path: Path) -> None:
           Marker(9, "host-a", "run-b", "phase", "end", 4, epoch=2, phase="forward")]
     st.write_markers(ms)
     assert st.read_markers("run-b") == ms
+    # what a query pairs: every field but the attrs, left empty (not read, not parsed)
+    assert st.read_markers("run-b", attrs=False) == [dataclasses.replace(m, attrs={}) for m in ms]
 
 
 def test_carbon_and_allocations(tmp_path: Path) -> None:
