@@ -58,15 +58,21 @@ def fill(store: SqliteStore, hours: float, devices: int, rate_hz: int) -> int:
 
 
 def markers(hours: float, epochs: int) -> list[Marker]:
+    """The run's markers as the daemon stores them: each mapped onto its clock, with the sender's own wall time in
+    attrs (`client_time_ns`, here 5 µs earlier)."""
     span = int(hours * 3600 * NS_PER_S)
     edges = T0 + np.linspace(0, span - NS_PER_S, epochs + 1).astype(np.int64)
-    out = [Marker(int(edges[0]), "bench", "r", "run", "start", 0)]
+
+    def mk(t: int, scope: str, event: str, seq: int, epoch: int | None = None) -> Marker:
+        return Marker(t, "bench", "r", scope, event, seq, epoch=epoch, attrs={"client_time_ns": t - 5000})
+
+    out = [mk(int(edges[0]), "run", "start", 0)]
     seq = 1
     for i in range(epochs):
-        out.append(Marker(int(edges[i]) + 1, "bench", "r", "epoch", "start", seq, epoch=i))
-        out.append(Marker(int(edges[i + 1]), "bench", "r", "epoch", "end", seq + 1, epoch=i))
+        out.append(mk(int(edges[i]) + 1, "epoch", "start", seq, i))
+        out.append(mk(int(edges[i + 1]), "epoch", "end", seq + 1, i))
         seq += 2
-    out.append(Marker(int(edges[-1]) + 1, "bench", "r", "run", "end", seq))
+    out.append(mk(int(edges[-1]) + 1, "run", "end", seq))
     return out
 
 
