@@ -837,11 +837,16 @@ def wait_live(store: ReadStore, until_ns_by_host: Mapping[str, int], timeout_s: 
         return []
     deadline = _time.monotonic() + timeout_s
     behind: list[str] = []
+    now_ns = _time.time_ns()
     for host, until_ns in sorted(until_ns_by_host.items()):
-        if not lagging_series(store, until_ns, host=host):  # None: nothing of this host is being logged; []: complete
+        # live: flushed within the lookback of now, not only of the run's end. A run that ended minutes ago, whose
+        # daemon stopped with it, is not waited for because another daemon (another host tag) holds the log now.
+        since_ns = max(until_ns, now_ns) - int(LIVE_LOOKBACK_S * 1e9)
+        if not lagging_series(store, until_ns, host=host, since_ns=since_ns):  # None: not being logged; []: complete
             continue
         try:
-            wait_complete(store, until_ns, max(0.0, deadline - _time.monotonic()), host=host, poll_s=poll_s)
+            wait_complete(store, until_ns, max(0.0, deadline - _time.monotonic()), host=host, since_ns=since_ns,
+                          poll_s=poll_s)
         except TimeoutError as e:
             behind.append(f"host {host}: {e} (the last window may lack samples)")
     return behind

@@ -70,3 +70,28 @@ def test_no_wait_without_a_running_daemon_and_a_line_when_it_does_not_flush(tmp_
     started = time.monotonic()
     assert wait_live(st, {"testhost": CLOCK.now_ns() + 10**12}, 5.0) == []
     assert time.monotonic() - started < 1.0
+
+
+def test_an_old_run_of_another_host_is_not_waited_for(tmp_path: Path) -> None:
+    """A new user read a calibrate run that ended minutes before, logged under the host tag `vm`, while a daemon
+    with another `[daemon] host` held the log: every query waited its whole 6 s and warned that the log was not
+    complete. Its series stopped being flushed when its run ended: they are not live now."""
+    import numpy as np
+
+    from jouled.store.sqlite import ChunkBatch, SeriesKey
+
+    cfg = make_config(tmp_path)
+    bg = start_daemon(cfg, [ScriptedSource(devices=1)], rate_hz=20.0, markers=False)  # holds the log
+    try:
+        wait_for(lambda: bg.daemon.store_health.flushes >= 1, what="the first flush", timeout_s=20)
+        end_ns = CLOCK.now_ns() - 300 * 10**9  # five minutes ago, its last sample at the end, its watermark there
+        t = end_ns - np.arange(100, -1, -1, dtype=np.int64) * 10**8
+        key = SeriesKey("vm", "estimate", "cpu")
+        SqliteStore(Path(cfg.store.path)).write_batches(
+            [ChunkBatch(key, t, np.full(t.size, 50.0), np.full(t.size, np.nan))], complete={key: int(t[-1]) + 1})
+        st = open_readonly(sqlite_url(cfg.store.path), cfg)
+        started = time.monotonic()
+        assert wait_live(st, {"vm": end_ns}, 3.0) == []
+        assert time.monotonic() - started < 1.0
+    finally:
+        bg.stop()
