@@ -539,15 +539,17 @@ def _by_method(
 def _stuck_counter(
     prep: PreparedSeries, method: npt.NDArray[np.int8], energy: FloatArray, a: FloatArray, b: FloatArray,
 ) -> npt.NDArray[np.bool_] | None:
-    """Counter windows whose counter did not move while the power integral over the whole window is at least
-    STUCK_MIN_J and STUCK_RESOLUTIONS counter steps (`window_energy_many`); None when there are none (the usual
-    case: one comparison over the windows)."""
+    """Counter windows whose counter did not move while the power integral over the part of the window the counter
+    covers is at least STUCK_MIN_J and STUCK_RESOLUTIONS counter steps (`window_energy_many`); None when there are
+    none (the usual case: one comparison over the windows)."""
     flat = (method == _M_COUNTER) & (energy == 0.0)
     if not bool(flat.any()) or prep.power.n < 2:
         return None
     idx = np.flatnonzero(flat)
     covered, length = _coverage(prep.power.t_s, a[idx], b[idx])
-    idx = idx[covered & (length >= (b[idx] - a[idx]) - 1e-9)]  # the power covers the whole window
+    _c_ok, c_length = _coverage(prep.counter.t_s, a[idx], b[idx])
+    # the power covers all of the window the counter covers (a run window is often wider than the samples: `edge`)
+    idx = idx[covered & (length >= c_length - 1e-9)]
     if idx.size == 0:
         return None
     drawn_j = _cum_at(prep.power, b[idx], _M_INTEGRAL) - _cum_at(prep.power, a[idx], _M_INTEGRAL)

@@ -284,3 +284,11 @@ def test_stuck_only_where_the_counter_stopped() -> None:
     assert [b.method_name(i) for i in range(2)] == ["counter", "integral"]
     assert b.energy_j.tolist() == pytest.approx([500.0, 400.0])
     assert [("counter-stuck" in b.flag_names(i)) for i in range(2)] == [False, True]
+
+
+def test_stuck_counter_in_a_window_wider_than_the_samples() -> None:
+    """A run window starts before the first sample (`edge`): a new user's calibrate run read 0 J at the wall for the
+    run while each of its phases read the integral."""
+    r = window_energy(T11, np.full(11, 123.45), np.full(11, 90.0), -2 * S, 12 * S, period_s=1.0)
+    assert r.method == "integral" and r.energy_j == pytest.approx(1234.5)
+    assert "counter-stuck" in r.flags and "edge" in r.flags
