@@ -189,6 +189,12 @@ def _write(p: Planned) -> None:
             pass  # no jouled group (a staging --root): root-only until the package's postinst creates it
 
 
+def _check_root(root: Path) -> None:
+    """A --root that is a file, or a folder that cannot exist, is one line (it was a traceback)."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--root {root}: not a folder — pass the folder to install under (default /)")
+
+
 def _is_live(root: Path) -> bool:
     return root.resolve() == Path("/")
 
@@ -248,6 +254,7 @@ def install(
 
     Running it again changes only what differs (and says when nothing did).
     """
+    _check_root(root)
     plan = plan_install(root, force, with_influxdb)
     live = _is_live(root)
     exec_line = next(line for line in plan[0].text.splitlines() if line.startswith("ExecStart="))
@@ -279,10 +286,20 @@ def install(
             _write(p)
     except PermissionError as e:
         raise UserError(f"{e.filename}: permission denied — run `sudo jouled service install` or pass --root DIR") from None
+    except OSError as e:  # a --root under which no folder can be made (/proc, a read-only mount, …)
+        raise UserError(f"--root {root}: cannot write {e.filename} ({e.strerror}) — pass a writable folder") from None
     for p in plan:
         typer.echo(f"{DONE[p.action]} {p.path}")
     if not changes:
         typer.echo("nothing changed: already installed")
+    if not live:
+        try:
+            grp.getgrnam(SERVICE_GROUP)
+            owner = ""
+        except KeyError:  # _write gives the secrets to the group only where it exists
+            owner = f", the config and broker password root:root (no `{SERVICE_GROUP}` group here)"
+        typer.echo(f"staging root {root}: no `{SERVICE_GROUP}` user made{owner}, systemctl not run — the package's "
+                   "install scripts do those")
     for w in warnings:
         # a warning, not an error: packaging under --root may install the interpreter later; the service would
         # fail with "Permission denied" or "No such file" at start, which says less than this
@@ -302,6 +319,7 @@ def uninstall(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be removed and run; change nothing")] = False,
 ) -> None:
     """Stop and remove the unit, its drop-in, the README and the tmpfiles rule (the config and the log stay unless --purge)."""
+    _check_root(root)
     rels = (UNIT, INFLUX_DROPIN, TMPFILES, DOC, *((CONFIG, MQTT_PASSWORD) if purge else ()))
     if dry_run:
         present = [str(root / rel) for rel in rels if (root / rel).exists()]

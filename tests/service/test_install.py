@@ -119,3 +119,19 @@ def test_permission_denied_is_one_line(tmp_path: Path) -> None:
     finally:
         tmp_path.chmod(0o700)
     assert res.exit_code == 2 and "permission denied" in res.output
+
+
+def test_a_root_that_is_no_folder_is_one_line(tmp_path: Path) -> None:
+    """A new user's `--root` pointing at a file, or somewhere no folder can be made, ended in a 50-line traceback."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for cmd in (["install", "--no-enable"], ["uninstall"], ["install", "--no-enable", "--dry-run"]):
+        res = runner.invoke(app, ["service", *cmd, "--root", str(afile)])
+        assert res.exit_code == 2 and "not a folder" in res.output and "Traceback" not in res.output, res.output
+    res = runner.invoke(app, ["service", "install", "--no-enable", "--root", "/proc/jouled-no-such"])
+    assert res.exit_code == 2 and "cannot write" in res.output and "pass a writable folder" in res.output, res.output
+
+
+def test_a_staging_install_says_what_it_left_to_the_package(tmp_path: Path) -> None:
+    out = _run("install", "--root", str(tmp_path), "--no-enable")
+    assert f"staging root {tmp_path}: no `jouled` user made" in out and "systemctl not run" in out
