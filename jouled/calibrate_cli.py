@@ -221,8 +221,11 @@ def print_calibration(cal: Any, wide: bool = False) -> None:
                         for k, v in sorted(fit.busy_by_load_w.items()))
         typer.echo(f"P_busy by load: {per}; best bound: {fit.best_load}")
     if m is not None:
-        typer.echo(f"uncaptured = {m.intercept_w:.2f} W + {m.per_util_w:.2f} W × CPU utilisation + "
-                   f"{m.per_gpu_w:.4f} × GPU power (fitted: {', '.join(m.features) or 'intercept only'})")
+        def term(v: float, spec: str) -> str:  # "+ 3.10", "− 76.56": no "+ -76.56"
+            return f"{'−' if v < 0 else '+'} {format(abs(v), spec)}"
+
+        typer.echo(f"uncaptured = {m.intercept_w:.2f} W {term(m.per_util_w, '.2f')} W × CPU utilisation "
+                   f"{term(m.per_gpu_w, '.4f')} × GPU power (fitted: {', '.join(m.features) or 'intercept only'})")
     for n in fit.notes:
         typer.echo(f"note: {n}")
 

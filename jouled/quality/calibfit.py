@@ -184,6 +184,24 @@ def busy_candidate_w(idle_w: float, idle_util: float, load_w: float, load_util: 
     return idle_w + (load_w - idle_w) * (1.0 - idle_util) / du
 
 
+def _implausible(walled: Sequence[PhasePoint], model: UncapturedModel) -> list[str]:
+    """Notes on a fit the physics does not allow: a wall meter that did not see the load the sensors saw (a meter on
+    another machine, one that answers one value: the simulated WT310), uncaptured power that falls with load."""
+    out: list[str] = []
+    wall = [float(p.wall_w) for p in walled if p.wall_w is not None]
+    measured = [p.measured_w for p in walled]
+    if len(wall) >= 2:
+        wall_spread, measured_spread = float(np.ptp(wall)), float(np.ptp(measured))
+        if wall_spread < max(1.0, 0.01 * float(np.mean(wall))) and measured_spread > max(2.0, 2 * wall_spread):
+            out.append(f"the wall power did not follow the load ({min(wall):.1f}-{max(wall):.1f} W at the wall while the "
+                       f"sensors saw {min(measured):.1f}-{max(measured):.1f} W): is the meter on this machine's plug? "
+                       "This calibration is not to be trusted")
+    if model.per_util_w < 0:
+        out.append(f"the uncaptured power falls as the CPU works ({model.per_util_w:.2f} W per unit of utilisation): "
+                   "check the meter before using this calibration")
+    return out
+
+
 def fit_calibration(points: Sequence[PhasePoint]) -> Fit:
     """Fit P_idle/P_busy (static) and the uncaptured model (time-varying) from the calibration phases.
 
@@ -207,6 +225,7 @@ def fit_calibration(points: Sequence[PhasePoint]) -> Fit:
                    notes=["no wall meter: P_idle, P_busy and uncaptured power not calibrated (static fallback)"])
     walled = [p for p in points if p.wall_w is not None]
     model = fit_uncaptured(walled)
+    notes.extend(_implausible(walled, model))
 
     def nongpu(p: PhasePoint) -> float:
         return float(p.wall_w) - p.gpu_w  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -83,6 +84,17 @@ def test_fit_calibration_on_a_linear_machine() -> None:
     assert set(fit.busy_by_load_w) == {"cpu-prime", "cpu-fma", "memory"}  # the half-core phase only checks
     assert fit.model is not None and fit.model.per_util_w == pytest.approx(25.0)
     assert all(abs(r.time_varying_err_w) < 1e-9 and abs(r.static_err_w) < 1e-9 for r in fit.residuals)
+
+
+def test_a_wall_meter_that_does_not_see_the_load_is_named() -> None:
+    """The simulated WT310 answers 123.5 W whatever the load: a new user's calibration stored P_idle = P_busy and an
+    uncaptured power falling with load as `(calibrated)`, without a word. Now the fit says why not to trust it."""
+    pts = [dataclasses.replace(p, wall_w=123.5) for p in (point("idle", 0.1), point("cpu-prime", 0.9))]
+    notes = fit_calibration(pts).notes
+    assert any("the wall power did not follow the load (123.5-123.5 W" in n for n in notes)
+    assert any("the uncaptured power falls as the CPU works" in n for n in notes)
+    good = fit_calibration([point("idle", 0.1), point("cpu-prime", 0.9)]).notes
+    assert not any("did not follow" in n or "falls" in n for n in good)
 
 
 def test_best_load_is_the_one_whose_bound_errs_least() -> None:
