@@ -178,8 +178,8 @@ def _http_error(what: str, where: str, status: int, message: str) -> str:
     fixes = {
         401: "the token is not valid — check --token-file / $JOULED_GRAFANA_TOKEN (a service account token)",
         403: "the token may not do this — give its service account the Editor role (or folder write permission)",
-        404: "not found — is --url Grafana's root URL (with its sub-path if it has one)? a --folder that was just "
-             "deleted? push again",
+        404: "is --url Grafana's root URL (with its sub-path if it has one)? a --folder that was just deleted? "
+             "push again",
     }
     fix = fixes.get(status, "see Grafana's log" if status >= 500 else "see the message")
     status_text = f"HTTP {status}" if status else "request failed"
@@ -200,7 +200,8 @@ def push(
     url: Annotated[str, typer.Option("--url", metavar="URL", help="Grafana's root URL, e.g. http://127.0.0.1:3000")],
     token_file: Annotated[
         Path | None, typer.Option("--token-file", metavar="FILE",
-                                  help=f"a service account token on its first line (default ${TOKEN_ENV})")
+                                  help=f"a file with a service account token on its first line (without it: the "
+                                       f"token itself in ${TOKEN_ENV})")
     ] = None,
     folder: Annotated[
         str | None, typer.Option("--folder", metavar="NAME", help="put the dashboards in this folder (created if absent)")

@@ -75,7 +75,8 @@ def _table(doc: list[dict[str, Any]], console: Console, wide: bool = False) -> N
             _target_cell(m, 0.1), _target_cell(m, 0.05),
             f"{_fmt(gh.get('idle'), 0)}\n{_fmt(gh.get('released'), 0)}",
         ])
-    title = f"CE-NAS simulation — {names}, {head['gpus']} GPUs, {head['hours']:g} h, {head['seeds']} seeds"
+    seeds = f"{head['seeds']} seed{'s' if head['seeds'] != 1 else ''}"
+    title = f"CE-NAS simulation — {names}, {head['gpus']} GPUs, {head['hours']:g} h, {seeds}"
     print_table(title, cols, cells, wide=wide, console=console)
     pw = head["power_w"]
     console.print(
@@ -267,7 +268,7 @@ def simulate_cmd(
             raise UserError(f"--series-out {series_out}: cannot write ({e.strerror}) — pass a writable path") from None
     if plot_out is not None:
         names = " + ".join(Path(z.path).name for z in zones)
-        plot_runs(runs, plot_out, f"{names}: {gpus} GPUs per zone, {hours:g} h, {seeds} seeds")
+        plot_runs(runs, plot_out, f"{names}: {gpus} GPUs per zone, {hours:g} h, {seeds} seed{'s' if seeds != 1 else ''}")
         if fmt == "table":  # JSON output stays the only thing printed
             typer.echo(f"plot written to {plot_out}", err=True)
     if fmt == "json":

@@ -103,7 +103,9 @@ def send(
         validate_marker(candidate)
     except MarkerError as e:
         flag = {"seq": "--seq", "time": "--time", "attrs": "--attrs", "gpus": "--gpus"}.get(e.field or "", f"--{e.field}")
-        raise UserError(f"{flag}: {e.message} ({e.kind})") from None
+        if e.kind == "missing_field":  # the option was not given: say when it is needed, not the schema's code
+            raise UserError(f"{flag}: required with --scope {scope} — pass {flag} N") from None
+        raise UserError(f"{flag}: {e.message}") from None
     alloc = SeqAllocator(spool)
     if seq is None:
         seq = alloc.reserve(run)
