@@ -44,6 +44,12 @@ def parse_limits(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+class NoEpochs(UserError):
+    """The run has no epoch to assess or compare: exit 1 (ran, found nothing to give), as `energy epochs` does."""
+
+    exit_code = 1
+
+
 def load_run(store: ReadStore, config: Config, run: str, limits: str | None = None) -> RunData:
     """Read everything about `run` the quality commands use. Errors are one-line UserErrors (the query core's)."""
     markers = store.read_markers(run)
@@ -53,8 +59,8 @@ def load_run(store: ReadStore, config: Config, run: str, limits: str | None = No
     run_ws = [w for w in windows if w.scope == "run"]
     epoch_ws = sorted((w for w in windows if w.scope == "epoch"), key=lambda w: (w.start_ns, w.end_ns))
     if not epoch_ws:
-        raise UserError(f"run {run!r}: no complete epoch (start and end markers) in {store.path} — "
-                        "assess and compare work per epoch")
+        raise NoEpochs(f"run {run!r}: no complete epoch (start and end markers) in {store.path} — "
+                       "assess and compare work per epoch")
     host = (run_ws or epoch_ws)[0].host
     start_ns = run_ws[0].start_ns if run_ws else epoch_ws[0].start_ns
     end_ns = run_ws[0].end_ns if run_ws else epoch_ws[-1].end_ns
