@@ -109,4 +109,3 @@ def demo_command(
     # soft_wrap: one line however narrow the terminal, so the command pastes whole into a shell
     console.print(f"  jouled energy epochs --run {escape(result.run_id)} --store {escape(store_url)} --format json",
                   soft_wrap=True, highlight=False)
-

@@ -17,6 +17,13 @@ class UserError(Exception):
         super().__init__(self.message)
 
 
+class NothingFound(UserError):
+    """The command ran but found nothing to give (an export that matched no sample, a run with no epoch to assess):
+    one line, exit 1."""
+
+    exit_code = 1
+
+
 class MissingExtra(UserError):
     """An optional part was asked for but its extra is not installed."""
 

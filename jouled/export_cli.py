@@ -12,7 +12,7 @@ from typing import IO, Annotated
 import typer
 
 from jouled.cli_common import ConfigOpt, StoreOpt, context, make_app
-from jouled.errors import UserError
+from jouled.errors import NothingFound, UserError
 from jouled.export import iter_slices, write_csv, write_line_protocol, write_parquet
 from jouled.query import MissingModule, UnknownRun, open_readonly
 from jouled.timefmt import parse_time_arg_ns
@@ -120,7 +120,5 @@ def _iso(t_ns: int) -> str:
     return datetime.fromtimestamp(t_ns / 1e9, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-class NothingExported(UserError):
-    """The export matched no sample: exit 1 (the command ran, but there was nothing to give)."""
-
-    exit_code = 1
+class NothingExported(NothingFound):
+    """The export matched no sample (exit 1)."""

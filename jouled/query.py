@@ -297,7 +297,7 @@ def compute_run_rows(
     for run in missing:
         # its problems were in the first call's already (it paired every run's markers)
         got, _same_problems = compute_rows(store, config, run, ("epoch", "phase"))
-        if _started_not_ended(store.read_markers(run)):  # `open` in the run's flags: its finished windows so far
+        if _started_not_ended(store.read_markers(run, attrs=False)):  # `open` in its flags: its finished windows so far
             more.extend({**r, "flags": (*r["flags"], OPEN)} for r in got)
         else:
             more.extend(got)

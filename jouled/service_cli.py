@@ -190,7 +190,8 @@ def _write(p: Planned) -> None:
 
 
 def _check_root(root: Path) -> None:
-    """A --root that is a file, or a folder that cannot exist, is one line (it was a traceback)."""
+    """A --root that is a file is one line (it was a traceback); one where no folder can be made fails at the first
+    write, with its own line (`install`)."""
     if root.exists() and not root.is_dir():
         raise UserError(f"--root {root}: not a folder — pass the folder to install under (default /)")
 

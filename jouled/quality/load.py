@@ -9,7 +9,7 @@ import numpy as np
 
 from jouled.config import Config
 from jouled.energy import SeriesArrays
-from jouled.errors import UserError
+from jouled.errors import NothingFound, UserError
 from jouled.query import carbon_for, compute_rows, load_series, series_metas
 from jouled.rows import energy_rows, run_totals
 from jouled.series import choose_totals, meta_or_default
@@ -44,10 +44,8 @@ def parse_limits(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-class NoEpochs(UserError):
-    """The run has no epoch to assess or compare: exit 1 (ran, found nothing to give), as `energy epochs` does."""
-
-    exit_code = 1
+class NoEpochs(NothingFound):
+    """The run has no epoch to assess or compare (exit 1, as `energy epochs` gives for the same run)."""
 
 
 def load_run(store: ReadStore, config: Config, run: str, limits: str | None = None) -> RunData:

@@ -163,11 +163,13 @@ def marker_from_row(row: Mapping[str, Any], time_ns: int, *, attrs: bool = True)
     `attrs=False`: empty attrs (not parsed)."""
     epoch = row.get("epoch")
     gpus = row.get("gpus") or ""
-    attrs_text = (row.get("attrs") or "{}") if attrs else "{}"
-    try:
-        parsed = json.loads(attrs_text)
-    except ValueError:
-        parsed = {"attrs": attrs_text}  # not JSON (another writer): kept as text rather than lost
+    parsed: Any = {}
+    if attrs:
+        attrs_text = row.get("attrs") or "{}"
+        try:
+            parsed = json.loads(attrs_text)
+        except ValueError:
+            parsed = {"attrs": attrs_text}  # not JSON (another writer): kept as text rather than lost
     seq = row.get("seq")
     try:
         seq_i = int(seq) if seq not in (None, "") else 0
